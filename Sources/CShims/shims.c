@@ -1,0 +1,23 @@
+#include "CShims.h"
+
+MPI_Comm esft_mpi_comm_world(void) { return MPI_COMM_WORLD; }
+MPI_Datatype esft_mpi_float(void) { return MPI_FLOAT; }
+MPI_Datatype esft_mpi_double(void) { return MPI_DOUBLE; }
+MPI_Datatype esft_mpi_int32(void) { return MPI_INT32_T; }
+MPI_Datatype esft_mpi_int64(void) { return MPI_INT64_T; }
+MPI_Datatype esft_mpi_uint8(void) { return MPI_UINT8_T; }
+MPI_Op esft_mpi_sum(void) { return MPI_SUM; }
+MPI_Op esft_mpi_max(void) { return MPI_MAX; }
+void *esft_mpi_in_place(void) { return MPI_IN_PLACE; }
+
+// H5T_NATIVE_* and H5P_* expand to library globals that are valid only after H5open().
+hid_t esft_h5t_native_float(void) { H5open(); return H5T_NATIVE_FLOAT; }
+hid_t esft_h5t_native_double(void) { H5open(); return H5T_NATIVE_DOUBLE; }
+hid_t esft_h5t_native_int32(void) { H5open(); return H5T_NATIVE_INT32; }
+hid_t esft_h5t_native_int64(void) { H5open(); return H5T_NATIVE_INT64; }
+hid_t esft_h5t_native_uint8(void) { H5open(); return H5T_NATIVE_UINT8; }
+hid_t esft_h5t_native_uint16(void) { H5open(); return H5T_NATIVE_UINT16; }
+hid_t esft_h5t_c_s1(void) { H5open(); return H5T_C_S1; }
+hid_t esft_h5p_file_access(void) { H5open(); return H5P_FILE_ACCESS; }
+hid_t esft_h5p_file_create(void) { H5open(); return H5P_FILE_CREATE; }
+hid_t esft_h5p_dataset_create(void) { H5open(); return H5P_DATASET_CREATE; }

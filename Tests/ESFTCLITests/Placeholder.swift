@@ -1,0 +1,2 @@
+import XCTest
+final class ESFTCLITestsPlaceholder: XCTestCase { func testNothing() {} }

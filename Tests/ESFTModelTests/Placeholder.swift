@@ -1,0 +1,2 @@
+import XCTest
+final class ESFTModelTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,0 +1,2 @@
+import XCTest
+final class ESFTStoreTestsPlaceholder: XCTestCase { func testNothing() {} }
