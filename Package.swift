@@ -29,9 +29,12 @@ let package = Package(
         // The command-line tool.
         .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
 
-        .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
-        .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTStore", "ESFTModel"]),
-        .testTarget(name: "ESFTCLITests", dependencies: []),
+        // Fixture paths and comparisons shared by the test targets.
+        .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
+                path: "Tests/ESFTTestSupport"),
+        .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

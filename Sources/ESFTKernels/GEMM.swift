@@ -1,0 +1,75 @@
+import COpenBLAS
+
+/// Row-major single-precision GEMM through OpenBLAS: C = alpha * op(A) * op(B) + beta * C,
+/// op(A) is m×k, op(B) is k×n, C is m×n. Leading dimensions are row strides in elements.
+@inline(__always)
+public func sgemm(transA: Bool = false, transB: Bool = false,
+                  m: Int, n: Int, k: Int, alpha: Float = 1,
+                  a: UnsafePointer<Float>, lda: Int,
+                  b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0,
+                  c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {  // BLAS would not touch C with alpha*0; make beta semantics explicit.
+        if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+        else if beta != 1 { for i in 0..<m { cblas_sscal(Int32(n), beta, c + i * ldc, 1) } }
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// A linear layer in Hugging Face's convention: weight_OI is [out, in], y = x W^T + b.
+public enum Linear {
+    /// y_NO = x_NI · W_OI^T (+ bias_O). `accumulate` adds into y instead of overwriting.
+    public static func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                               y: UnsafeMutablePointer<Float>, n: Int, inDim: Int, outDim: Int,
+                               xStride: Int? = nil, yStride: Int? = nil, accumulate: Bool = false) {
+        let ldy = yStride ?? outDim
+        sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: xStride ?? inDim, b: weight, ldb: inDim,
+              beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        if let bias { addRowVector(y, bias, rows: n, cols: outDim, stride: ldy) }
+    }
+
+    /// Backward of `forward`: dx_NI (+)= dy_NO · W_OI; dW_OI += dy^T · x; db_O += Σ_rows dy.
+    /// Pass nil for what is not needed (frozen weight, or no gradient wanted below).
+    public static func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                dx: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                                dBias: UnsafeMutablePointer<Float>?, n: Int, inDim: Int, outDim: Int,
+                                xStride: Int? = nil, dyStride: Int? = nil, dxStride: Int? = nil,
+                                accumulateDx: Bool = false) {
+        let ldy = dyStride ?? outDim
+        if let dx {
+            sgemm(m: n, n: inDim, k: outDim, a: dy, lda: ldy, b: weight, ldb: inDim,
+                  beta: accumulateDx ? 1 : 0, c: dx, ldc: dxStride ?? inDim)
+        }
+        if let dWeight {
+            sgemm(transA: true, m: outDim, n: inDim, k: n, a: dy, lda: ldy, b: x, ldb: xStride ?? inDim,
+                  beta: 1, c: dWeight, ldc: inDim)
+        }
+        if let dBias { sumRows(dy, rows: n, cols: outDim, stride: ldy, into: dBias) }
+    }
+}
+
+/// y[r, :] += v for each row.
+public func addRowVector(_ y: UnsafeMutablePointer<Float>, _ v: UnsafePointer<Float>, rows: Int, cols: Int, stride: Int) {
+    parallelChunks(rows, grain: 64) { range in
+        for r in range { cblas_saxpy(Int32(cols), 1, v, 1, y + r * stride, 1) }
+    }
+}
+
+/// into[c] += Σ_r x[r, c].
+public func sumRows(_ x: UnsafePointer<Float>, rows: Int, cols: Int, stride: Int, into: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows { cblas_saxpy(Int32(cols), 1, x + r * stride, 1, into, 1) }
+}
+
+/// y += alpha * x over `count` contiguous floats.
+@inline(__always)
+public func axpy(_ count: Int, _ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    cblas_saxpy(Int32(count), alpha, x, 1, y, 1)
+}
+
+@inline(__always)
+public func dot(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+    cblas_sdot(Int32(count), x, 1, y, 1)
+}

@@ -1,0 +1,194 @@
+import ESFTKernels
+import Foundation
+
+/// Multi-head latent attention (MLA) as DeepSeek-V2 defines it.
+///   q     = x·Wqᵀ, or q_b(RMSNorm(q_a(x))) when q_lora_rank is set         [N, H·(nope+rope)]
+///   ckv   = kv_a(x) = [c (kv_lora_rank) | k_rope (rope dim, one key shared by all heads)]
+///   kv    = kv_b(RMSNorm(c))                                             [N, H·(nope+v)]
+///   score = (q_nope·k_nopeᵀ + rope(q_rope)·rope(k_rope)ᵀ)·scale, causal softmax in fp32, out = P·v
+/// Saved for backward: projections' inputs/outputs and each row's log-sum-exp; the T×T probabilities
+/// are recomputed per (sequence, head) in backward, so memory is O(N) per layer, not O(T²).
+struct MLAttention {
+    let cfg: ModelConfig
+    let qProj: Parameter?, qaProj: Parameter?, qaBias: Parameter?, qaNorm: Parameter?, qbProj: Parameter?
+    let kvaProj: Parameter, kvaBias: Parameter?, kvaNorm: Parameter, kvbProj: Parameter
+    let oProj: Parameter, oBias: Parameter?
+
+    init(_ p: ParameterSet, layer: Int, config c: ModelConfig) throws {
+        cfg = c
+        let a = "model.layers.\(layer).self_attn.", d = c.hiddenSize, h = c.numHeads
+        if let rq = c.qLoraRank {
+            qProj = nil
+            qaProj = try p.require(a + "q_a_proj.weight", shape: [rq, d])
+            qaBias = c.attentionBias ? try p.require(a + "q_a_proj.bias", shape: [rq]) : nil
+            qaNorm = try p.require(a + "q_a_layernorm.weight", shape: [rq])
+            qbProj = try p.require(a + "q_b_proj.weight", shape: [h * c.qkHeadDim, rq])
+        } else {
+            qProj = try p.require(a + "q_proj.weight", shape: [h * c.qkHeadDim, d])
+            qaProj = nil; qaBias = nil; qaNorm = nil; qbProj = nil
+        }
+        kvaProj = try p.require(a + "kv_a_proj_with_mqa.weight", shape: [c.kvLoraRank + c.qkRopeHeadDim, d])
+        kvaBias = c.attentionBias ? try p.require(a + "kv_a_proj_with_mqa.bias", shape: [c.kvLoraRank + c.qkRopeHeadDim]) : nil
+        kvaNorm = try p.require(a + "kv_a_layernorm.weight", shape: [c.kvLoraRank])
+        kvbProj = try p.require(a + "kv_b_proj.weight", shape: [h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank])
+        oProj = try p.require(a + "o_proj.weight", shape: [d, h * c.vHeadDim])
+        oBias = c.attentionBias ? try p.require(a + "o_proj.bias", shape: [d]) : nil
+    }
+
+    private var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
+        let h = cfg.numHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim
+        return (h, dn, dr, dv, dn + dr, cfg.kvLoraRank, h * (dn + dr), h * (dn + dv), h * dv, cfg.kvLoraRank + dr)
+    }
+
+    /// x_ND is the normed layer input; out_ND is written.
+    func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch b: Int, seqLen t: Int,
+                 rope: RopeTables, acts: Workspace, scratch: Workspace) {
+        let n = b * t, d = cfg.hiddenSize, k = dims
+        let q = acts.floats("attn.q", n * k.ldq)
+        if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
+            let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
+            Linear.forward(x: x, weight: qaProj.value, bias: qaBias?.value, y: qa, n: n, inDim: d, outDim: rq)
+            RMSNorm.forward(x: qa, weight: qaNorm.value, eps: ModelConfig.latentNormEps, y: qan,
+                            rstd: acts.floats("attn.qa_rstd", n), rows: n, dim: rq)
+            Linear.forward(x: qan, weight: qbProj.value, bias: nil, y: q, n: n, inDim: rq, outDim: k.ldq)
+        } else if let qProj {
+            Linear.forward(x: x, weight: qProj.value, bias: nil, y: q, n: n, inDim: d, outDim: k.ldq)
+        }
+        let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
+        Linear.forward(x: x, weight: kvaProj.value, bias: kvaBias?.value, y: ckv, n: n, inDim: d, outDim: k.ldc)
+        RMSNorm.forward(x: ckv, weight: kvaNorm.value, eps: ModelConfig.latentNormEps, y: cn,
+                        rstd: acts.floats("attn.cn_rstd", n), rows: n, dim: k.rkv, xStride: k.ldc)
+        let kv = acts.floats("attn.kv", n * k.ldkv)
+        Linear.forward(x: cn, weight: kvbProj.value, bias: nil, y: kv, n: n, inDim: k.rkv, outDim: k.ldkv)
+        let kpe = acts.floats("attn.kpe", n * k.dr)
+        for r in 0..<n { (kpe + r * k.dr).update(from: ckv + r * k.ldc + k.rkv, count: k.dr) }
+        RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
+        RoPE.rotate(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
+                    cos: rope.cos, sin: rope.sin, inverse: false)
+
+        let o = acts.floats("attn.o", n * k.ldo), lse = acts.floats("attn.lse", n * k.h)
+        let s = scratch.floats("attn.s", t * t)
+        for bi in 0..<b {
+            for hi in 0..<k.h {
+                let qn = q + bi * t * k.ldq + hi * k.dqk, kn = kv + bi * t * k.ldkv + hi * (k.dn + k.dv)
+                scores(qn: qn, kn: kn, kr: kpe + bi * t * k.dr, s: s, t: t)
+                causalSoftmax(s, t: t, scale: rope.softmaxScale, lse: lse + (bi * k.h + hi) * t)
+                sgemm(m: t, n: k.dv, k: t, a: s, lda: t, b: kn + k.dn, ldb: k.ldkv,
+                      c: o + bi * t * k.ldo + hi * k.dv, ldc: k.ldo)
+            }
+        }
+        Linear.forward(x: o, weight: oProj.value, bias: oBias?.value, y: out, n: n, inDim: k.ldo, outDim: d)
+    }
+
+    /// S_TT = q_nope·k_noseᵀ + q_rope·k_ropeᵀ for one (sequence, head); q_rope and k_rope already rotated.
+    private func scores(qn: UnsafePointer<Float>, kn: UnsafePointer<Float>, kr: UnsafePointer<Float>,
+                        s: UnsafeMutablePointer<Float>, t: Int) {
+        let k = dims
+        sgemm(transB: true, m: t, n: t, k: k.dn, a: qn, lda: k.ldq, b: kn, ldb: k.ldkv, c: s, ldc: t)
+        sgemm(transB: true, m: t, n: t, k: k.dr, a: qn + k.dn, lda: k.ldq, b: kr, ldb: k.dr, beta: 1, c: s, ldc: t)
+    }
+
+    /// In place: row i becomes softmax(scale·S[i, 0...i]) with zeros after i; saves lse[i] of scale·S.
+    private func causalSoftmax(_ s: UnsafeMutablePointer<Float>, t: Int, scale: Float, lse: UnsafeMutablePointer<Float>) {
+        parallelChunks(t, grain: 64) { range in
+            for i in range {
+                let row = s + i * t
+                var m = -Float.infinity
+                for j in 0...i { row[j] *= scale; m = max(m, row[j]) }
+                var sum: Float = 0
+                for j in 0...i { let e = expf(row[j] - m); row[j] = e; sum += e }
+                let inv = 1 / sum
+                for j in 0...i { row[j] *= inv }
+                if i + 1 < t { (row + i + 1).update(repeating: 0, count: t - i - 1) }
+                lse[i] = m + logf(sum)
+            }
+        }
+    }
+
+    /// dOut_ND is ∂L/∂out; dx_ND, when given, is written (not accumulated) with ∂L/∂x.
+    func backward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+                  batch b: Int, seqLen t: Int, rope: RopeTables, acts: Workspace, scratch ws: Workspace) {
+        let n = b * t, d = cfg.hiddenSize, k = dims
+        let q = acts.floats("attn.q", n * k.ldq), kv = acts.floats("attn.kv", n * k.ldkv)
+        let kpe = acts.floats("attn.kpe", n * k.dr), o = acts.floats("attn.o", n * k.ldo)
+        let lse = acts.floats("attn.lse", n * k.h)
+        let dO = ws.floats("attn.dO", n * k.ldo)
+        Linear.backward(dy: dOut, x: o, weight: oProj.value, dx: dO, dWeight: oProj.gradPointer,
+                        dBias: oBias?.gradPointer, n: n, inDim: k.ldo, outDim: d)
+
+        let dq = ws.floats("attn.dq", n * k.ldq), dkv = ws.floats("attn.dkv", n * k.ldkv)
+        let dkpe = ws.floats("attn.dkpe", n * k.dr, zeroed: true)
+        let p = ws.floats("attn.s", t * t), dp = ws.floats("attn.ds", t * t), rowDot = ws.floats("attn.rowdot", t)
+        for bi in 0..<b {
+            for hi in 0..<k.h {
+                let qn = q + bi * t * k.ldq + hi * k.dqk, kn = kv + bi * t * k.ldkv + hi * (k.dn + k.dv)
+                let kr = kpe + bi * t * k.dr, v = kn + k.dn
+                let dOh = dO + bi * t * k.ldo + hi * k.dv, oh = o + bi * t * k.ldo + hi * k.dv
+                let dqn = dq + bi * t * k.ldq + hi * k.dqk, dkn = dkv + bi * t * k.ldkv + hi * (k.dn + k.dv)
+                // Recompute P from the saved log-sum-exp.
+                scores(qn: qn, kn: kn, kr: kr, s: p, t: t)
+                let lseh = lse + (bi * k.h + hi) * t, scale = rope.softmaxScale
+                parallelChunks(t, grain: 64) { range in
+                    for i in range {
+                        let row = p + i * t
+                        for j in 0...i { row[j] = expf(row[j] * scale - lseh[i]) }
+                        if i + 1 < t { (row + i + 1).update(repeating: 0, count: t - i - 1) }
+                        rowDot[i] = dot(k.dv, dOh + i * k.ldo, oh + i * k.ldo)  // Σ_j P_ij dP_ij
+                    }
+                }
+                // dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P⊙(dP − rowDot)·scale
+                sgemm(transA: true, m: t, n: k.dv, k: t, a: p, lda: t, b: dOh, ldb: k.ldo, c: dkn + k.dn, ldc: k.ldkv)
+                sgemm(transB: true, m: t, n: t, k: k.dv, a: dOh, lda: k.ldo, b: v, ldb: k.ldkv, c: dp, ldc: t)
+                parallelChunks(t, grain: 64) { range in
+                    for i in range {
+                        let pr = p + i * t, dr = dp + i * t, c = rowDot[i]
+                        for j in 0...i { dr[j] = pr[j] * (dr[j] - c) * scale }
+                        if i + 1 < t { (dr + i + 1).update(repeating: 0, count: t - i - 1) }
+                    }
+                }
+                // dQ = dS·K ; dK = dSᵀ·Q (the rope key is shared by all heads: accumulate)
+                sgemm(m: t, n: k.dn, k: t, a: dp, lda: t, b: kn, ldb: k.ldkv, c: dqn, ldc: k.ldq)
+                sgemm(m: t, n: k.dr, k: t, a: dp, lda: t, b: kr, ldb: k.dr, c: dqn + k.dn, ldc: k.ldq)
+                sgemm(transA: true, m: t, n: k.dn, k: t, a: dp, lda: t, b: qn, ldb: k.ldq, c: dkn, ldc: k.ldkv)
+                sgemm(transA: true, m: t, n: k.dr, k: t, a: dp, lda: t, b: qn + k.dn, ldb: k.ldq, beta: 1,
+                      c: dkpe + bi * t * k.dr, ldc: k.dr)
+            }
+        }
+        RoPE.rotate(dq + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
+                    cos: rope.cos, sin: rope.sin, inverse: true)
+        RoPE.rotate(dkpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: true)
+
+        // Back through kv_b, kv_a_layernorm and kv_a (whose output also carried the rope key).
+        let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
+        let dckv = ws.floats("attn.dckv", n * k.ldc), dcn = ws.floats("attn.dcn", n * k.rkv)
+        Linear.backward(dy: dkv, x: cn, weight: kvbProj.value, dx: dcn, dWeight: kvbProj.gradPointer, dBias: nil,
+                        n: n, inDim: k.rkv, outDim: k.ldkv)
+        RMSNorm.backward(dy: dcn, x: ckv, weight: kvaNorm.value, rstd: acts.floats("attn.cn_rstd", n), dx: dckv,
+                         dWeight: kvaNorm.gradPointer, rows: n, dim: k.rkv, xStride: k.ldc, dxStride: k.ldc,
+                         accumulate: false, workspace: ws)
+        for r in 0..<n { (dckv + r * k.ldc + k.rkv).update(from: dkpe + r * k.dr, count: k.dr) }
+        Linear.backward(dy: dckv, x: x, weight: kvaProj.value, dx: dx, dWeight: kvaProj.gradPointer,
+                        dBias: kvaBias?.gradPointer, n: n, inDim: d, outDim: k.ldc)
+
+        if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
+            let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
+            let dqan = ws.floats("attn.dqan", n * rq), dqa = ws.floats("attn.dqa", n * rq)
+            Linear.backward(dy: dq, x: qan, weight: qbProj.value, dx: dqan, dWeight: qbProj.gradPointer, dBias: nil,
+                            n: n, inDim: rq, outDim: k.ldq)
+            RMSNorm.backward(dy: dqan, x: qa, weight: qaNorm.value, rstd: acts.floats("attn.qa_rstd", n), dx: dqa,
+                             dWeight: qaNorm.gradPointer, rows: n, dim: rq, accumulate: false, workspace: ws)
+            Linear.backward(dy: dqa, x: x, weight: qaProj.value, dx: dx, dWeight: qaProj.gradPointer,
+                            dBias: qaBias?.gradPointer, n: n, inDim: d, outDim: rq, accumulateDx: true)
+        } else if let qProj {
+            Linear.backward(dy: dq, x: x, weight: qProj.value, dx: dx, dWeight: qProj.gradPointer, dBias: nil,
+                            n: n, inDim: d, outDim: k.ldq, accumulateDx: true)
+        }
+    }
+}
+
+/// RoPE cos/sin for the current sequence length plus the attention softmax scale.
+struct RopeTables {
+    let cos: UnsafePointer<Float>
+    let sin: UnsafePointer<Float>
+    let softmaxScale: Float
+}

@@ -1,0 +1,61 @@
+import ESFTKernels
+
+/// A SwiGLU MLP over `n` rows: y = down(silu(gate(x)) ⊙ up(x)). Used for the dense layers, the shared
+/// experts, and each routed expert on the rows gathered for it (one GEMM per projection, never per token).
+struct SwiGLUWeights {
+    let gate: Parameter  // [inner, dim]
+    let up: Parameter    // [inner, dim]
+    let down: Parameter  // [dim, inner]
+    let dim: Int
+    let inner: Int
+
+    init(_ params: ParameterSet, prefix: String, dim: Int, inner: Int) throws {
+        gate = try params.require(prefix + "gate_proj.weight", shape: [inner, dim])
+        up = try params.require(prefix + "up_proj.weight", shape: [inner, dim])
+        down = try params.require(prefix + "down_proj.weight", shape: [dim, inner])
+        self.dim = dim; self.inner = inner
+    }
+
+    var needsWeightGrad: Bool { gate.isTrainable || up.isTrainable || down.isTrainable }
+
+    /// Saves g_NI and u_NI (pre-activation) for backward; `a_NI` is scratch. y is written, or added to.
+    func forward(x: UnsafePointer<Float>, n: Int, g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
+                 a: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        guard n > 0 else { return }
+        Linear.forward(x: x, weight: gate.value, bias: nil, y: g, n: n, inDim: dim, outDim: inner)
+        Linear.forward(x: x, weight: up.value, bias: nil, y: u, n: n, inDim: dim, outDim: inner)
+        SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)
+        Linear.forward(x: a, weight: down.value, bias: nil, y: y, n: n, inDim: inner, outDim: dim, accumulate: accumulate)
+    }
+
+    /// dx (+)= ∂L/∂x and weight gradients for trainable projections.
+    /// With `rowScale` (routed experts: y was combined as rowScale[r]·y[r]), dy is the *unscaled* upstream
+    /// gradient; then dRowScale[r] = dy[r]·y[r] is written and the weight gradients include the scale.
+    func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int,
+                  g: UnsafePointer<Float>, u: UnsafePointer<Float>,
+                  rowScale: UnsafePointer<Float>? = nil, dRowScale: UnsafeMutablePointer<Float>? = nil,
+                  dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool, scratch ws: Workspace) {
+        guard n > 0 else { return }
+        let a = ws.floats("mlp.a", n * inner), da = ws.floats("mlp.da", n * inner)
+        let dg = ws.floats("mlp.dg", n * inner), du = ws.floats("mlp.du", n * inner)
+        SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)  // recomputed: cheaper than keeping it
+        Linear.backward(dy: dy, x: a, weight: down.value, dx: da, dWeight: nil, dBias: nil,
+                        n: n, inDim: inner, outDim: dim)
+        if let rowScale {
+            // y[r] = a[r]·Wdᵀ, so ∂L/∂scale[r] = dy[r]·y[r] = (dy[r]·Wd)·a[r] = da[r]·a[r].
+            for r in 0..<n {
+                dRowScale?[r] = dot(inner, da + r * inner, a + r * inner)
+                let s = rowScale[r]
+                for j in 0..<inner { da[r * inner + j] *= s; a[r * inner + j] *= s }
+            }
+        }
+        if let dW = down.gradPointer {  // dWd += dyᵀ·(scale⊙a)
+            sgemm(transA: true, m: dim, n: inner, k: n, a: dy, lda: dim, b: a, ldb: inner, beta: 1, c: dW, ldc: inner)
+        }
+        SwiGLU.backward(dOut: da, gate: g, up: u, dGate: dg, dUp: du, count: n * inner)
+        Linear.backward(dy: dg, x: x, weight: gate.value, dx: dx, dWeight: gate.gradPointer, dBias: nil,
+                        n: n, inDim: dim, outDim: inner, accumulateDx: accumulateDx)
+        Linear.backward(dy: du, x: x, weight: up.value, dx: dx, dWeight: up.gradPointer, dBias: nil,
+                        n: n, inDim: dim, outDim: inner, accumulateDx: true)
+    }
+}

@@ -1,0 +1,129 @@
+import ESFTKernels
+import Foundation
+
+/// The MoE gate: fp32 softmax over experts, greedy or group-limited top-k, optional renormalisation of
+/// the chosen probabilities (DeepSeek's norm_topk_prob), then routed_scaling_factor. Also the DeepSeek
+/// sequence-level auxiliary balance loss, which pushes gradient into the softmax probabilities.
+struct Router {
+    let weight: Parameter  // [E, D]
+    let cfg: ModelConfig
+
+    var experts: Int { cfg.nRoutedExperts }
+    var k: Int { cfg.expertsPerToken }
+
+    /// Writes probs_NE (saved), topkIdx_NK, topkProb_NK (the raw chosen probabilities) and topkWeight_NK
+    /// (what multiplies each expert's output).
+    func forward(x: UnsafePointer<Float>, n: Int, probs: UnsafeMutablePointer<Float>, topkIdx: UnsafeMutablePointer<Int32>,
+                 topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>, scratch: Workspace) {
+        let e = experts, d = cfg.hiddenSize
+        let logits = scratch.floats("router.logits", n * e)
+        Linear.forward(x: x, weight: weight.value, bias: nil, y: logits, n: n, inDim: d, outDim: e)
+        Softmax.forward(x: logits, y: probs, rows: n, cols: e)
+        let k = self.k, cfg = self.cfg
+        parallelChunks(n, grain: 64) { range in
+            // Per-chunk buffers: nothing is allocated per token.
+            var allowed = [Bool](repeating: true, count: e)
+            var groups = GroupScratch(cfg)
+            for t in range {
+                let p = probs + t * e
+                if cfg.topkMethod == .groupLimitedGreedy { groups.allowedExperts(p, cfg: cfg, into: &allowed) }
+                Router.topK(p, count: e, k: k, allowed: allowed, idx: topkIdx + t * k)
+                var sum: Float = 0
+                for j in 0..<k { let v = p[Int(topkIdx[t * k + j])]; topkProb[t * k + j] = v; sum += v }
+                let norm: Float = (cfg.normTopkProb && k > 1) ? 1 / (sum + 1e-20) : 1
+                for j in 0..<k { topkWeight[t * k + j] = topkProb[t * k + j] * norm * cfg.routedScalingFactor }
+            }
+        }
+    }
+
+    /// The K largest allowed entries, descending; ties go to the lower expert id.
+    static func topK(_ p: UnsafePointer<Float>, count e: Int, k: Int, allowed: [Bool], idx: UnsafeMutablePointer<Int32>) {
+        var filled = 0
+        for i in 0..<e where allowed[i] {
+            let v = p[i]
+            if filled == k && v <= p[Int(idx[k - 1])] { continue }
+            var pos = min(filled, k - 1)
+            while pos > 0 && p[Int(idx[pos - 1])] < v { idx[pos] = idx[pos - 1]; pos -= 1 }
+            idx[pos] = Int32(i)
+            if filled < k { filled += 1 }
+        }
+    }
+
+    /// DeepSeek's sequence-level balance loss for this layer, for rows of `seqLen` tokens:
+    /// α · mean_b Σ_i ce[b,i] · mean_t p[b,t,i], with ce[b,i] = count[b,i] / (T·K/E) held constant.
+    /// Returns the loss and, if `dProbs` is given, adds its gradient there.
+    func auxLoss(probs: UnsafePointer<Float>, topkIdx: UnsafePointer<Int32>, batch: Int, seqLen t: Int, alpha: Float,
+                 dProbs: UnsafeMutablePointer<Float>?) -> Double {
+        let e = experts, k = self.k
+        var total = 0.0
+        var ce = [Float](repeating: 0, count: e)
+        for b in 0..<batch {
+            for i in 0..<e { ce[i] = 0 }
+            for j in 0..<(t * k) { ce[Int(topkIdx[b * t * k + j])] += 1 }
+            let norm = Float(e) / Float(t * k)
+            for i in 0..<e { ce[i] *= norm }
+            var meanP = [Double](repeating: 0, count: e)
+            for r in 0..<t { for i in 0..<e { meanP[i] += Double(probs[(b * t + r) * e + i]) } }
+            for i in 0..<e { total += Double(ce[i]) * meanP[i] / Double(t) }
+            if let dProbs {
+                let g = alpha / Float(batch) / Float(t)
+                for r in 0..<t { for i in 0..<e { dProbs[(b * t + r) * e + i] += g * ce[i] } }
+            }
+        }
+        return Double(alpha) * total / Double(batch)
+    }
+
+    /// From ∂L/∂topkWeight_NK to ∂L/∂probs_NE (added into dProbs, which the caller zeroed or seeded with the aux
+    /// gradient), then through the softmax and the gate projection. dx_ND is accumulated.
+    func backward(dTopkWeight: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, probs: UnsafePointer<Float>,
+                  topkIdx: UnsafePointer<Int32>, topkProb: UnsafePointer<Float>, dProbs: UnsafeMutablePointer<Float>,
+                  dx: UnsafeMutablePointer<Float>?, scratch: Workspace) {
+        let e = experts, k = self.k, d = cfg.hiddenSize
+        let renorm = cfg.normTopkProb && k > 1, scaling = cfg.routedScalingFactor
+        for t in 0..<n {
+            let pk = topkProb + t * k, dw = dTopkWeight + t * k
+            if renorm {  // w_j = s·p_j/S  ⇒  ∂L/∂p_m = s·(dw_m/S − Σ_j dw_j p_j / S²)
+                var sum: Float = 0, weighted: Float = 0
+                for j in 0..<k { sum += pk[j]; weighted += dw[j] * pk[j] }
+                sum += 1e-20
+                for j in 0..<k { dProbs[t * e + Int(topkIdx[t * k + j])] += scaling * (dw[j] / sum - weighted / (sum * sum)) }
+            } else {
+                for j in 0..<k { dProbs[t * e + Int(topkIdx[t * k + j])] += scaling * dw[j] }
+            }
+        }
+        let dLogits = scratch.floats("router.dlogits", n * e)
+        Softmax.backward(dy: dProbs, y: probs, dx: dLogits, rows: n, cols: e)
+        Linear.backward(dy: dLogits, x: x, weight: weight.value, dx: dx, dWeight: weight.gradPointer, dBias: nil,
+                        n: n, inDim: d, outDim: e, accumulateDx: true)
+    }
+}
+
+/// group_limited_greedy: keep the experts of the topk_group groups with the highest max probability.
+struct GroupScratch {
+    var best: [Float]
+    var chosen: [Int32]
+    let everyGroup: [Bool]
+
+    init(_ cfg: ModelConfig) {
+        best = [Float](repeating: 0, count: cfg.nGroup)
+        chosen = [Int32](repeating: 0, count: cfg.topkGroup)
+        everyGroup = [Bool](repeating: true, count: cfg.nGroup)
+    }
+
+    mutating func allowedExperts(_ p: UnsafePointer<Float>, cfg: ModelConfig, into allowed: inout [Bool]) {
+        let groups = cfg.nGroup, per = cfg.nRoutedExperts / groups
+        for g in 0..<groups {
+            var m = -Float.infinity
+            for j in 0..<per { m = max(m, p[g * per + j]) }
+            best[g] = m
+        }
+        let k = cfg.topkGroup, all = everyGroup
+        best.withUnsafeBufferPointer { b in
+            chosen.withUnsafeMutableBufferPointer { c in
+                Router.topK(b.baseAddress!, count: groups, k: k, allowed: all, idx: c.baseAddress!)
+            }
+        }
+        for i in 0..<allowed.count { allowed[i] = false }
+        for g in chosen { for j in 0..<per { allowed[Int(g) * per + j] = true } }
+    }
+}

@@ -1,0 +1,168 @@
+import ESFTKernels
+import Foundation
+
+/// A batch of B rows of T tokens with labels in Hugging Face's convention: same shape as the inputs,
+/// the logits at t are scored against labels[t+1], and -100 is ignored.
+public struct TokenBatch {
+    public let batch: Int
+    public let seqLen: Int
+    public let inputIds: [Int32]
+    public let labels: [Int32]
+
+    public init(batch: Int, seqLen: Int, inputIds: [Int32], labels: [Int32]) {
+        precondition(inputIds.count == batch * seqLen && labels.count == batch * seqLen)
+        self.batch = batch; self.seqLen = seqLen; self.inputIds = inputIds; self.labels = labels
+    }
+
+    /// Shifted targets: targets[b,t] = labels[b,t+1], and -100 at each row's last position.
+    public var targets: [Int32] {
+        var out = [Int32](repeating: CrossEntropy.ignoreIndex, count: labels.count)
+        for b in 0..<batch { for t in 0..<(seqLen - 1) { out[b * seqLen + t] = labels[b * seqLen + t + 1] } }
+        return out
+    }
+    public var targetCount: Int { targets.reduce(0) { $0 + ($1 == CrossEntropy.ignoreIndex ? 0 : 1) } }
+}
+
+public struct ForwardResult {
+    /// Mean cross-entropy: crossEntropySum / lossDenominator.
+    public let loss: Double
+    public let crossEntropySum: Double
+    public let targetCount: Int
+    /// DeepSeek sequence-level balance loss summed over MoE layers (already times alpha; 0 when alpha is 0).
+    public let auxLoss: Double
+}
+
+/// DeepseekV2ForCausalLM on CPU: forward, and backward into the gradients of trainable parameters only.
+/// Activations are kept only for layers at or above the lowest one holding a trainable tensor; the layers
+/// below run through one shared scratch set. Buffers are sized on first use and reused afterwards.
+public final class DeepseekV2Model {
+    public let config: ModelConfig
+    public let parameters: ParameterSet
+    /// Weight of the DeepSeek sequence-level auxiliary balance loss (0: off, as for HF parity).
+    public var auxLossAlpha: Float = 0
+    /// Called during forward with each MoE layer's routing (relevance scoring listens here).
+    public var routingObserver: ((RoutingView) -> Void)?
+
+    let embed: Parameter
+    let finalNorm: Parameter
+    let lmHead: Parameter
+    let layers: [DecoderLayer]
+    let rope: RoPE
+
+    private var layerActs: [Workspace]
+    private let belowActs = Workspace()   // shared by the layers that need no backward
+    private let modelActs = Workspace()
+    private let scratch = Workspace()
+    private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
+    private var pending: (batch: TokenBatch, lowest: Int)?
+
+    public init(config: ModelConfig, parameters: ParameterSet) throws {
+        self.config = config; self.parameters = parameters
+        let d = config.hiddenSize
+        embed = try parameters.require("model.embed_tokens.weight", shape: [config.vocabSize, d])
+        finalNorm = try parameters.require("model.norm.weight", shape: [d])
+        lmHead = config.tieWordEmbeddings ? embed : try parameters.require("lm_head.weight", shape: [config.vocabSize, d])
+        layers = try (0..<config.numLayers).map { try DecoderLayer(parameters, layer: $0, config: config) }
+        rope = RoPE(config: config)
+        layerActs = (0..<config.numLayers).map { _ in Workspace() }
+    }
+
+    /// Index of the lowest layer that backward must reach; numLayers when only the head trains.
+    public var lowestTrainableLayer: Int {
+        if embed.isTrainable { return 0 }
+        return parameters.trainable.compactMap { ModelConfig.layerIndex(ofParameter: $0.name) }.min() ?? config.numLayers
+    }
+
+    /// Logits [B·T, V] of the last forward.
+    public func logits(count: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: modelActs.floats("logits", count), count: count)
+    }
+
+    /// Runs the model. With `training`, keeps what backward needs and computes ∂loss/∂logits with
+    /// `lossDenominator` (default: this batch's target count; pass the global count across ranks).
+    public func forward(_ batch: TokenBatch, training: Bool, lossDenominator: Double? = nil) throws -> ForwardResult {
+        let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
+        for (i, id) in batch.inputIds.enumerated() where id < 0 || Int(id) >= v {
+            throw ESFTError("token id \(id) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v))")
+        }
+        for (i, l) in batch.labels.enumerated() where l != CrossEntropy.ignoreIndex && (l < 0 || Int(l) >= v) {
+            throw ESFTError("label \(l) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v)) and is not -100")
+        }
+        let tables = ropeTables(length: batch.seqLen)
+        let lowest = training ? lowestTrainableLayer : config.numLayers + 1
+        func input(_ l: Int) -> UnsafeMutablePointer<Float> {
+            if l == config.numLayers { return modelActs.floats("final_in", n * d) }
+            return l >= lowest ? layerActs[l].floats("x_in", n * d) : belowActs.floats(l % 2 == 0 ? "ping" : "pong", n * d)
+        }
+
+        let x0 = input(0)
+        batch.inputIds.withUnsafeBufferPointer { ids in
+            parallelChunks(n, grain: 64) { r in for t in r { (x0 + t * d).update(from: embed.value + Int(ids[t]) * d, count: d) } }
+        }
+        var aux = 0.0
+        for l in 0..<config.numLayers {
+            aux += layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
+                                     auxAlpha: auxLossAlpha, acts: l >= lowest ? layerActs[l] : belowActs,
+                                     scratch: scratch, observer: routingObserver)
+        }
+        let xf = input(config.numLayers), fn = modelActs.floats("final_norm", n * d)
+        RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
+                        rows: n, dim: d)
+        let logits = modelActs.floats("logits", n * v)
+        Linear.forward(x: fn, weight: lmHead.value, bias: nil, y: logits, n: n, inDim: d, outDim: v)
+
+        let targets = batch.targets, count = batch.targetCount
+        let denominator = lossDenominator ?? Double(max(count, 1))
+        let ceSum = targets.withUnsafeBufferPointer { t in
+            CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
+                                         dLogits: training ? scratch.floats("dlogits", n * v) : nil)
+        }
+        pending = training ? (batch, lowest) : nil
+        return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+    }
+
+    /// Accumulates ∂(loss + aux)/∂θ into the gradient of every trainable parameter (call zeroGrad between steps).
+    public func backward() throws {
+        guard let (batch, lowest) = pending else { throw ESFTError("backward() needs a preceding forward(training: true)") }
+        pending = nil
+        let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
+        let tables = ropeTables(length: batch.seqLen)
+        let fn = modelActs.floats("final_norm", n * d), xf = modelActs.floats("final_in", n * d)
+        let dLogits = scratch.floats("dlogits", n * v), dfn = scratch.floats("dfinal", n * d)
+        let dHidden = scratch.floats("dhidden", n * d)
+        let needBelowHead = lowest < config.numLayers
+        Linear.backward(dy: dLogits, x: fn, weight: lmHead.value, dx: needBelowHead || finalNorm.isTrainable ? dfn : nil,
+                        dWeight: lmHead.gradPointer, dBias: nil, n: n, inDim: d, outDim: v)
+        guard needBelowHead || finalNorm.isTrainable else { return }
+        RMSNorm.backward(dy: dfn, x: xf, weight: finalNorm.value, rstd: modelActs.floats("final_rstd", n),
+                         dx: needBelowHead ? dHidden : nil, dWeight: finalNorm.gradPointer, rows: n, dim: d,
+                         accumulate: false, workspace: scratch)
+        guard needBelowHead else { return }
+        for l in stride(from: config.numLayers - 1, through: lowest, by: -1) {
+            let x = layerActs[l].floats("x_in", n * d)
+            layers[l].backward(dHidden: dHidden, x: x, batch: batch.batch, seqLen: batch.seqLen, rope: tables,
+                               auxAlpha: auxLossAlpha, needInputGrad: l > lowest || embed.isTrainable,
+                               acts: layerActs[l], scratch: scratch)
+        }
+        if let dE = embed.gradPointer {
+            for t in 0..<n { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }
+        }
+    }
+
+    public func zeroGrad() { for p in parameters.trainable { p.zeroGrad() } }
+
+    private func ropeTables(length: Int) -> RopeTables {
+        if length != ropeLength {
+            let (c, s) = rope.tables(length: length)
+            ropeCos = FloatBuffer(count: c.count); ropeSin = FloatBuffer(count: s.count)
+            ropeCos.pointer.update(from: c, count: c.count); ropeSin.pointer.update(from: s, count: s.count)
+            ropeLength = length
+        }
+        return RopeTables(cos: ropeCos.pointer, sin: ropeSin.pointer, softmaxScale: rope.softmaxScale)
+    }
+
+    /// Bytes of activations and scratch currently held (for memory reports).
+    public var activationBytes: Int {
+        layerActs.reduce(0) { $0 + $1.bytes } + belowActs.bytes + modelActs.bytes + scratch.bytes
+    }
+}

@@ -1,0 +1,53 @@
+import ESFTKernels
+import Foundation
+
+/// A whole file mapped read-only. Frozen weights are views into it: the page cache holds them, not the
+/// process's anonymous memory, and writing through such a view faults instead of corrupting the file.
+public final class MappedFile {
+    public let path: String
+    public let size: Int
+    public let base: UnsafeRawPointer?
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw ESFTError("\(path): cannot open (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ESFTError("\(path): cannot stat (\(String(cString: strerror(errno))))") }
+        size = Int(st.st_size)
+        if size == 0 { base = nil; return }
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw ESFTError("\(path): cannot map (\(String(cString: strerror(errno))))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) } }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+}
+
+/// Writes a file under a temporary name in the same directory and renames it into place when complete,
+/// so a failure leaves nothing half-written behind.
+public func writeAtomically(to url: URL, _ body: (FileHandle) throws -> Void) throws {
+    let dir = url.deletingLastPathComponent()
+    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
+        throw ESFTError("\(url.path): cannot create (is the directory \(dir.path) writable?)")
+    }
+    do {
+        let handle = try FileHandle(forWritingTo: tmp)
+        defer { try? handle.close() }
+        try body(handle)
+        try handle.synchronize()
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw error
+    }
+    guard rename(tmp.path, url.path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(at: tmp)
+        throw ESFTError("\(url.path): cannot rename temporary file into place (\(reason))")
+    }
+}

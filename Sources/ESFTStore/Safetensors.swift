@@ -1,0 +1,159 @@
+import ESFTKernels
+import Foundation
+
+/// Element types we read from safetensors files.
+public enum TensorDType: String, Sendable {
+    case f32 = "F32", bf16 = "BF16", f16 = "F16"
+    public var size: Int { self == .f32 ? 4 : 2 }
+}
+
+/// A safetensors file (8-byte little-endian header length, JSON header, raw little-endian data), mapped
+/// read-only. The header is validated in full before any tensor is used.
+public final class SafetensorsFile {
+    public struct Entry {
+        public let name: String
+        public let dtype: TensorDType
+        public let shape: [Int]
+        public let begin: Int  // byte offsets relative to the data section
+        public let end: Int
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let file: MappedFile
+    private let dataStart: Int
+
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        self.path = path
+        let bytes = file.bytes
+        guard bytes.count >= 8 else { throw ESFTError("\(path): truncated safetensors file (\(bytes.count) bytes, no header)") }
+        let headerLength = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
+        guard headerLength <= bytes.count - 8 else {
+            throw ESFTError("\(path): truncated safetensors file: header says \(headerLength) bytes, file has \(bytes.count - 8) after the length")
+        }
+        dataStart = 8 + headerLength
+        let headerData = Data(bytes[8..<dataStart])
+        guard let header = (try? JSONSerialization.jsonObject(with: headerData)) as? [String: Any] else {
+            throw ESFTError("\(path): safetensors header is not a JSON object")
+        }
+        let dataSize = bytes.count - dataStart
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                for (k, v) in (value as? [String: Any]) ?? [:] { metadata[k] = v as? String ?? "\(v)" }
+                continue
+            }
+            guard let e = value as? [String: Any] else { throw ESFTError("\(path): tensor '\(name)': header entry is not an object") }
+            guard let dt = e["dtype"] as? String else { throw ESFTError("\(path): tensor '\(name)': missing dtype") }
+            guard let dtype = TensorDType(rawValue: dt) else {
+                throw ESFTError("\(path): tensor '\(name)': unsupported dtype \(dt) (supported: F32, BF16, F16)")
+            }
+            guard let shapeNums = e["shape"] as? [NSNumber], shapeNums.allSatisfy({ $0.intValue >= 0 }) else {
+                throw ESFTError("\(path): tensor '\(name)': shape must be a list of non-negative integers")
+            }
+            guard let offs = e["data_offsets"] as? [NSNumber], offs.count == 2 else {
+                throw ESFTError("\(path): tensor '\(name)': data_offsets must be [begin, end]")
+            }
+            let shape = shapeNums.map(\.intValue), begin = offs[0].intValue, end = offs[1].intValue
+            guard begin >= 0, begin <= end else { throw ESFTError("\(path): tensor '\(name)': data_offsets [\(begin), \(end)] are not increasing") }
+            guard end <= dataSize else {
+                throw ESFTError("\(path): tensor '\(name)': data_offsets end \(end) is past the end of the data (\(dataSize) bytes); the file is truncated or corrupt")
+            }
+            let expected = shape.reduce(1, *) * dtype.size
+            guard end - begin == expected else {
+                throw ESFTError("\(path): tensor '\(name)': \(end - begin) bytes for shape \(shape) of \(dt) (expected \(expected))")
+            }
+            entries[name] = Entry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
+        }
+        let sorted = entries.values.filter { $0.end > $0.begin }.sorted { $0.begin < $1.begin }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
+            throw ESFTError("\(path): tensors '\(a.name)' and '\(b.name)' overlap in the data section")
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    public func raw(_ e: Entry) -> UnsafeRawPointer { file.base! + dataStart + e.begin }
+
+    /// A zero-copy fp32 view when the tensor is F32 and 4-byte aligned in the mapping, else nil.
+    public func f32View(_ e: Entry, elementOffset: Int = 0) -> UnsafeMutablePointer<Float>? {
+        guard e.dtype == .f32, e.count > 0 else { return nil }
+        let p = raw(e) + elementOffset * 4
+        guard Int(bitPattern: p) % MemoryLayout<Float>.alignment == 0 else { return nil }
+        return UnsafeMutablePointer(mutating: p.assumingMemoryBound(to: Float.self))
+    }
+
+    /// Converts `count` elements starting at `elementOffset` to fp32.
+    public func readFloats(_ e: Entry, elementOffset: Int = 0, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        let src = raw(e) + elementOffset * e.dtype.size
+        switch e.dtype {
+        case .f32:
+            UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: count * 4)
+        case .bf16:
+            for i in 0..<count {
+                let bits = UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16
+                dst[i] = Float(bitPattern: bits)
+            }
+        case .f16:
+            for i in 0..<count { dst[i] = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+        }
+    }
+
+    /// The file's mapping, kept alive by views into it.
+    public var mapping: AnyObject { file }
+}
+
+/// A tensor to write: fp32 values stored as F32, or rounded to BF16 (round to nearest even).
+public struct TensorToWrite {
+    public let name: String
+    public let shape: [Int]
+    public let data: UnsafePointer<Float>
+    public let dtype: TensorDType
+    public init(name: String, shape: [Int], data: UnsafePointer<Float>, dtype: TensorDType = .f32) {
+        self.name = name; self.shape = shape; self.data = data; self.dtype = dtype
+    }
+}
+
+public enum SafetensorsWriter {
+    /// Writes atomically (temporary name, then rename). Tensors are laid out in the given order.
+    public static func write(_ tensors: [TensorToWrite], metadata: [String: String] = [:], to url: URL) throws {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for t in tensors {
+            precondition(t.dtype != .f16, "F16 output is not supported")
+            let bytes = t.shape.reduce(1, *) * t.dtype.size
+            header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            offset += bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad so the data section is 8-byte aligned
+        try writeAtomically(to: url) { h in
+            var len = UInt64(json.count).littleEndian
+            h.write(Data(bytes: &len, count: 8))
+            h.write(json)
+            for t in tensors {
+                let count = t.shape.reduce(1, *)
+                if t.dtype == .f32 {
+                    h.write(Data(bytes: t.data, count: count * 4))
+                } else {
+                    var out = [UInt16](repeating: 0, count: count)
+                    for i in 0..<count { out[i] = bf16Bits(t.data[i]) }
+                    out.withUnsafeBytes { h.write(Data($0)) }
+                }
+            }
+        }
+    }
+
+    /// fp32 → bf16 with round-to-nearest-even (NaN stays NaN).
+    public static func bf16Bits(_ x: Float) -> UInt16 {
+        let b = x.bitPattern
+        if x.isNaN { return UInt16(b >> 16) | 0x40 }
+        let rounded = b &+ 0x7FFF &+ ((b >> 16) & 1)
+        return UInt16(rounded >> 16)
+    }
+}

@@ -1,0 +1,60 @@
+import ESFTKernels
+import Foundation
+
+/// Minimal option parsing: `--name VALUE`, `--name=VALUE`, flags, and a check that nothing unknown is left.
+struct Arguments {
+    private var args: [String]
+    let command: String
+
+    init(_ args: [String], command: String) { self.args = args; self.command = command }
+
+    var wantsHelp: Bool { args.contains("--help") || args.contains("-h") }
+
+    mutating func option(_ name: String) throws -> String? {
+        for (i, a) in args.enumerated() {
+            if a == name {
+                guard i + 1 < args.count, !args[i + 1].hasPrefix("--") else {
+                    throw ESFTError("\(command): \(name) needs a value (see esft \(command) --help)")
+                }
+                let v = args[i + 1]
+                args.removeSubrange(i...(i + 1))
+                return v
+            }
+            if a.hasPrefix(name + "=") {
+                args.remove(at: i)
+                return String(a.dropFirst(name.count + 1))
+            }
+        }
+        return nil
+    }
+
+    mutating func required(_ name: String) throws -> String {
+        guard let v = try option(name) else { throw ESFTError("\(command): \(name) is required (see esft \(command) --help)") }
+        return v
+    }
+
+    mutating func int(_ name: String, default value: Int? = nil, min: Int = 0) throws -> Int? {
+        guard let s = try option(name) else { return value }
+        guard let v = Int(s), v >= min else { throw ESFTError("\(command): \(name) must be an integer ≥ \(min), got '\(s)'") }
+        return v
+    }
+
+    mutating func double(_ name: String) throws -> Double? {
+        guard let s = try option(name) else { return nil }
+        guard let v = Double(s), v.isFinite else { throw ESFTError("\(command): \(name) must be a number, got '\(s)'") }
+        return v
+    }
+
+    mutating func flag(_ name: String) -> Bool {
+        guard let i = args.firstIndex(of: name) else { return false }
+        args.remove(at: i)
+        return true
+    }
+
+    /// Fails on anything not consumed: a misspelt option must not be silently ignored.
+    func finish() throws {
+        if let a = args.first {
+            throw ESFTError("\(command): unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
+        }
+    }
+}

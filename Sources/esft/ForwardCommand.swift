@@ -1,0 +1,157 @@
+import ESFTKernels
+import ESFTModel
+import ESFTStore
+import Foundation
+
+enum ForwardCommand {
+    static let help = """
+    Usage: esft forward --model DIR --tokens FILE --out FILE.safetensors [--grads] [--trainable SPEC]
+                        [--aux-alpha A] [--threads N]
+
+    Runs DeepseekV2ForCausalLM on a batch of tokens and writes what Hugging Face transformers would
+    compute, so that anyone can check this engine against their own reference.
+
+      --model DIR        a Hugging Face model directory: config.json (model_type deepseek_v2) and
+                         model.safetensors, or shards listed in model.safetensors.index.json (F32,
+                         BF16 or F16; routed experts per expert or fused 3-D)
+      --tokens FILE      JSON {"input_ids": [[...], ...], "labels": [[...], ...]}: B rows of equal
+                         length T. Labels follow HF: same shape as input_ids, the logits at t are
+                         scored against labels[t+1], -100 is ignored; omitted means labels = input_ids
+      --out FILE         safetensors output: logits [B,T,V] f32, loss [1] f32 (mean cross-entropy),
+                         aux_loss [1] when --aux-alpha > 0, and with --grads one tensor per trainable
+                         parameter, grad.<name>, with <name> the per-expert HF name (for example
+                         grad.model.layers.2.mlp.experts.5.up_proj.weight)
+      --grads            also compute gradients of loss (+ aux_loss) for the trainable parameters
+      --trainable SPEC   which parameters get gradients (implies --grads): 'all' (default), or a
+                         comma-separated list of names where '*' matches any characters, e.g.
+                         'model.layers.1.mlp.experts.*,lm_head.weight'
+      --aux-alpha A      weight of DeepSeek's sequence-level balance loss (default 0, as HF computes)
+      --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "forward")
+        if args.wantsHelp { print(help); return }
+        let modelDir = URL(fileURLWithPath: try args.required("--model"))
+        let tokensPath = try args.required("--tokens")
+        let outPath = URL(fileURLWithPath: try args.required("--out"))
+        let trainableSpec = try args.option("--trainable")
+        let grads = args.flag("--grads") || trainableSpec != nil
+        let alpha = try args.double("--aux-alpha") ?? 0
+        if let t = try args.int("--threads", min: 1) { Threads.set(t) } else { Threads.set(Threads.defaultCount()) }
+        try args.finish()
+        guard alpha >= 0 else { throw ESFTError("--aux-alpha must be ≥ 0") }
+
+        let checkpoint = try HFCheckpoint(directory: modelDir)
+        let (params, unused) = try checkpoint.loadParameters()
+        if !unused.isEmpty {
+            let shown = unused.prefix(3).joined(separator: ", ")
+            FileHandle.standardError.write("esft forward: note: \(unused.count) tensor(s) in \(modelDir.path) are not used by the model: \(shown)\(unused.count > 3 ? ", ..." : "")\n".data(using: .utf8)!)
+        }
+        let batch = try TokenFile.read(path: tokensPath)
+        let model = try DeepseekV2Model(config: checkpoint.config, parameters: params)
+        model.auxLossAlpha = Float(alpha)
+        if grads {
+            let chosen = try TrainableSpec.parse(trainableSpec ?? "all").select(from: params)
+            for p in chosen { p.makeTrainable() }
+        }
+
+        let start = Date()
+        let result: ForwardResult
+        do { result = try model.forward(batch, training: grads) } catch let e as ESFTError {
+            throw ESFTError("\(tokensPath): \(e.message)")
+        }
+        if grads { try model.backward() }
+        let seconds = Date().timeIntervalSince(start)
+
+        let v = checkpoint.config.vocabSize
+        let logits = model.logits(count: batch.batch * batch.seqLen * v)
+        var loss = Float(result.loss), aux = Float(result.auxLoss)
+        var tensors = [TensorToWrite(name: "logits", shape: [batch.batch, batch.seqLen, v], data: logits.baseAddress!)]
+        try withUnsafePointer(to: &loss) { lossPtr in
+            try withUnsafePointer(to: &aux) { auxPtr in
+                tensors.append(TensorToWrite(name: "loss", shape: [1], data: lossPtr))
+                if alpha > 0 { tensors.append(TensorToWrite(name: "aux_loss", shape: [1], data: auxPtr)) }
+                for p in params.trainable {
+                    tensors.append(TensorToWrite(name: "grad." + p.name, shape: p.shape, data: p.gradPointer!))
+                }
+                try SafetensorsWriter.write(tensors, metadata: ["producer": "esft forward"], to: outPath)
+            }
+        }
+        let tokens = batch.batch * batch.seqLen
+        print(String(format: "loss %.6f over %d targets%@; %d tokens in %.3f s (%.0f tokens/s, %@); wrote %@%@",
+                     result.loss, result.targetCount, alpha > 0 ? String(format: ", aux_loss %.6f", result.auxLoss) : "",
+                     tokens, seconds, Double(tokens) / max(seconds, 1e-9), grads ? "forward+backward" : "forward",
+                     outPath.path, grads ? " with \(params.trainable.count) gradients" : ""))
+    }
+}
+
+/// The `--tokens` file: {"input_ids": [[Int]], "labels": [[Int]]?}.
+enum TokenFile {
+    static func read(path: String) throws -> TokenBatch {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ESFTError("\(path): cannot read") }
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ESFTError("\(path): not a JSON object")
+        }
+        for key in obj.keys where key != "input_ids" && key != "labels" {
+            throw ESFTError("\(path): unknown field '\(key)' (expected input_ids and optionally labels)")
+        }
+        let ids = try rows(obj["input_ids"], field: "input_ids", path: path)
+        let labels = obj["labels"] == nil ? ids : try rows(obj["labels"], field: "labels", path: path)
+        guard let t = ids.first?.count, t > 0 else { throw ESFTError("\(path): field 'input_ids' must hold at least one non-empty row") }
+        guard ids.allSatisfy({ $0.count == t }) else { throw ESFTError("\(path): field 'input_ids': every row must have the same length \(t)") }
+        guard labels.count == ids.count, labels.allSatisfy({ $0.count == t }) else {
+            throw ESFTError("\(path): field 'labels' must have the same shape as input_ids [\(ids.count), \(t)]")
+        }
+        return TokenBatch(batch: ids.count, seqLen: t, inputIds: ids.flatMap { $0 }, labels: labels.flatMap { $0 })
+    }
+
+    private static func rows(_ value: Any?, field: String, path: String) throws -> [[Int32]] {
+        guard let outer = value as? [Any] else { throw ESFTError("\(path): field '\(field)' must be a list of lists of integers") }
+        return try outer.enumerated().map { (i, row) in
+            guard let r = row as? [NSNumber] else { throw ESFTError("\(path): field '\(field)' row \(i) must be a list of integers") }
+            return try r.map { n in
+                let d = n.doubleValue
+                guard d == d.rounded(), abs(d) < 2e9 else { throw ESFTError("\(path): field '\(field)' row \(i): \(n) is not an integer") }
+                return Int32(d)
+            }
+        }
+    }
+}
+
+/// `--trainable`: 'all' or comma-separated name patterns with '*' wildcards.
+struct TrainableSpec {
+    let patterns: [String]
+
+    static func parse(_ s: String) throws -> TrainableSpec {
+        let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !parts.isEmpty else { throw ESFTError("--trainable: empty specification") }
+        return TrainableSpec(patterns: parts)
+    }
+
+    func select(from params: ParameterSet) throws -> [Parameter] {
+        if patterns == ["all"] { return params.ordered }
+        var chosen: [Parameter] = []
+        for pattern in patterns {
+            let matches = params.ordered.filter { Self.matches(pattern, $0.name) }
+            guard !matches.isEmpty else { throw ESFTError("--trainable: '\(pattern)' matches no parameter of the model") }
+            chosen += matches
+        }
+        var seen = Set<String>()
+        return chosen.filter { seen.insert($0.name).inserted }
+    }
+
+    /// Glob match where '*' matches any run of characters (including dots).
+    static func matches(_ pattern: String, _ name: String) -> Bool {
+        let p = Array(pattern.utf8), n = Array(name.utf8)
+        var pi = 0, ni = 0, star = -1, mark = 0
+        while ni < n.count {
+            if pi < p.count && p[pi] == n[ni] { pi += 1; ni += 1 }
+            else if pi < p.count && p[pi] == UInt8(ascii: "*") { star = pi; mark = ni; pi += 1 }
+            else if star >= 0 { pi = star + 1; mark += 1; ni = mark }
+            else { return false }
+        }
+        while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+        return pi == p.count
+    }
+}

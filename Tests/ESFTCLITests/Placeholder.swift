@@ -1,2 +1,0 @@
-import XCTest
-final class ESFTCLITestsPlaceholder: XCTestCase { func testNothing() {} }

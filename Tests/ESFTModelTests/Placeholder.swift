@@ -1,2 +1,0 @@
-import XCTest
-final class ESFTModelTestsPlaceholder: XCTestCase { func testNothing() {} }

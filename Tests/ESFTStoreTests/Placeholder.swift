@@ -1,2 +1,0 @@
-import XCTest
-final class ESFTStoreTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,0 +1,67 @@
+import ESFTKernels
+import ESFTModel
+import ESFTStore
+import Foundation
+
+/// Paths and comparisons shared by the test targets.
+public enum Fixtures {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures")
+    public static var models: URL { root.appendingPathComponent("models") }
+
+    /// Every model fixture folder (written by scripts/gen_model_fixtures.py).
+    public static func modelNames() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: models.path)
+            .filter { FileManager.default.fileExists(atPath: models.appendingPathComponent($0).appendingPathComponent("expected.safetensors").path) }
+            .sorted()
+    }
+
+    public static func tempDirectory(_ tag: String = "esft") throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(tag)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+/// A loaded fixture: model, inputs and expected outputs.
+public struct ModelFixture {
+    public let name: String
+    public let directory: URL
+    public let checkpoint: HFCheckpoint
+    public let parameters: ParameterSet
+    public let model: DeepseekV2Model
+    public let batch: TokenBatch
+    public let expected: SafetensorsFile
+
+    public init(_ name: String) throws {
+        self.name = name
+        directory = Fixtures.models.appendingPathComponent(name)
+        checkpoint = try HFCheckpoint(directory: directory)
+        (parameters, _) = try checkpoint.loadParameters()
+        model = try DeepseekV2Model(config: checkpoint.config, parameters: parameters)
+        batch = try Self.readInputs(directory.appendingPathComponent("inputs.json"))
+        expected = try SafetensorsFile(path: directory.appendingPathComponent("expected.safetensors").path)
+    }
+
+    public func expectedArray(_ name: String) -> [Float]? {
+        guard let e = expected.entries[name] else { return nil }
+        var out = [Float](repeating: 0, count: e.count)
+        out.withUnsafeMutableBufferPointer { expected.readFloats(e, count: e.count, into: $0.baseAddress!) }
+        return out
+    }
+
+    static func readInputs(_ url: URL) throws -> TokenBatch {
+        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let ids = (obj["input_ids"] as! [[NSNumber]]).map { $0.map { Int32($0.intValue) } }
+        let labels = ((obj["labels"] as? [[NSNumber]]) ?? obj["input_ids"] as! [[NSNumber]]).map { $0.map { Int32($0.intValue) } }
+        return TokenBatch(batch: ids.count, seqLen: ids[0].count, inputIds: ids.flatMap { $0 }, labels: labels.flatMap { $0 })
+    }
+}
+
+/// max |a − b| / max |b|: the error relative to the tensor's largest magnitude.
+public func relativeToMax(_ a: UnsafeBufferPointer<Float>, _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "size mismatch \(a.count) vs \(b.count)")
+    var diff = 0.0, scale = 0.0
+    for i in 0..<b.count { diff = max(diff, Double(abs(a[i] - b[i]))); scale = max(scale, Double(abs(b[i]))) }
+    return scale == 0 ? diff : diff / scale
+}
