@@ -6,7 +6,7 @@ import Foundation
 enum ForwardCommand {
     static let help = """
     Usage: esft forward --model DIR --tokens FILE --out FILE.safetensors [--grads] [--trainable SPEC]
-                        [--aux-alpha A] [--threads N]
+                        [--aux-alpha A] [--compare REF.safetensors] [--threads N]
 
     Runs DeepseekV2ForCausalLM on a batch of tokens and writes what Hugging Face transformers would
     compute, so that anyone can check this engine against their own reference.
@@ -26,6 +26,10 @@ enum ForwardCommand {
                          comma-separated list of names where '*' matches any characters, e.g.
                          'model.layers.1.mlp.experts.*,lm_head.weight'
       --aux-alpha A      weight of DeepSeek's sequence-level balance loss (default 0, as HF computes)
+      --compare REF      compare the output with a reference safetensors file holding logits, loss and
+                         (with --grads) grad.<name>: prints each tensor's max error relative to its
+                         largest magnitude and exits 3 unless logits and loss are within 1e-4 and
+                         every gradient within 1e-3
       --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
     """
 
@@ -38,6 +42,7 @@ enum ForwardCommand {
         let trainableSpec = try args.option("--trainable")
         let grads = args.flag("--grads") || trainableSpec != nil
         let alpha = try args.double("--aux-alpha") ?? 0
+        let comparePath = try args.option("--compare")
         if let t = try args.int("--threads", min: 1) { Threads.set(t) } else { Threads.set(Threads.defaultCount()) }
         try args.finish()
         guard alpha >= 0 else { throw ESFTError("--aux-alpha must be ≥ 0") }
@@ -83,6 +88,9 @@ enum ForwardCommand {
                      result.loss, result.targetCount, alpha > 0 ? String(format: ", aux_loss %.6f", result.auxLoss) : "",
                      tokens, seconds, Double(tokens) / max(seconds, 1e-9), grads ? "forward+backward" : "forward",
                      outPath.path, grads ? " with \(params.trainable.count) gradients" : ""))
+        if let comparePath, try !Comparison.run(ours: outPath.path, reference: comparePath, expectGradients: grads) {
+            exit(3)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ Usage: esft <command> [options]      (esft <command> --help for each command)
 Commands:
   forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
+  bench      Measure forward and forward+backward throughput on a random model from a config.
 
 Common options:
   --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
@@ -16,6 +17,7 @@ Common options:
 
 let commands: [String: ([String]) throws -> Void] = [
     "forward": ForwardCommand.run,
+    "bench": BenchCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())

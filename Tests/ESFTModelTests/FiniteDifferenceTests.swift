@@ -79,20 +79,3 @@ final class FiniteDifferenceTests: XCTestCase {
     }
 }
 
-/// Deterministic normal samples for test directions.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func nextGaussian() -> Double {
-        let u = max(nextUniform(), 1e-300), v = nextUniform()
-        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
-    }
-}

@@ -1,0 +1,86 @@
+import ESFTKernels
+import ESFTModel
+import Foundation
+
+enum BenchCommand {
+    static let help = """
+    Usage: esft bench --config CONFIG.json [--batch B] [--seq T] [--steps N] [--trainable all|experts|none]
+                      [--seed S] [--threads N] [--json]
+
+    Measures engine throughput on a randomly initialised model (no files needed): forward only, and
+    forward+backward with the chosen parameters trainable. Reports tokens/s per phase as the median over
+    N timed steps after one warm-up step.
+
+      --config FILE      a deepseek_v2 config.json (see configs/: tiny, small, medium)
+      --batch B          rows per step (default 4)
+      --seq T            tokens per row (default 256)
+      --steps N          timed steps per phase (default 5)
+      --trainable WHAT   all (full fine-tuning, default), experts (routed experts only), none
+      --seed S           initialisation seed (default 1)
+      --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+      --json             print one JSON object instead of text
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "bench")
+        if args.wantsHelp { print(help); return }
+        let configPath = try args.required("--config")
+        let b = try args.int("--batch", default: 4, min: 1)!, t = try args.int("--seq", default: 256, min: 2)!
+        let steps = try args.int("--steps", default: 5, min: 1)!
+        let trainable = try args.option("--trainable") ?? "all"
+        let seed = UInt64(try args.int("--seed", default: 1)!)
+        let threads = try args.int("--threads", default: Threads.defaultCount(), min: 1)!
+        let json = args.flag("--json")
+        try args.finish()
+        guard ["all", "experts", "none"].contains(trainable) else {
+            throw ESFTError("--trainable must be all, experts or none, got '\(trainable)'")
+        }
+        Threads.set(threads)
+        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: configPath))
+        let params = ParameterSet.randomlyInitialized(config, seed: seed)
+        let model = try DeepseekV2Model(config: config, parameters: params)
+        for p in params.ordered where trainable == "all" || (trainable == "experts" && p.name.contains(".mlp.experts.")) {
+            p.makeTrainable()
+        }
+        var rng = SplitMix64(seed: seed &+ 1)
+        let ids = (0..<(b * t)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+        let batch = TokenBatch(batch: b, seqLen: t, inputIds: ids, labels: ids)
+
+        func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+        var forward: [Double] = [], train: [Double] = []
+        _ = try model.forward(batch, training: false)  // warm-up: buffers allocated, pages touched
+        for _ in 0..<steps { forward.append(try time { _ = try model.forward(batch, training: false) }) }
+        if trainable != "none" {
+            _ = try model.forward(batch, training: true); try model.backward()
+            for _ in 0..<steps {
+                train.append(try time { _ = try model.forward(batch, training: true); try model.backward() })
+            }
+        }
+        let tokens = Double(b * t)
+        let total = params.ordered.reduce(0) { $0 + $1.count }
+        let trainableCount = params.trainable.reduce(0) { $0 + $1.count }
+        let result: [String: Any] = [
+            "config": configPath, "parameters": total, "trainable_parameters": trainableCount, "batch": b, "seq": t,
+            "threads": threads, "steps": steps,
+            "forward_tokens_per_s": tokens / median(forward),
+            "forward_backward_tokens_per_s": train.isEmpty ? NSNull() : tokens / median(train) as Any,
+            "activation_bytes": model.activationBytes,
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("\(configPath): \(total) parameters (\(trainableCount) trainable), batch \(b)×\(t), \(threads) thread(s)")
+            print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(forward), steps, median(forward)))
+            if !train.isEmpty {
+                print(String(format: "  forward+backward  %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(train), steps, median(train)))
+            }
+            print(String(format: "  activations+scratch held: %.1f MiB", Double(model.activationBytes) / 1048576))
+        }
+    }
+}
