@@ -20,28 +20,54 @@ public func sgemm(transA: Bool = false, transB: Bool = false,
 }
 
 /// A linear layer in Hugging Face's convention: weight_OI is [out, in], y = x W^T + b.
+/// A bf16 weight is widened one block of output rows at a time (see `Weight`).
 public enum Linear {
     /// y_NO = x_NI · W_OI^T (+ bias_O). `accumulate` adds into y instead of overwriting.
-    public static func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    public static func forward(x: UnsafePointer<Float>, weight: Weight, bias: UnsafePointer<Float>?,
                                y: UnsafeMutablePointer<Float>, n: Int, inDim: Int, outDim: Int,
                                xStride: Int? = nil, yStride: Int? = nil, accumulate: Bool = false) {
-        let ldy = yStride ?? outDim
-        sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: xStride ?? inDim, b: weight, ldb: inDim,
-              beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        let ldx = xStride ?? inDim, ldy = yStride ?? outDim, beta: Float = accumulate ? 1 : 0
+        switch weight {
+        case .f32(let w):
+            sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: ldx, b: w, ldb: inDim, beta: beta, c: y, ldc: ldy)
+        case .bf16:
+            let block = WidenScratch.rowsPerBlock(cols: inDim)
+            let w = WidenScratch.pointer(min(block, outDim) * inDim)
+            for o in stride(from: 0, to: outDim, by: block) {
+                let rows = min(block, outDim - o)
+                weight.widenRows(o, rows, cols: inDim, into: w)
+                sgemm(transB: true, m: n, n: rows, k: inDim, a: x, lda: ldx, b: w, ldb: inDim, beta: beta, c: y + o, ldc: ldy)
+            }
+        }
         if let bias { addRowVector(y, bias, rows: n, cols: outDim, stride: ldy) }
     }
 
     /// Backward of `forward`: dx_NI (+)= dy_NO · W_OI; dW_OI += dy^T · x; db_O += Σ_rows dy.
     /// Pass nil for what is not needed (frozen weight, or no gradient wanted below).
-    public static func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    public static func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: Weight,
                                 dx: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                                 dBias: UnsafeMutablePointer<Float>?, n: Int, inDim: Int, outDim: Int,
                                 xStride: Int? = nil, dyStride: Int? = nil, dxStride: Int? = nil,
                                 accumulateDx: Bool = false) {
-        let ldy = dyStride ?? outDim
+        let ldy = dyStride ?? outDim, lddx = dxStride ?? inDim
         if let dx {
-            sgemm(m: n, n: inDim, k: outDim, a: dy, lda: ldy, b: weight, ldb: inDim,
-                  beta: accumulateDx ? 1 : 0, c: dx, ldc: dxStride ?? inDim)
+            switch weight {
+            case .f32(let w):
+                sgemm(m: n, n: inDim, k: outDim, a: dy, lda: ldy, b: w, ldb: inDim,
+                      beta: accumulateDx ? 1 : 0, c: dx, ldc: lddx)
+            case .bf16:
+                // dx = Σ over blocks of output rows: dy[:, block] · W[block, :].
+                let block = WidenScratch.rowsPerBlock(cols: inDim)
+                let w = WidenScratch.pointer(min(block, outDim) * inDim)
+                var first = true
+                for o in stride(from: 0, to: outDim, by: block) {
+                    let rows = min(block, outDim - o)
+                    weight.widenRows(o, rows, cols: inDim, into: w)
+                    sgemm(m: n, n: inDim, k: rows, a: dy + o, lda: ldy, b: w, ldb: inDim,
+                          beta: (first && !accumulateDx) ? 0 : 1, c: dx, ldc: lddx)
+                    first = false
+                }
+            }
         }
         if let dWeight {
             sgemm(transA: true, m: outDim, n: inDim, k: n, a: dy, lda: ldy, b: x, ldb: xStride ?? inDim,

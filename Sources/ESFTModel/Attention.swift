@@ -47,19 +47,19 @@ struct MLAttention {
         let q = acts.floats("attn.q", n * k.ldq)
         if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
             let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
-            Linear.forward(x: x, weight: qaProj.value, bias: qaBias?.value, y: qa, n: n, inDim: d, outDim: rq)
+            Linear.forward(x: x, weight: qaProj.weight, bias: qaBias?.value, y: qa, n: n, inDim: d, outDim: rq)
             RMSNorm.forward(x: qa, weight: qaNorm.value, eps: ModelConfig.latentNormEps, y: qan,
                             rstd: acts.floats("attn.qa_rstd", n), rows: n, dim: rq)
-            Linear.forward(x: qan, weight: qbProj.value, bias: nil, y: q, n: n, inDim: rq, outDim: k.ldq)
+            Linear.forward(x: qan, weight: qbProj.weight, bias: nil, y: q, n: n, inDim: rq, outDim: k.ldq)
         } else if let qProj {
-            Linear.forward(x: x, weight: qProj.value, bias: nil, y: q, n: n, inDim: d, outDim: k.ldq)
+            Linear.forward(x: x, weight: qProj.weight, bias: nil, y: q, n: n, inDim: d, outDim: k.ldq)
         }
         let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
-        Linear.forward(x: x, weight: kvaProj.value, bias: kvaBias?.value, y: ckv, n: n, inDim: d, outDim: k.ldc)
+        Linear.forward(x: x, weight: kvaProj.weight, bias: kvaBias?.value, y: ckv, n: n, inDim: d, outDim: k.ldc)
         RMSNorm.forward(x: ckv, weight: kvaNorm.value, eps: ModelConfig.latentNormEps, y: cn,
                         rstd: acts.floats("attn.cn_rstd", n), rows: n, dim: k.rkv, xStride: k.ldc)
         let kv = acts.floats("attn.kv", n * k.ldkv)
-        Linear.forward(x: cn, weight: kvbProj.value, bias: nil, y: kv, n: n, inDim: k.rkv, outDim: k.ldkv)
+        Linear.forward(x: cn, weight: kvbProj.weight, bias: nil, y: kv, n: n, inDim: k.rkv, outDim: k.ldkv)
         let kpe = acts.floats("attn.kpe", n * k.dr)
         for r in 0..<n { (kpe + r * k.dr).update(from: ckv + r * k.ldc + k.rkv, count: k.dr) }
         RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
@@ -77,7 +77,7 @@ struct MLAttention {
                       c: o + bi * t * k.ldo + hi * k.dv, ldc: k.ldo)
             }
         }
-        Linear.forward(x: o, weight: oProj.value, bias: oBias?.value, y: out, n: n, inDim: k.ldo, outDim: d)
+        Linear.forward(x: o, weight: oProj.weight, bias: oBias?.value, y: out, n: n, inDim: k.ldo, outDim: d)
     }
 
     /// S_TT = q_nope·k_noseᵀ + q_rope·k_ropeᵀ for one (sequence, head); q_rope and k_rope already rotated.
@@ -113,7 +113,7 @@ struct MLAttention {
         let kpe = acts.floats("attn.kpe", n * k.dr), o = acts.floats("attn.o", n * k.ldo)
         let lse = acts.floats("attn.lse", n * k.h)
         let dO = ws.floats("attn.dO", n * k.ldo)
-        Linear.backward(dy: dOut, x: o, weight: oProj.value, dx: dO, dWeight: oProj.gradPointer,
+        Linear.backward(dy: dOut, x: o, weight: oProj.weight, dx: dO, dWeight: oProj.gradPointer,
                         dBias: oBias?.gradPointer, n: n, inDim: k.ldo, outDim: d)
 
         let dq = ws.floats("attn.dq", n * k.ldq), dkv = ws.floats("attn.dkv", n * k.ldkv)
@@ -161,26 +161,26 @@ struct MLAttention {
         // Back through kv_b, kv_a_layernorm and kv_a (whose output also carried the rope key).
         let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
         let dckv = ws.floats("attn.dckv", n * k.ldc), dcn = ws.floats("attn.dcn", n * k.rkv)
-        Linear.backward(dy: dkv, x: cn, weight: kvbProj.value, dx: dcn, dWeight: kvbProj.gradPointer, dBias: nil,
+        Linear.backward(dy: dkv, x: cn, weight: kvbProj.weight, dx: dcn, dWeight: kvbProj.gradPointer, dBias: nil,
                         n: n, inDim: k.rkv, outDim: k.ldkv)
         RMSNorm.backward(dy: dcn, x: ckv, weight: kvaNorm.value, rstd: acts.floats("attn.cn_rstd", n), dx: dckv,
                          dWeight: kvaNorm.gradPointer, rows: n, dim: k.rkv, xStride: k.ldc, dxStride: k.ldc,
                          accumulate: false, workspace: ws)
         for r in 0..<n { (dckv + r * k.ldc + k.rkv).update(from: dkpe + r * k.dr, count: k.dr) }
-        Linear.backward(dy: dckv, x: x, weight: kvaProj.value, dx: dx, dWeight: kvaProj.gradPointer,
+        Linear.backward(dy: dckv, x: x, weight: kvaProj.weight, dx: dx, dWeight: kvaProj.gradPointer,
                         dBias: kvaBias?.gradPointer, n: n, inDim: d, outDim: k.ldc)
 
         if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
             let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
             let dqan = ws.floats("attn.dqan", n * rq), dqa = ws.floats("attn.dqa", n * rq)
-            Linear.backward(dy: dq, x: qan, weight: qbProj.value, dx: dqan, dWeight: qbProj.gradPointer, dBias: nil,
+            Linear.backward(dy: dq, x: qan, weight: qbProj.weight, dx: dqan, dWeight: qbProj.gradPointer, dBias: nil,
                             n: n, inDim: rq, outDim: k.ldq)
             RMSNorm.backward(dy: dqan, x: qa, weight: qaNorm.value, rstd: acts.floats("attn.qa_rstd", n), dx: dqa,
                              dWeight: qaNorm.gradPointer, rows: n, dim: rq, accumulate: false, workspace: ws)
-            Linear.backward(dy: dqa, x: x, weight: qaProj.value, dx: dx, dWeight: qaProj.gradPointer,
+            Linear.backward(dy: dqa, x: x, weight: qaProj.weight, dx: dx, dWeight: qaProj.gradPointer,
                             dBias: qaBias?.gradPointer, n: n, inDim: d, outDim: rq, accumulateDx: true)
         } else if let qProj {
-            Linear.backward(dy: dq, x: x, weight: qProj.value, dx: dx, dWeight: qProj.gradPointer, dBias: nil,
+            Linear.backward(dy: dq, x: x, weight: qProj.weight, dx: dx, dWeight: qProj.gradPointer, dBias: nil,
                             n: n, inDim: d, outDim: k.ldq, accumulateDx: true)
         }
     }

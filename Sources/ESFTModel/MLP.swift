@@ -22,10 +22,10 @@ struct SwiGLUWeights {
     func forward(x: UnsafePointer<Float>, n: Int, g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
                  a: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         guard n > 0 else { return }
-        Linear.forward(x: x, weight: gate.value, bias: nil, y: g, n: n, inDim: dim, outDim: inner)
-        Linear.forward(x: x, weight: up.value, bias: nil, y: u, n: n, inDim: dim, outDim: inner)
+        Linear.forward(x: x, weight: gate.weight, bias: nil, y: g, n: n, inDim: dim, outDim: inner)
+        Linear.forward(x: x, weight: up.weight, bias: nil, y: u, n: n, inDim: dim, outDim: inner)
         SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)
-        Linear.forward(x: a, weight: down.value, bias: nil, y: y, n: n, inDim: inner, outDim: dim, accumulate: accumulate)
+        Linear.forward(x: a, weight: down.weight, bias: nil, y: y, n: n, inDim: inner, outDim: dim, accumulate: accumulate)
     }
 
     /// dx (+)= ∂L/∂x and weight gradients for trainable projections.
@@ -39,7 +39,7 @@ struct SwiGLUWeights {
         let a = ws.floats("mlp.a", n * inner), da = ws.floats("mlp.da", n * inner)
         let dg = ws.floats("mlp.dg", n * inner), du = ws.floats("mlp.du", n * inner)
         SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)  // recomputed: cheaper than keeping it
-        Linear.backward(dy: dy, x: a, weight: down.value, dx: da, dWeight: nil, dBias: nil,
+        Linear.backward(dy: dy, x: a, weight: down.weight, dx: da, dWeight: nil, dBias: nil,
                         n: n, inDim: inner, outDim: dim)
         if let rowScale {
             // y[r] = a[r]·Wdᵀ, so ∂L/∂scale[r] = dy[r]·y[r] = (dy[r]·Wd)·a[r] = da[r]·a[r].
@@ -53,9 +53,9 @@ struct SwiGLUWeights {
             sgemm(transA: true, m: dim, n: inner, k: n, a: dy, lda: dim, b: a, ldb: inner, beta: 1, c: dW, ldc: inner)
         }
         SwiGLU.backward(dOut: da, gate: g, up: u, dGate: dg, dUp: du, count: n * inner)
-        Linear.backward(dy: dg, x: x, weight: gate.value, dx: dx, dWeight: gate.gradPointer, dBias: nil,
+        Linear.backward(dy: dg, x: x, weight: gate.weight, dx: dx, dWeight: gate.gradPointer, dBias: nil,
                         n: n, inDim: dim, outDim: inner, accumulateDx: accumulateDx)
-        Linear.backward(dy: du, x: x, weight: up.value, dx: dx, dWeight: up.gradPointer, dBias: nil,
+        Linear.backward(dy: du, x: x, weight: up.weight, dx: dx, dWeight: up.gradPointer, dBias: nil,
                         n: n, inDim: dim, outDim: inner, accumulateDx: true)
     }
 }

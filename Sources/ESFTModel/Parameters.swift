@@ -2,20 +2,30 @@ import ESFTKernels
 import Foundation
 
 /// One model tensor by its Hugging Face name. Its values are either a read-only view into a mapped
-/// file (frozen) or owned fp32 memory; a trainable parameter always owns its values and a gradient.
+/// file (frozen: fp32, or bf16 that kernels widen block by block at use) or owned fp32 memory; a trainable
+/// parameter always owns fp32 values and a gradient.
 public final class Parameter {
+    public enum Storage {
+        case f32(UnsafeMutablePointer<Float>)
+        case bf16(UnsafePointer<UInt16>)
+    }
+
     public let name: String
     public let shape: [Int]
     public let count: Int
-    public private(set) var value: UnsafeMutablePointer<Float>
+    public private(set) var storage: Storage
     public private(set) var grad: FloatBuffer?
-    /// Keeps the memory behind `value` alive (a mapping or a FloatBuffer).
+    /// Keeps the memory behind `storage` alive (a mapping or a FloatBuffer).
     private var owner: AnyObject?
     public private(set) var ownsValue: Bool
 
-    public init(name: String, shape: [Int], value: UnsafeMutablePointer<Float>, owner: AnyObject?, owned: Bool) {
+    public init(name: String, shape: [Int], storage: Storage, owner: AnyObject?, owned: Bool) {
         self.name = name; self.shape = shape; self.count = shape.reduce(1, *)
-        self.value = value; self.owner = owner; self.ownsValue = owned
+        self.storage = storage; self.owner = owner; self.ownsValue = owned
+    }
+
+    public convenience init(name: String, shape: [Int], value: UnsafeMutablePointer<Float>, owner: AnyObject?, owned: Bool) {
+        self.init(name: name, shape: shape, storage: .f32(value), owner: owner, owned: owned)
     }
 
     /// A parameter with owned, zero-initialised values.
@@ -24,20 +34,48 @@ public final class Parameter {
         self.init(name: name, shape: shape, value: b.pointer, owner: b, owned: true)
     }
 
+    /// The operand for matrix products.
+    public var weight: Weight {
+        switch storage {
+        case .f32(let p): return .f32(p)
+        case .bf16(let p): return .bf16(p)
+        }
+    }
+
+    /// fp32 values. Every owned or trainable parameter, and every mapped F32 one, has them; a frozen
+    /// bf16 matrix does not (use `weight`, or `copyRows`).
+    public var value: UnsafeMutablePointer<Float> {
+        guard case .f32(let p) = storage else { preconditionFailure("\(name) is stored as bf16; use `weight`") }
+        return p
+    }
+
+    public var isBF16: Bool { if case .bf16 = storage { return true } else { return false } }
     public var isTrainable: Bool { grad != nil }
     public var gradPointer: UnsafeMutablePointer<Float>? { grad?.pointer }
 
-    /// Copies mapped values into owned fp32 memory (weights that train must be writable) and adds a gradient.
+    /// fp32 copies of rows [row, row+count) of a 2-D tensor (an embedding lookup, for instance).
+    public func copyRows(_ row: Int, _ rows: Int, into dst: UnsafeMutablePointer<Float>) {
+        weight.widenRows(row, rows, cols: shape.count > 1 ? shape[1...].reduce(1, *) : 1, into: dst)
+    }
+
+    /// Moves values into owned fp32 memory (weights that train must be writable, and fp32) and adds a gradient.
     public func makeTrainable() {
-        if !ownsValue {
-            let b = FloatBuffer(count: count, zeroed: false)
-            b.pointer.update(from: value, count: count)
-            value = b.pointer; owner = b; ownsValue = true
-        }
+        makeOwnedF32()
         if grad == nil { grad = FloatBuffer(count: count) }
     }
 
+    /// Copies (and widens) mapped values into owned fp32 memory.
+    public func makeOwnedF32() {
+        guard !ownsValue || isBF16 else { return }
+        let b = FloatBuffer(count: count, zeroed: false)
+        weight.widenRows(0, 1, cols: count, into: b.pointer)
+        storage = .f32(b.pointer); owner = b; ownsValue = true
+    }
+
     public func zeroGrad() { grad?.zero() }
+
+    /// Bytes of the stored values (2 per element for bf16, 4 for fp32).
+    public var storedBytes: Int { isBF16 ? 2 * count : 4 * count }
 }
 
 /// The model's parameters by name, in a stable order (HF's module order).

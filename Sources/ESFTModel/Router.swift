@@ -17,7 +17,7 @@ struct Router {
                  topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>, scratch: Workspace) {
         let e = experts, d = cfg.hiddenSize
         let logits = scratch.floats("router.logits", n * e)
-        Linear.forward(x: x, weight: weight.value, bias: nil, y: logits, n: n, inDim: d, outDim: e)
+        Linear.forward(x: x, weight: weight.weight, bias: nil, y: logits, n: n, inDim: d, outDim: e)
         Softmax.forward(x: logits, y: probs, rows: n, cols: e)
         let k = self.k, cfg = self.cfg
         parallelChunks(n, grain: 64) { range in
@@ -93,7 +93,7 @@ struct Router {
         }
         let dLogits = scratch.floats("router.dlogits", n * e)
         Softmax.backward(dy: dProbs, y: probs, dx: dLogits, rows: n, cols: e)
-        Linear.backward(dy: dLogits, x: x, weight: weight.value, dx: dx, dWeight: weight.gradPointer, dBias: nil,
+        Linear.backward(dy: dLogits, x: x, weight: weight.weight, dx: dx, dWeight: weight.gradPointer, dBias: nil,
                         n: n, inDim: d, outDim: e, accumulateDx: true)
     }
 }

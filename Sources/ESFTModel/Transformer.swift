@@ -97,7 +97,7 @@ public final class DeepseekV2Model {
 
         let x0 = input(0)
         batch.inputIds.withUnsafeBufferPointer { ids in
-            parallelChunks(n, grain: 64) { r in for t in r { (x0 + t * d).update(from: embed.value + Int(ids[t]) * d, count: d) } }
+            parallelChunks(n, grain: 64) { r in for t in r { embed.copyRows(Int(ids[t]), 1, into: x0 + t * d) } }
         }
         var aux = 0.0
         for l in 0..<config.numLayers {
@@ -109,7 +109,7 @@ public final class DeepseekV2Model {
         RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
                         rows: n, dim: d)
         let logits = modelActs.floats("logits", n * v)
-        Linear.forward(x: fn, weight: lmHead.value, bias: nil, y: logits, n: n, inDim: d, outDim: v)
+        Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
 
         let targets = batch.targets, count = batch.targetCount
         let denominator = lossDenominator ?? Double(max(count, 1))
@@ -131,7 +131,7 @@ public final class DeepseekV2Model {
         let dLogits = scratch.floats("dlogits", n * v), dfn = scratch.floats("dfinal", n * d)
         let dHidden = scratch.floats("dhidden", n * d)
         let needBelowHead = lowest < config.numLayers
-        Linear.backward(dy: dLogits, x: fn, weight: lmHead.value, dx: needBelowHead || finalNorm.isTrainable ? dfn : nil,
+        Linear.backward(dy: dLogits, x: fn, weight: lmHead.weight, dx: needBelowHead || finalNorm.isTrainable ? dfn : nil,
                         dWeight: lmHead.gradPointer, dBias: nil, n: n, inDim: d, outDim: v)
         guard needBelowHead || finalNorm.isTrainable else { return }
         RMSNorm.backward(dy: dfn, x: xf, weight: finalNorm.value, rstd: modelActs.floats("final_rstd", n),

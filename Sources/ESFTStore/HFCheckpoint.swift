@@ -87,11 +87,16 @@ public struct HFCheckpoint {
         throw ESFTError("\(directory.path): missing tensor '\(spec.name)' (shape \(spec.shape)) in the safetensors weights")
     }
 
+    /// F32 and BF16 matrices are views into the mapping (bf16 is widened at use by the kernels);
+    /// 1-D tensors (norm weights, biases: a negligible share) and F16 are widened into owned memory.
     private func makeParameter(_ spec: ParameterSpec, file: SafetensorsFile, entry: SafetensorsFile.Entry,
                                elementOffset: Int) -> Parameter {
         let count = spec.shape.reduce(1, *)
         if let view = file.f32View(entry, elementOffset: elementOffset) {
             return Parameter(name: spec.name, shape: spec.shape, value: view, owner: file.mapping, owned: false)
+        }
+        if spec.shape.count > 1, let view = file.bf16View(entry, elementOffset: elementOffset) {
+            return Parameter(name: spec.name, shape: spec.shape, storage: .bf16(view), owner: file.mapping, owned: false)
         }
         let p = Parameter(name: spec.name, shape: spec.shape)
         file.readFloats(entry, elementOffset: elementOffset, count: count, into: p.value)

@@ -87,6 +87,14 @@ public final class SafetensorsFile {
         return UnsafeMutablePointer(mutating: p.assumingMemoryBound(to: Float.self))
     }
 
+    /// A zero-copy bf16 view when the tensor is BF16 and 2-byte aligned in the mapping, else nil.
+    public func bf16View(_ e: Entry, elementOffset: Int = 0) -> UnsafePointer<UInt16>? {
+        guard e.dtype == .bf16, e.count > 0 else { return nil }
+        let p = raw(e) + elementOffset * 2
+        guard Int(bitPattern: p) % 2 == 0 else { return nil }
+        return p.assumingMemoryBound(to: UInt16.self)
+    }
+
     /// Converts `count` elements starting at `elementOffset` to fp32.
     public func readFloats(_ e: Entry, elementOffset: Int = 0, count: Int, into dst: UnsafeMutablePointer<Float>) {
         let src = raw(e) + elementOffset * e.dtype.size
