@@ -24,10 +24,12 @@ let package = Package(
         .target(name: "ESFTKernels", dependencies: ["COpenBLAS"]),
         // DeepSeek-V2 config, parameters, layers as forward/backward pairs, loss.
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
-        // Weight files: safetensors (read/write), HDF5 model directories.
-        .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "CHDF5", "CShims"]),
+        // HDF5 files whose datasets can be memory-mapped (contiguous, allocated early, aligned).
+        .target(name: "ESFTHDF5", dependencies: ["ESFTKernels", "CHDF5", "CShims"]),
+        // Weight files: safetensors (read/write), HDF5 model directories, import/export.
+        .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],

@@ -21,3 +21,9 @@ hid_t esft_h5t_c_s1(void) { H5open(); return H5T_C_S1; }
 hid_t esft_h5p_file_access(void) { H5open(); return H5P_FILE_ACCESS; }
 hid_t esft_h5p_file_create(void) { H5open(); return H5P_FILE_CREATE; }
 hid_t esft_h5p_dataset_create(void) { H5open(); return H5P_DATASET_CREATE; }
+hid_t esft_h5t_ieee_f32le(void) { H5open(); return H5T_IEEE_F32LE; }
+hid_t esft_h5t_std_u16le(void) { H5open(); return H5T_STD_U16LE; }
+hid_t esft_h5t_std_i64le(void) { H5open(); return H5T_STD_I64LE; }
+unsigned esft_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
+unsigned esft_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
+unsigned esft_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }

@@ -25,4 +25,10 @@ hid_t esft_h5t_c_s1(void);
 hid_t esft_h5p_file_access(void);
 hid_t esft_h5p_file_create(void);
 hid_t esft_h5p_dataset_create(void);
+hid_t esft_h5t_ieee_f32le(void);
+hid_t esft_h5t_std_u16le(void);
+hid_t esft_h5t_std_i64le(void);
+unsigned esft_h5f_acc_trunc(void);
+unsigned esft_h5f_acc_excl(void);
+unsigned esft_h5f_acc_rdonly(void);
 #endif
