@@ -26,8 +26,10 @@ let package = Package(
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
         // Weight files: safetensors (read/write), HDF5 model directories.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "CHDF5", "CShims"]),
+        // The method: routing statistics, relevance scores, expert selection, expert configs.
+        .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTMethod"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
@@ -35,6 +37,7 @@ let package = Package(
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
     ],
     swiftLanguageModes: [.v5]
 )
