@@ -1,9 +1,9 @@
 import ESFTKernels
 import Foundation
 
-/// Typed reads from a parsed JSON object; every error names the file and the field path.
+/// Typed reads from a parsed JSON document; every error names the file and the field path.
 struct JSONReader {
-    let value: Any
+    let value: JSONValue
     let source: String
     let path: String
 
@@ -17,26 +17,21 @@ struct JSONReader {
     }
 
     static func parse(_ data: Data, source: String, what: String) throws -> JSONReader {
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw ESFTError("\(source): not valid JSON, expected a \(what)")
-        }
-        guard object is [String: Any] else { throw ESFTError("\(source): expected a JSON object at the top level (a \(what))") }
-        return JSONReader(value: object, source: source, path: "")
+        let v = try JSONValue.parse(data, source: source)
+        guard case .object = v else { throw ESFTError("\(source): expected a JSON object at the top level (a \(what))") }
+        return JSONReader(value: v, source: source, path: "")
     }
 
     func fail(_ what: String) -> ESFTError {
         ESFTError(path.isEmpty ? "\(source): \(what)" : "\(source): field '\(path)' \(what)")
     }
 
-    private func child(_ v: Any, _ key: String) -> JSONReader {
+    private func child(_ v: JSONValue, _ key: String) -> JSONReader {
         JSONReader(value: v, source: source, path: path.isEmpty ? key : path + "." + key)
     }
 
-    var isNull: Bool { value is NSNull }
-
-    func object() throws -> [String: Any] {
-        guard let d = value as? [String: Any] else { throw fail("must be an object") }
+    func object() throws -> [String: JSONValue] {
+        guard case .object(let d) = value else { throw fail("must be an object, got \(describe)") }
         return d
     }
 
@@ -49,49 +44,50 @@ struct JSONReader {
         return child(v, key)
     }
 
+    /// nil when the field is absent or null.
     func optionalField(_ key: String) throws -> JSONReader? {
-        guard let v = try object()[key], !(v is NSNull) else { return nil }
+        guard let v = try object()[key] else { return nil }
+        if case .null = v { return nil }
         return child(v, key)
     }
 
     func items() throws -> [JSONReader] {
-        guard let a = value as? [Any] else { throw fail("must be a list") }
+        guard case .array(let a) = value else { throw fail("must be a list, got \(describe)") }
         return a.enumerated().map { JSONReader(value: $0.element, source: source, path: "\(path)[\($0.offset)]") }
     }
 
-    private var isBool: Bool {
-        guard let n = value as? NSNumber else { return false }
-        return String(cString: n.objCType) == "c"
-    }
-
     func string() throws -> String {
-        guard let s = value as? String else { throw fail("must be a string") }
+        guard case .string(let s) = value else { throw fail("must be a string, got \(describe)") }
         return s
     }
 
     func bool() throws -> Bool {
-        guard isBool, let b = value as? Bool else { throw fail("must be true or false") }
+        guard case .bool(let b) = value else { throw fail("must be true or false, got \(describe)") }
         return b
     }
 
     func double() throws -> Double {
-        guard !isBool, !(value is String), let n = value as? NSNumber else { throw fail("must be a number, got \(describe)") }
-        let d = n.doubleValue
-        guard d.isFinite else { throw fail("must be a finite number, got \(describe)") }
+        guard case .number(let text) = value, let d = Double(text), d.isFinite else {
+            throw fail("must be a finite number, got \(describe)")
+        }
         return d
     }
 
     func int() throws -> Int {
-        guard !isBool, !(value is String), let n = value as? NSNumber, n.doubleValue == n.doubleValue.rounded(),
-              abs(n.doubleValue) < 9e15 else { throw fail("must be an integer, got \(describe)") }
-        return Int(n.doubleValue)
+        guard case .number(let text) = value else { throw fail("must be an integer, got \(describe)") }
+        if let i = Int(text) { return i }
+        guard let d = Double(text), d == d.rounded(), abs(d) < 9e15 else { throw fail("must be an integer, got \(text)") }
+        return Int(d)
     }
 
     private var describe: String {
-        if let s = value as? String { return "\"\(s)\"" }
-        if value is NSNull { return "null" }
-        if value is [Any] { return "a list" }
-        if value is [String: Any] { return "an object" }
-        return "\(value)"
+        switch value {
+        case .null: return "null"
+        case .bool(let b): return "\(b)"
+        case .number(let t): return t
+        case .string(let s): return "\"\(s.count > 40 ? String(s.prefix(40)) + "..." : s)\""
+        case .array: return "a list"
+        case .object: return "an object"
+        }
     }
 }

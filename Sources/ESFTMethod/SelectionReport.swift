@@ -12,6 +12,7 @@ public struct SelectionReport: Equatable, Sendable {
     public struct ParameterCounts: Equatable, Sendable {
         public let trainable: Int
         public let total: Int
+        public init(trainable: Int, total: Int) { self.trainable = trainable; self.total = total }
         public var optimizerStateBytes: Int { trainable * SelectionReport.optimizerBytesPerParameter }
     }
 
