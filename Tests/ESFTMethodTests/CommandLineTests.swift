@@ -67,6 +67,24 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(MethodTestSupport.files(in: work), ["config.json", "experts.json", "experts.report.json", "scores.json"])
     }
 
+    func testSelectWithModelDirectory() throws {
+        let model = work.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        try MethodTestSupport.write(json: MethodTestSupport.tinyConfigJSON(), to: model.appendingPathComponent("config.json"))
+        let scores = try writeScores(fingerprint: nil)
+        let r = try esft(["select", "--scores", scores, "--method", "gate", "--top-k", "2", "--model", "model",
+                          "--shared-experts", "--out", "experts.json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("records no model fingerprint"), r.err)
+        let config = try ExpertConfig.load(contentsOf: work.appendingPathComponent("experts.json"))
+        XCTAssertEqual(config, ExpertConfig(experts: [1: [1, 2], 2: [0, 1]], sharedExperts: true))
+        try assertFails(["select", "--scores", scores, "--method", "gate", "--top-k", "2", "--model", "model",
+                         "--config", "model/config.json", "--out", "e.json"], "not both")
+        try MethodTestSupport.write(json: MethodTestSupport.tinyConfigJSON(experts: 6), to: model.appendingPathComponent("config.json"))
+        try assertFails(["select", "--scores", scores, "--method", "gate", "--top-k", "2", "--model", "model", "--out", "e.json"],
+                        "metadata.experts 4", "n_routed_experts 6")
+    }
+
     func testSelectBadInputsLeaveNothing() throws {
         let scores = try writeScores(fingerprint: nil)
         let base = ["select", "--scores", scores, "--out", "experts.json"]
