@@ -104,7 +104,9 @@ public struct SelectionReport: Equatable, Sendable {
         case .topK(let k): rule = "{\"top_k\": \(k)}"
         }
         let perLayer = JSONText.object(layers.map { l in
-            ("\(l.layer)", "{\"experts\": \(JSONText.intList(l.experts)), \"cumulative_score\": \(JSONText.number(l.cumulativeScore))}")
+            // Sums of D-decimal scores have D decimals; print them without binary noise (0.22599999999999998).
+            let sum = options.roundDecimals.map { roundedScore(l.cumulativeScore, decimals: $0) } ?? l.cumulativeScore
+            return ("\(l.layer)", "{\"experts\": \(JSONText.intList(l.experts)), \"cumulative_score\": \(JSONText.number(sum))}")
         }, indent: "  ")
         var members: [(String, String)] = [
             ("format", JSONText.string("esft-selection-report")), ("version", "1"),
