@@ -28,8 +28,10 @@ let package = Package(
         .target(name: "ESFTHDF5", dependencies: ["ESFTKernels", "CHDF5", "CShims"]),
         // Weight files: safetensors (read/write), HDF5 model directories, import/export.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5"]),
+        // The method: routing statistics, relevance scores, expert selection, expert configs.
+        .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
@@ -37,6 +39,7 @@ let package = Package(
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
     ],
     swiftLanguageModes: [.v5]
 )

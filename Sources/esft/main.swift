@@ -9,6 +9,8 @@ Usage: esft <command> [options]      (esft <command> --help for each command)
 Commands:
   forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
+  score      Measure how much a task uses each routed expert (ESFT relevance scores).
+  select     Choose the experts to train from scores; write the expert config and a report.
   bench      Measure forward and forward+backward throughput on a random model from a config.
 
 Common options:
@@ -17,6 +19,8 @@ Common options:
 
 let commands: [String: ([String]) throws -> Void] = [
     "forward": ForwardCommand.run,
+    "score": ScoreCommand.run,
+    "select": SelectCommand.run,
     "bench": BenchCommand.run,
 ]
 
