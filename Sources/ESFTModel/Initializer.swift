@@ -1,21 +1,30 @@
 import ESFTKernels
 import Foundation
 
+/// Random initialisation as HF's `_init_weights`: weights normal(0, initializer_range), biases 0,
+/// RMSNorm weights 1. Tensor i of `parameterSpecs()` draws from its own stream (seed, i), so a tensor's
+/// values do not depend on threads, visiting order, or whether the model is built in memory or on disk.
+public enum RandomInit {
+    public static func fill(_ spec: ParameterSpec, index: Int, seed: UInt64, std: Float, into p: UnsafeMutablePointer<Float>) {
+        let count = spec.shape.reduce(1, *)
+        if spec.name.hasSuffix("norm.weight") {
+            p.update(repeating: 1, count: count)
+        } else if spec.name.hasSuffix(".bias") {
+            p.update(repeating: 0, count: count)
+        } else {
+            var rng = SplitMix64.stream(seed: seed, index: UInt64(index))
+            for j in 0..<count { p[j] = Float(rng.nextGaussian()) * std }
+        }
+    }
+}
+
 extension ParameterSet {
-    /// A randomly initialised model in owned memory, as HF's `_init_weights` does: weights normal(0,
-    /// initializer_range), biases 0, RMSNorm weights 1. Each tensor draws from its own stream (seeded by
-    /// the seed and its position), so the result does not depend on threads or visiting order.
+    /// A randomly initialised model in owned memory (see `RandomInit`).
     public static func randomlyInitialized(_ config: ModelConfig, seed: UInt64) -> ParameterSet {
         let set = ParameterSet()
-        let std = Float(config.initializerRange)
         for (i, spec) in config.parameterSpecs().enumerated() {
             let p = Parameter(name: spec.name, shape: spec.shape)
-            if spec.name.hasSuffix("norm.weight") {
-                p.value.update(repeating: 1, count: p.count)
-            } else if !spec.name.hasSuffix(".bias") {
-                var rng = SplitMix64.stream(seed: seed, index: UInt64(i))
-                for j in 0..<p.count { p.value[j] = Float(rng.nextGaussian()) * std }
-            }
+            RandomInit.fill(spec, index: i, seed: seed, std: Float(config.initializerRange), into: p.value)
             set.add(p)
         }
         return set

@@ -28,6 +28,14 @@ public final class Parameter {
         self.init(name: name, shape: shape, storage: .f32(value), owner: owner, owned: owned)
     }
 
+    /// A frozen, read-only view (fp32 or bf16) of memory kept alive by `owner`.
+    public convenience init(name: String, shape: [Int], weight: Weight, owner: AnyObject) {
+        switch weight {
+        case .f32(let p): self.init(name: name, shape: shape, storage: .f32(UnsafeMutablePointer(mutating: p)), owner: owner, owned: false)
+        case .bf16(let p): self.init(name: name, shape: shape, storage: .bf16(p), owner: owner, owned: false)
+        }
+    }
+
     /// A parameter with owned, zero-initialised values.
     public convenience init(name: String, shape: [Int]) {
         let b = FloatBuffer(count: shape.reduce(1, *))

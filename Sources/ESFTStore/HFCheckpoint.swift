@@ -47,28 +47,39 @@ public struct HFCheckpoint {
 
     public var tensorNames: [String] { index.keys.sorted() }
 
-    /// Builds every parameter the config implies. F32 tensors are zero-copy views into the mapped files;
-    /// BF16/F16 tensors are widened into owned fp32 memory. Returns the names present but unused.
-    public func loadParameters() throws -> (ParameterSet, unused: [String]) {
-        let set = ParameterSet()
-        var used = Set<String>()
-        for spec in config.parameterSpecs() {
-            let p = try parameter(spec, used: &used)
-            set.add(p)
+    /// Where a tensor's values are: a file, its entry, and an element offset (non-zero for one expert's
+    /// slice of a fused 3-D tensor).
+    public struct TensorSource {
+        public let file: SafetensorsFile
+        public let entry: SafetensorsFile.Entry
+        public let elementOffset: Int
+        public let count: Int
+
+        /// A zero-copy operand when the stored dtype and alignment allow, else nil.
+        public var view: Weight? {
+            if let p = file.f32View(entry, elementOffset: elementOffset) { return .f32(p) }
+            if let p = file.bf16View(entry, elementOffset: elementOffset) { return .bf16(p) }
+            return nil
         }
-        return (set, index.keys.filter { !used.contains($0) }.sorted())
+        public var dtype: TensorDType { entry.dtype }
+
+        /// Converts to fp32 (any stored dtype).
+        public func read(into dst: UnsafeMutablePointer<Float>) {
+            file.readFloats(entry, elementOffset: elementOffset, count: count, into: dst)
+        }
+
+        /// Drops the pages behind this tensor from the process (streaming import keeps RSS near one tensor).
+        public func release() { file.release(entry, elementOffset: elementOffset, count: count) }
     }
 
-    private func parameter(_ spec: ParameterSpec, used: inout Set<String>) throws -> Parameter {
+    /// Locates a tensor the config implies, per expert or inside a fused 3-D expert tensor.
+    public func source(_ spec: ParameterSpec) throws -> TensorSource {
         if let file = index[spec.name], let e = file.entries[spec.name] {
             guard e.shape == spec.shape else {
                 throw ESFTError("\(file.path): tensor '\(spec.name)' has shape \(e.shape), but config.json implies \(spec.shape)")
             }
-            used.insert(spec.name)
-            return makeParameter(spec, file: file, entry: e, elementOffset: 0)
+            return TensorSource(file: file, entry: e, elementOffset: 0, count: e.count)
         }
-        // Fused 3-D expert layout: model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight from
-        // model.layers.L.mlp.experts.{gate_up_proj,down_proj}.
         if let (prefix, expert, kind) = Self.splitExpertName(spec.name) {
             let e = config.nRoutedExperts, i = config.moeIntermediateSize, d = config.hiddenSize
             let fusedName = prefix + (kind == "down_proj" ? "down_proj" : "gate_up_proj")
@@ -77,30 +88,43 @@ public struct HFCheckpoint {
                 guard entry.shape == expected else {
                     throw ESFTError("\(file.path): tensor '\(fusedName)' has shape \(entry.shape), but config.json implies \(expected)")
                 }
-                used.insert(fusedName)
                 let perExpert = i * d
                 let offset = kind == "down_proj" ? expert * perExpert
                     : expert * 2 * perExpert + (kind == "up_proj" ? perExpert : 0)
-                return makeParameter(spec, file: file, entry: entry, elementOffset: offset)
+                return TensorSource(file: file, entry: entry, elementOffset: offset, count: perExpert)
             }
         }
         throw ESFTError("\(directory.path): missing tensor '\(spec.name)' (shape \(spec.shape)) in the safetensors weights")
     }
 
-    /// F32 and BF16 matrices are views into the mapping (bf16 is widened at use by the kernels);
-    /// 1-D tensors (norm weights, biases: a negligible share) and F16 are widened into owned memory.
-    private func makeParameter(_ spec: ParameterSpec, file: SafetensorsFile, entry: SafetensorsFile.Entry,
-                               elementOffset: Int) -> Parameter {
-        let count = spec.shape.reduce(1, *)
-        if let view = file.f32View(entry, elementOffset: elementOffset) {
-            return Parameter(name: spec.name, shape: spec.shape, value: view, owner: file.mapping, owned: false)
+    /// Stored tensor names that no parameter of the config uses (reported, not an error).
+    public func unusedTensorNames() -> [String] {
+        var used = Set<String>()
+        for spec in config.parameterSpecs() {
+            if index[spec.name] != nil { used.insert(spec.name) }
+            else if let (prefix, _, kind) = Self.splitExpertName(spec.name) {
+                used.insert(prefix + (kind == "down_proj" ? "down_proj" : "gate_up_proj"))
+            }
         }
-        if spec.shape.count > 1, let view = file.bf16View(entry, elementOffset: elementOffset) {
-            return Parameter(name: spec.name, shape: spec.shape, storage: .bf16(view), owner: file.mapping, owned: false)
+        return index.keys.filter { !used.contains($0) }.sorted()
+    }
+
+    /// Builds every parameter the config implies. F32 and BF16 matrices are views into the mapped files
+    /// (bf16 is widened at use by the kernels); 1-D tensors (norm weights, biases: a negligible share)
+    /// and F16 are widened into owned memory. Returns the names present but unused.
+    public func loadParameters() throws -> (ParameterSet, unused: [String]) {
+        let set = ParameterSet()
+        for spec in config.parameterSpecs() {
+            let src = try source(spec)
+            if let view = src.view, spec.shape.count > 1 || src.dtype == .f32 {
+                set.add(Parameter(name: spec.name, shape: spec.shape, weight: view, owner: src.file.mapping))
+            } else {
+                let p = Parameter(name: spec.name, shape: spec.shape)
+                src.read(into: p.value)
+                set.add(p)
+            }
         }
-        let p = Parameter(name: spec.name, shape: spec.shape)
-        file.readFloats(entry, elementOffset: elementOffset, count: count, into: p.value)
-        return p
+        return (set, unusedTensorNames())
     }
 
     /// "model.layers.3.mlp.experts.5.up_proj.weight" → ("model.layers.3.mlp.experts.", 5, "up_proj").

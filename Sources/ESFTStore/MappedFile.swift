@@ -26,6 +26,15 @@ public final class MappedFile {
     deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) } }
 
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+
+    /// Tells the kernel this process no longer needs these pages (MADV_DONTNEED): they leave the
+    /// resident set and are read again from the page cache if touched.
+    public func release(offset: Int, bytes: Int) {
+        guard let base, bytes > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page, end = min(size, (offset + bytes + page - 1) / page * page)
+        madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
 }
 
 /// Writes a file under a temporary name in the same directory and renames it into place when complete,

@@ -111,32 +111,61 @@ public final class SafetensorsFile {
         }
     }
 
+    /// Drops the mapped pages of `count` elements from the process's resident set (they stay in the page
+    /// cache); used after streaming a tensor out.
+    public func release(_ e: Entry, elementOffset: Int, count: Int) {
+        file.release(offset: dataStart + e.begin + elementOffset * e.dtype.size, bytes: count * e.dtype.size)
+    }
+
     /// The file's mapping, kept alive by views into it.
     public var mapping: AnyObject { file }
 }
 
-/// A tensor to write: fp32 values stored as F32, or rounded to BF16 (round to nearest even).
+/// A tensor to write: fp32 or bf16 values, stored as `dtype` (F32, or BF16 rounded to nearest even).
 public struct TensorToWrite {
     public let name: String
     public let shape: [Int]
-    public let data: UnsafePointer<Float>
+    public let data: Weight
     public let dtype: TensorDType
-    public init(name: String, shape: [Int], data: UnsafePointer<Float>, dtype: TensorDType = .f32) {
+    public init(name: String, shape: [Int], data: Weight, dtype: TensorDType = .f32) {
+        precondition(dtype != .f16, "F16 output is not supported")
         self.name = name; self.shape = shape; self.data = data; self.dtype = dtype
     }
+    public init(name: String, shape: [Int], data: UnsafePointer<Float>, dtype: TensorDType = .f32) {
+        self.init(name: name, shape: shape, data: .f32(data), dtype: dtype)
+    }
+    public var count: Int { shape.reduce(1, *) }
+    public var bytes: Int { count * dtype.size }
+}
+
+/// Name, shape and stored dtype of a tensor in a file being written.
+public struct TensorHeader {
+    public let name: String
+    public let shape: [Int]
+    public let dtype: TensorDType
+    public init(name: String, shape: [Int], dtype: TensorDType) { self.name = name; self.shape = shape; self.dtype = dtype }
+    public var bytes: Int { shape.reduce(1, *) * dtype.size }
 }
 
 public enum SafetensorsWriter {
-    /// Writes atomically (temporary name, then rename). Tensors are laid out in the given order.
+    /// Writes atomically (temporary name, then rename). Tensors are laid out in the given order and
+    /// converted one at a time, so memory stays near the largest tensor.
     public static func write(_ tensors: [TensorToWrite], metadata: [String: String] = [:], to url: URL) throws {
+        try write(tensors.map { TensorHeader(name: $0.name, shape: $0.shape, dtype: $0.dtype) }, metadata: metadata, to: url) { i, emit in
+            try emit(tensors[i].data)
+        }
+    }
+
+    /// The streaming form: `provide(i, emit)` must call `emit` with tensor i's values (e.g. while a
+    /// mapping of it is alive); tensors are requested in order.
+    public static func write(_ headers: [TensorHeader], metadata: [String: String] = [:], to url: URL,
+                             provide: (Int, (Weight) throws -> Void) throws -> Void) throws {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
-        for t in tensors {
-            precondition(t.dtype != .f16, "F16 output is not supported")
-            let bytes = t.shape.reduce(1, *) * t.dtype.size
-            header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
-            offset += bytes
+        for t in headers {
+            header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + t.bytes]] as [String: Any]
+            offset += t.bytes
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad so the data section is 8-byte aligned
@@ -144,16 +173,29 @@ public enum SafetensorsWriter {
             var len = UInt64(json.count).littleEndian
             h.write(Data(bytes: &len, count: 8))
             h.write(json)
-            for t in tensors {
-                let count = t.shape.reduce(1, *)
-                if t.dtype == .f32 {
-                    h.write(Data(bytes: t.data, count: count * 4))
-                } else {
-                    var out = [UInt16](repeating: 0, count: count)
-                    for i in 0..<count { out[i] = bf16Bits(t.data[i]) }
-                    out.withUnsafeBytes { h.write(Data($0)) }
-                }
+            for (i, t) in headers.enumerated() {
+                try provide(i) { data in h.write(encode(TensorToWrite(name: t.name, shape: t.shape, data: data, dtype: t.dtype))) }
             }
+        }
+    }
+
+    /// The tensor's bytes in its target dtype.
+    static func encode(_ t: TensorToWrite) -> Data {
+        let n = t.count
+        switch (t.data, t.dtype) {
+        case (.f32(let p), .f32): return Data(bytes: p, count: n * 4)
+        case (.bf16(let p), .bf16): return Data(bytes: p, count: n * 2)
+        case (.f32(let p), _):
+            var out = Data(count: n * 2)
+            out.withUnsafeMutableBytes { raw in
+                let o = raw.bindMemory(to: UInt16.self)
+                for i in 0..<n { o[i] = bf16Bits(p[i]).littleEndian }
+            }
+            return out
+        case (.bf16(let p), _):
+            var out = Data(count: n * 4)
+            out.withUnsafeMutableBytes { raw in widenBF16(p, count: n, into: raw.bindMemory(to: Float.self).baseAddress!) }
+            return out
         }
     }
 

@@ -51,6 +51,17 @@ struct Arguments {
         return true
     }
 
+    /// Exactly `count` positional arguments (anything not starting with "--"), removed from the list.
+    mutating func positional(_ count: Int, names: String) throws -> [String] {
+        let values = args.filter { !$0.hasPrefix("-") }
+        guard values.count >= count else {
+            throw ESFTError("\(command): expected \(names) (see esft \(command) --help)")
+        }
+        let taken = Array(values.prefix(count))
+        for v in taken { args.remove(at: args.firstIndex(of: v)!) }
+        return taken
+    }
+
     /// Fails on anything not consumed: a misspelt option must not be silently ignored.
     func finish() throws {
         if let a = args.first {

@@ -11,9 +11,10 @@ enum ForwardCommand {
     Runs DeepseekV2ForCausalLM on a batch of tokens and writes what Hugging Face transformers would
     compute, so that anyone can check this engine against their own reference.
 
-      --model DIR        a Hugging Face model directory: config.json (model_type deepseek_v2) and
-                         model.safetensors, or shards listed in model.safetensors.index.json (F32,
-                         BF16 or F16; routed experts per expert or fused 3-D)
+      --model DIR        an esft model directory (esft import / esft init), or a Hugging Face one:
+                         config.json (model_type deepseek_v2) and model.safetensors, or shards listed
+                         in model.safetensors.index.json (F32, BF16 or F16; routed experts per expert
+                         or fused 3-D)
       --tokens FILE      JSON {"input_ids": [[...], ...], "labels": [[...], ...]}: B rows of equal
                          length T. Labels follow HF: same shape as input_ids, the logits at t are
                          scored against labels[t+1], -100 is ignored; omitted means labels = input_ids
@@ -47,14 +48,14 @@ enum ForwardCommand {
         try args.finish()
         guard alpha >= 0 else { throw ESFTError("--aux-alpha must be ≥ 0") }
 
-        let checkpoint = try HFCheckpoint(directory: modelDir)
-        let (params, unused) = try checkpoint.loadParameters()
+        let loaded = try LoadedModel.open(modelDir)
+        let params = loaded.parameters, unused = loaded.unused
         if !unused.isEmpty {
             let shown = unused.prefix(3).joined(separator: ", ")
             FileHandle.standardError.write("esft forward: note: \(unused.count) tensor(s) in \(modelDir.path) are not used by the model: \(shown)\(unused.count > 3 ? ", ..." : "")\n".data(using: .utf8)!)
         }
         let batch = try TokenFile.read(path: tokensPath)
-        let model = try DeepseekV2Model(config: checkpoint.config, parameters: params)
+        let model = try DeepseekV2Model(config: loaded.config, parameters: params)
         model.auxLossAlpha = Float(alpha)
         if grads {
             let chosen = try TrainableSpec.parse(trainableSpec ?? "all").select(from: params)
@@ -69,7 +70,7 @@ enum ForwardCommand {
         if grads { try model.backward() }
         let seconds = Date().timeIntervalSince(start)
 
-        let v = checkpoint.config.vocabSize
+        let v = loaded.config.vocabSize
         let logits = model.logits(count: batch.batch * batch.seqLen * v)
         var loss = Float(result.loss), aux = Float(result.auxLoss)
         var tensors = [TensorToWrite(name: "logits", shape: [batch.batch, batch.seqLen, v], data: logits.baseAddress!)]
@@ -88,6 +89,7 @@ enum ForwardCommand {
                      result.loss, result.targetCount, alpha > 0 ? String(format: ", aux_loss %.6f", result.auxLoss) : "",
                      tokens, seconds, Double(tokens) / max(seconds, 1e-9), grads ? "forward+backward" : "forward",
                      outPath.path, grads ? " with \(params.trainable.count) gradients" : ""))
+        print("memory: \(MemoryUsage.current().summary)")
         if let comparePath, try !Comparison.run(ours: outPath.path, reference: comparePath, expectGradients: grads) {
             exit(3)
         }

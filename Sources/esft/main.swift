@@ -7,6 +7,10 @@ esft — Expert-Specialized Fine-Tuning of Mixture-of-Experts models on CPU node
 Usage: esft <command> [options]      (esft <command> --help for each command)
 
 Commands:
+  import     Convert a Hugging Face checkpoint into an esft model directory (HDF5, memory-mappable).
+  init       Write a randomly initialised model directory for a config.
+  inspect    Describe a model directory: shards, dtypes, parameter counts, optimizer memory.
+  export     Write a model (with trained tensors) as Hugging Face safetensors, an ESFT adapter, or HDF5.
   forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
@@ -19,6 +23,10 @@ Common options:
 
 let commands: [String: ([String]) throws -> Void] = [
     "forward": ForwardCommand.run,
+    "import": ImportCommand.run,
+    "init": InitCommand.run,
+    "inspect": InspectCommand.run,
+    "export": ExportCommand.run,
     "score": ScoreCommand.run,
     "select": SelectCommand.run,
     "bench": BenchCommand.run,

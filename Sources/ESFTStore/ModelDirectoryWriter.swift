@@ -1,0 +1,156 @@
+import ESFTHDF5
+import ESFTKernels
+import ESFTModel
+import Foundation
+
+/// Element type of the weights in a model directory.
+public enum StoredDType: String, Sendable {
+    case fp32 = "float32", bf16 = "bfloat16"
+
+    public init(flag: String) throws {
+        switch flag {
+        case "fp32", "float32": self = .fp32
+        case "bf16", "bfloat16": self = .bf16
+        default: throw ESFTError("--dtype must be fp32 or bf16, got '\(flag)'")
+        }
+    }
+    var element: H5Element { self == .fp32 ? .float32 : .bfloat16 }
+}
+
+/// The layout of an esft model directory (docs/formats.md): config.json, the non-expert tensors in
+/// model.h5, and the routed experts in shard files that each hold a contiguous range of expert ids for
+/// every MoE layer.
+public enum ModelDirectoryLayout {
+    public static let format = "esft-model"
+    public static let version: Int64 = 1
+    public static let nonExpertFile = "model.h5"
+
+    public static func expertFile(_ shard: Int, of count: Int) -> String {
+        String(format: "experts-%05d-of-%05d.h5", shard, count)
+    }
+
+    /// Contiguous ranges splitting `items` into `parts` (the first `items % parts` one longer).
+    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] {
+        let base = items / parts, extra = items % parts
+        var ranges: [Range<Int>] = [], start = 0
+        for p in 0..<parts {
+            let len = base + (p < extra ? 1 : 0)
+            ranges.append(start..<(start + len)); start += len
+        }
+        return ranges
+    }
+
+    /// (layer, expert) of a routed expert tensor name, or nil for every other tensor.
+    public static func routedExpert(_ name: String) -> (layer: Int, expert: Int)? {
+        guard let l = ModelConfig.layerIndex(ofParameter: name), let r = name.range(of: ".mlp.experts.") else { return nil }
+        let rest = name[r.upperBound...]
+        guard let e = Int(rest.prefix { $0.isNumber }) else { return nil }
+        return (l, e)
+    }
+}
+
+/// Writes a model directory one tensor at a time (memory stays near the largest tensor), under a
+/// temporary name that `finish()` renames into place; a writer dropped unfinished removes everything.
+public final class ModelDirectoryWriter {
+    public let output: URL
+    public let config: ModelConfig
+    public let dtype: StoredDType
+    public let expertRanges: [Range<Int>]
+    private let temporary: URL
+    private var nonExpert: H5File
+    private var shards: [H5File]
+    private var expected: [String: [Int]]
+    private var finished = false
+    private var scratch = FloatBuffer(count: 0)
+    private var scratch16: [UInt16] = []
+
+    /// `configJSON` is written verbatim as config.json (the HF fields, as the user gave them).
+    public init(output: URL, config: ModelConfig, configJSON: Data, dtype: StoredDType, expertShards: Int) throws {
+        let fm = FileManager.default
+        guard !fm.fileExists(atPath: output.path) else {
+            throw ESFTError("\(output.path) already exists; choose a new output directory (nothing was written)")
+        }
+        let experts = max(config.nRoutedExperts, 1)
+        guard expertShards >= 1, expertShards <= experts else {
+            throw ESFTError("--expert-shards must be in 1...\(experts) (the routed experts per layer), got \(expertShards)")
+        }
+        self.output = output; self.config = config; self.dtype = dtype
+        expertRanges = ModelDirectoryLayout.split(config.nRoutedExperts, into: expertShards)
+        temporary = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).tmp-\(getpid())")
+        try? fm.removeItem(at: temporary)
+        do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
+            throw ESFTError("\(output.path): cannot create the output directory (\(error.localizedDescription))")
+        }
+        expected = Dictionary(uniqueKeysWithValues: config.parameterSpecs().map { ($0.name, $0.shape) })
+        do {
+            try configJSON.write(to: temporary.appendingPathComponent("config.json"))
+            nonExpert = try H5File.create(temporary.appendingPathComponent(ModelDirectoryLayout.nonExpertFile).path)
+            try Self.stamp(nonExpert, kind: "non-expert", dtype: dtype, shards: expertShards, range: nil)
+            shards = []
+            for (s, r) in expertRanges.enumerated() {
+                let f = try H5File.create(temporary.appendingPathComponent(ModelDirectoryLayout.expertFile(s, of: expertShards)).path)
+                try Self.stamp(f, kind: "experts", dtype: dtype, shards: expertShards, range: r)
+                shards.append(f)
+            }
+        } catch {
+            try? fm.removeItem(at: temporary)
+            throw error
+        }
+    }
+
+    deinit { if !finished { try? FileManager.default.removeItem(at: temporary) } }
+
+    private static func stamp(_ f: H5File, kind: String, dtype: StoredDType, shards: Int, range: Range<Int>?) throws {
+        try f.attributes.set("esft_format", ModelDirectoryLayout.format)
+        try f.attributes.set("esft_format_version", ModelDirectoryLayout.version)
+        try f.attributes.set("kind", kind)
+        try f.attributes.set("dtype", dtype.rawValue)
+        try f.attributes.set("expert_shards", Int64(shards))
+        if let range {
+            try f.attributes.set("expert_begin", Int64(range.lowerBound))
+            try f.attributes.set("expert_end", Int64(range.upperBound))
+        }
+    }
+
+    /// Writes one tensor (fp32 or bf16 source), converting to the directory's dtype.
+    public func write(name: String, shape: [Int], data: Weight) throws {
+        guard let want = expected.removeValue(forKey: name) else {
+            throw ESFTError("\(output.path): tensor '\(name)' is not part of this model, or was written twice")
+        }
+        guard want == shape else { throw ESFTError("\(output.path): tensor '\(name)' has shape \(shape), config.json implies \(want)") }
+        let file: H5File
+        if let (_, e) = ModelDirectoryLayout.routedExpert(name) {
+            file = shards[expertRanges.firstIndex { $0.contains(e) }!]
+        } else {
+            file = nonExpert
+        }
+        let count = shape.reduce(1, *)
+        let dataset = try file.createDataset(name, element: dtype.element, shape: shape)
+        switch (data, dtype) {
+        case (.f32(let p), .fp32): try dataset.write(p, element: .float32)
+        case (.bf16(let p), .bf16): try dataset.write(p, element: .bfloat16)
+        case (.bf16, .fp32):
+            if scratch.count < count { scratch = FloatBuffer(count: count, zeroed: false) }
+            data.widenRows(0, 1, cols: count, into: scratch.pointer)
+            try dataset.write(scratch.pointer, element: .float32)
+        case (.f32(let p), .bf16):
+            if scratch16.count < count { scratch16 = [UInt16](repeating: 0, count: count) }
+            for i in 0..<count { scratch16[i] = SafetensorsWriter.bf16Bits(p[i]) }
+            try scratch16.withUnsafeBufferPointer { try dataset.write($0.baseAddress!, element: .bfloat16) }
+        }
+        if dtype == .bf16 { try dataset.attributes.set("dtype", "bfloat16") }
+    }
+
+    /// Checks every tensor was written, closes the files and renames the directory into place.
+    public func finish() throws {
+        if let missing = expected.keys.sorted().first {
+            throw ESFTError("\(output.path): \(expected.count) tensor(s) not written, e.g. '\(missing)' (nothing was written)")
+        }
+        try nonExpert.close()
+        for s in shards { try s.close() }
+        guard rename(temporary.path, output.path) == 0 else {
+            throw ESFTError("\(output.path): cannot move the finished directory into place (\(String(cString: strerror(errno))))")
+        }
+        finished = true
+    }
+}

@@ -1,0 +1,127 @@
+import ESFTKernels
+import ESFTModel
+import ESFTStore
+import Foundation
+
+/// Prints progress of long work on stderr, so stdout keeps the results.
+func progressLine(_ command: String) -> ProgressReporter {
+    { FileHandle.standardError.write("esft \(command): \($0)\n".data(using: .utf8)!) }
+}
+
+enum ImportCommand {
+    static let help = """
+    Usage: esft import HF_DIR OUT_DIR [--dtype fp32|bf16] [--expert-shards N]
+
+    Converts a Hugging Face DeepSeek-V2 checkpoint (config.json + safetensors, single file or sharded with
+    model.safetensors.index.json; experts per expert or fused 3-D) into an esft model directory: config.json,
+    model.h5 (every non-expert tensor) and N expert shard files, each holding a contiguous range of expert
+    ids for every MoE layer. Datasets are contiguous, uncompressed, allocated early and page-aligned, so
+    training maps frozen tensors instead of loading them. Tensors are streamed one at a time: memory stays
+    near the largest tensor. OUT_DIR must not exist; it appears only when complete.
+
+      --dtype D           fp32 or bf16 (default: bf16 if every matrix in the checkpoint is BF16, else fp32)
+      --expert-shards N   expert shard files (default 1; use one per expert-parallel rank or node)
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "import")
+        if args.wantsHelp { print(help); return }
+        let dtype = try args.option("--dtype").map(StoredDType.init(flag:))
+        let shards = try args.int("--expert-shards", default: 1, min: 1)!
+        let positional = try args.positional(2, names: "HF_DIR OUT_DIR")
+        try args.finish()
+        let start = Date()
+        let (count, chosen) = try ModelImport.run(from: URL(fileURLWithPath: positional[0]), to: URL(fileURLWithPath: positional[1]),
+                                                  dtype: dtype, expertShards: shards, progress: progressLine("import"))
+        print(String(format: "imported %d tensors as %@ into %@ in %.1f s; %@", count, chosen.rawValue, positional[1],
+                     Date().timeIntervalSince(start), MemoryUsage.current().summary))
+    }
+}
+
+enum InitCommand {
+    static let help = """
+    Usage: esft init CONFIG.json OUT_DIR [--seed S] [--dtype fp32|bf16] [--expert-shards N]
+
+    Writes a randomly initialised esft model directory for a DeepSeek-V2 config (see configs/): weights
+    normal(0, initializer_range), RMSNorm weights 1, biases 0, as Hugging Face initialises them. The same
+    seed gives the same weights on any machine. OUT_DIR must not exist.
+
+      --seed S            random seed (default 0)
+      --dtype D           fp32 (default) or bf16
+      --expert-shards N   expert shard files (default 1)
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "init")
+        if args.wantsHelp { print(help); return }
+        let seed = UInt64(try args.int("--seed", default: 0)!)
+        let dtype = try args.option("--dtype").map(StoredDType.init(flag:)) ?? .fp32
+        let shards = try args.int("--expert-shards", default: 1, min: 1)!
+        let positional = try args.positional(2, names: "CONFIG.json OUT_DIR")
+        try args.finish()
+        let configURL = URL(fileURLWithPath: positional[0])
+        let config = try ModelConfig.load(contentsOf: configURL)
+        try ModelInit.run(config: config, configJSON: try Data(contentsOf: configURL), to: URL(fileURLWithPath: positional[1]),
+                          seed: seed, dtype: dtype, expertShards: shards, progress: progressLine("init"))
+        let count = config.parameterSpecs().reduce(0) { $0 + $1.shape.reduce(1, *) }
+        print("initialised \(count) parameters (seed \(seed), \(dtype.rawValue)) in \(positional[1])")
+    }
+}
+
+enum ExportCommand {
+    static let help = """
+    Usage: esft export MODEL_DIR OUT [--trained FILE] [--format safetensors|hdf5] [--adapter --experts CFG.json]
+                       [--dtype fp32|bf16] [--max-shard-size GB] [--expert-shards N]
+
+    Writes an esft model directory, with trained tensors merged in, in a form other tools load:
+      safetensors (default)  a Hugging Face directory: config.json, model-0000i-of-0000N.safetensors and
+                             model.safetensors.index.json (DeepseekV2ForCausalLM.from_pretrained loads it)
+      hdf5                   a new esft model directory
+      --adapter              the ESFT reference's adapter layout instead: expert_cfg.json and a
+                             model.safetensors holding only the trained tensors under their HF names
+                             (the reference's esft.add_adapter / load_esft_model read it); needs
+                             --trained and --experts
+
+      --trained FILE      trained tensors (F32 safetensors by HF name, as esft train writes them)
+      --experts CFG       the expert config the tensors were trained with (for --adapter)
+      --dtype D           output dtype (default: the model's)
+      --max-shard-size G  safetensors shard size limit in GB (default 5)
+      --expert-shards N   expert shard files for --format hdf5 (default: as the input)
+    OUT must not exist; it appears only when complete.
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "export")
+        if args.wantsHelp { print(help); return }
+        let trainedPath = try args.option("--trained")
+        let format = try args.option("--format") ?? "safetensors"
+        let adapter = args.flag("--adapter")
+        let expertsPath = try args.option("--experts")
+        let dtype = try args.option("--dtype").map(StoredDType.init(flag:))
+        let maxShardGB = try args.double("--max-shard-size") ?? 5
+        let shards = try args.int("--expert-shards", min: 1)
+        let positional = try args.positional(2, names: "MODEL_DIR OUT")
+        try args.finish()
+        guard ["safetensors", "hdf5"].contains(format) else { throw ESFTError("--format must be safetensors or hdf5, got '\(format)'") }
+        guard maxShardGB > 0 else { throw ESFTError("--max-shard-size must be positive") }
+        let model = try ModelDirectory(url: URL(fileURLWithPath: positional[0]))
+        let out = URL(fileURLWithPath: positional[1])
+        let trained = try trainedPath.map { try ModelExport.trainedTensors($0, model: model) }
+        if adapter {
+            guard let trained else { throw ESFTError("--adapter needs --trained FILE (the tensors esft train wrote)") }
+            guard let expertsPath else { throw ESFTError("--adapter needs --experts CFG.json (the expert config of the training run)") }
+            let cfg = try Data(contentsOf: URL(fileURLWithPath: expertsPath))
+            try ModelExport.adapter(trained: trained, expertConfigJSON: cfg, to: out)
+            print("wrote adapter with \(trained.entries.count) tensors to \(out.path)")
+            return
+        }
+        if format == "hdf5" {
+            try ModelExport.modelDirectory(model: model, trained: trained, to: out, dtype: dtype, expertShards: shards,
+                                           progress: progressLine("export"))
+        } else {
+            try ModelExport.safetensors(model: model, trained: trained, to: out, dtype: dtype,
+                                        maxShardBytes: Int(maxShardGB * 1e9), progress: progressLine("export"))
+        }
+        print("exported \(positional[0])\(trained.map { " with \($0.entries.count) trained tensors" } ?? "") to \(out.path) (\(format))")
+    }
+}
