@@ -26,8 +26,10 @@ let package = Package(
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
         // Weight files: safetensors (read/write), HDF5 model directories.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "CHDF5", "CShims"]),
+        // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
+        .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTParallel"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
@@ -35,6 +37,7 @@ let package = Package(
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -9,6 +9,8 @@ Usage: esft <command> [options]      (esft <command> --help for each command)
 Commands:
   forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
+  mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
+             bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
 Common options:
   --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
@@ -16,6 +18,7 @@ Common options:
 
 let commands: [String: ([String]) throws -> Void] = [
     "forward": ForwardCommand.run,
+    "mpi-check": MPICheckCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())
