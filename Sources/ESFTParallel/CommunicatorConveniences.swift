@@ -111,18 +111,19 @@ public extension Communicator {
         let sendCounts = rowsTo.map { $0 * width }, receiveCounts = rowsFrom.map { $0 * width }
         let total = receiveCounts.reduce(0, +)
         let values = try [T](unsafeUninitializedCapacity: total) { buffer, initialized in
-            try allToAllV(send: send, sendCounts: sendCounts, sendDisplacements: Self.offsets(sendCounts),
-                          receive: buffer, receiveCounts: receiveCounts, receiveDisplacements: Self.offsets(receiveCounts), tag: tag)
+            try allToAllV(send: send, sendCounts: sendCounts, sendDisplacements: packedDisplacements(sendCounts),
+                          receive: buffer, receiveCounts: receiveCounts, receiveDisplacements: packedDisplacements(receiveCounts), tag: tag)
             initialized = total
         }
         return ReceivedRows(values: values, rowsFrom: rowsFrom, width: width)
     }
+}
 
-    /// Exclusive prefix sums: where each rank's segment starts in a packed buffer.
-    static func offsets(_ counts: [Int]) -> [Int] {
-        var out = [Int](), run = 0
-        out.reserveCapacity(counts.count)
-        for c in counts { out.append(run); run += c }
-        return out
-    }
+/// Where each rank's segment starts when the segments are packed back to back (exclusive prefix sums),
+/// the usual all-to-all-v displacements.
+public func packedDisplacements(_ counts: [Int]) -> [Int] {
+    var out = [Int](), run = 0
+    out.reserveCapacity(counts.count)
+    for c in counts { out.append(run); run += c }
+    return out
 }

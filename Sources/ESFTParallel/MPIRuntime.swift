@@ -7,6 +7,11 @@ import Foundation
 enum MPIRuntime {
     private static let lock = NSLock()
     private static var initializedByUs = false
+    /// The thread that initialised MPI: under MPI_THREAD_FUNNELED the only one allowed to call it.
+    private static var mainThread: pthread_t?
+
+    /// For debug-build assertions in every collective.
+    static var onMPIThread: Bool { mainThread.map { pthread_equal($0, pthread_self()) != 0 } ?? true }
 
     /// True between our MPI_Init_thread and MPI_Finalize (MPI_Abort is only valid then).
     static var isActive: Bool {
@@ -35,6 +40,7 @@ enum MPIRuntime {
         let rc = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
         guard rc == MPI_SUCCESS else { throw ESFTError("MPI_Init_thread failed (code \(rc)); is this process started by mpirun or srun?") }
         initializedByUs = true
+        mainThread = pthread_self()
         try checkThreadLevel(provided)
     }
 

@@ -27,6 +27,9 @@ enum MPICheckCommand {
                          per collective and tag) as a JSON array
       --fail-on-rank R   for testing the error path: rank R fails before its first collective; the
                          job must end at once with that rank's message and a non-zero status
+      --fail-in-mpi R    for testing MPI error reporting: rank R posts too small a receive count in
+                         an all-to-all-v; MPI's error (MPI_ERR_TRUNCATE) must end the job, naming
+                         the collective
     """
 
     struct Options {
@@ -34,6 +37,7 @@ enum MPICheckCommand {
         var repeats = 5
         var statsJSON: String?
         var failOnRank: Int?
+        var failInMPI: Int?
     }
 
     static func run(_ argv: [String]) throws {
@@ -44,6 +48,7 @@ enum MPICheckCommand {
         options.repeats = try args.int("--repeat", default: 5, min: 1)!
         options.statsJSON = try args.option("--stats-json")
         options.failOnRank = try args.int("--fail-on-rank", min: 0)
+        options.failInMPI = try args.int("--fail-in-mpi", min: 0)
         try args.finish()
         guard options.sizeMiB <= 4096 else { throw ESFTError("mpi-check: --size-mib \(options.sizeMiB) is more than 4096") }
 
@@ -52,10 +57,13 @@ enum MPICheckCommand {
         let suite = MPICheckSuite(comm: comm, options: options)
         runRanked(comm) {
             suite.say("esft mpi-check: \(comm.implementationName)")
-            if let bad = options.failOnRank {
-                guard bad < comm.size else { throw ESFTError("mpi-check: --fail-on-rank \(bad): the job has only \(comm.size) rank(s)") }
-                if comm.rank == bad { throw ESFTError("mpi-check: failing on purpose before the first collective (--fail-on-rank \(bad))") }
+            for (flag, bad) in [("--fail-on-rank", options.failOnRank), ("--fail-in-mpi", options.failInMPI)] {
+                if let bad, bad >= comm.size { throw ESFTError("mpi-check: \(flag) \(bad): the job has only \(comm.size) rank(s)") }
             }
+            if comm.rank == options.failOnRank {
+                throw ESFTError("mpi-check: failing on purpose before the first collective (--fail-on-rank \(comm.rank))")
+            }
+            if let bad = options.failInMPI { try suite.truncatedReceive(on: bad) }
             try suite.runAll()
             if let path = options.statsJSON { try writeStats(comm, to: path) }
             suite.say(suite.failed == 0

@@ -124,6 +124,20 @@ extension MPICheckSuite {
         }
     }
 
+    /// Provokes an error inside MPI: rank `bad` expects one row fewer from the next rank than it is sent.
+    func truncatedReceive(on bad: Int) throws {
+        let w = width, from = (bad + 1) % size
+        let send = [Float](repeating: 1, count: 2 * w * size)
+        let counts = [Int](repeating: 2 * w, count: size)
+        var receiveCounts = counts
+        if rank == bad { receiveCounts[from] = w }
+        var receive = [Float](repeating: 0, count: 2 * w * size)
+        try comm.allToAllV(send: send, sendCounts: counts, sendDisplacements: packedDisplacements(counts), receive: &receive,
+                           receiveCounts: receiveCounts, receiveDisplacements: packedDisplacements(counts), tag: "mpi-check truncated")
+        // The other ranks carry on into the next collective, where MPI_Abort from rank `bad` ends them.
+        if rank == bad { throw ESFTError("mpi-check: --fail-in-mpi \(bad): MPI did not report the truncated receive") }
+    }
+
     /// A larger even all-to-all-v, timed: each repetition's time is the slowest rank's.
     func bandwidth() throws {
         let perDest = max(1, options.sizeMiB * (1 << 20) / MemoryLayout<Float>.stride / size)

@@ -22,7 +22,7 @@ final class MPICheckSuite {
     /// rank 0 prints; stdout is flushed at once so a hang shows which check it is in.
     func say(_ line: String) {
         guard rank == 0 else { return }
-        print(line)
+        print(line.replacingOccurrences(of: " +$", with: "", options: .regularExpression))
         fflush(stdout)
     }
 
@@ -56,8 +56,9 @@ final class MPICheckSuite {
     // MARK: - the checks, in the order they run
 
     func runAll() throws {
-        try rankTable()
         try barrier()
+        try placement()
+        try broadcastStrings()
         try broadcastBytes()
         try broadcastJSON()
         try allReduce()
@@ -79,19 +80,15 @@ final class MPICheckSuite {
         }
     }
 
-    /// Where each rank runs: the first thing to look at on a new cluster (binding, threads).
-    func rankTable() throws {
-        let cpus = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?
-            .split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }?
-            .split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?"
-        let blas = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "unset"
-        let mine = "rank \(rank): host \(ProcessInfo.processInfo.hostName), pid \(getpid()), cpus \(cpus) "
-            + "(--threads default \(Threads.defaultCount())), OPENBLAS_NUM_THREADS \(blas)"
-        var lines: [String] = []
-        for root in 0..<size { lines.append(try comm.broadcast(mine, from: root, tag: "mpi-check")) }
-        for line in lines { say("  " + line) }
+    func broadcastStrings() throws {
         try check("broadcast String from every rank") {
-            (lines.indices.filter { !lines[$0].hasPrefix("rank \($0):") }.map { "line from rank \($0) reads '\(lines[$0])'" }, "")
+            var problems: [String] = []
+            for root in 0..<size {
+                let expected = "hello from rank \(root) ✓"
+                let got = try comm.broadcast(rank == root ? expected : "", from: root, tag: "mpi-check")
+                if got != expected { problems.append("from rank \(root): '\(got)'") }
+            }
+            return (problems, "")
         }
     }
 
