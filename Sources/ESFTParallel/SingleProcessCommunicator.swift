@@ -23,16 +23,19 @@ public final class SingleProcessCommunicator: Communicator {
     public func barrier(tag: String?) throws { count("barrier", tag) {} }
 
     public func allReduceSum<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, tag: String?) throws {
+        _ = try CollectiveChecks.int32(buffer.count, "count", "allReduceSum", tag)
         count("allReduceSum", tag) {}
     }
 
     public func reduceSum<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, toRoot root: Int, tag: String?) throws {
         try CollectiveChecks.root(root, size: 1, "reduceSum", tag)
+        _ = try CollectiveChecks.int32(buffer.count, "count", "reduceSum", tag)
         count("reduceSum", tag) {}
     }
 
     public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, from root: Int, tag: String?) throws {
         try CollectiveChecks.root(root, size: 1, "broadcast", tag)
+        _ = try CollectiveChecks.int32(buffer.count, "count", "broadcast", tag)
         count("broadcast", tag) {}
     }
 
