@@ -30,8 +30,10 @@ let package = Package(
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5"]),
         // The method: routing statistics, relevance scores, expert selection, expert configs.
         .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
+        // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
+        .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
@@ -40,6 +42,7 @@ let package = Package(
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
+        .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -9,6 +9,7 @@ MPI_Datatype esft_mpi_uint8(void) { return MPI_UINT8_T; }
 MPI_Op esft_mpi_sum(void) { return MPI_SUM; }
 MPI_Op esft_mpi_max(void) { return MPI_MAX; }
 void *esft_mpi_in_place(void) { return MPI_IN_PLACE; }
+MPI_Errhandler esft_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 
 // H5T_NATIVE_* and H5P_* expand to library globals that are valid only after H5open().
 hid_t esft_h5t_native_float(void) { H5open(); return H5T_NATIVE_FLOAT; }

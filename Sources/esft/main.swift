@@ -16,6 +16,8 @@ Commands:
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
   select     Choose the experts to train from scores; write the expert config and a report.
   bench      Measure forward and forward+backward throughput on a random model from a config.
+  mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
+             bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
 Common options:
   --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
@@ -30,6 +32,7 @@ let commands: [String: ([String]) throws -> Void] = [
     "score": ScoreCommand.run,
     "select": SelectCommand.run,
     "bench": BenchCommand.run,
+    "mpi-check": MPICheckCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())

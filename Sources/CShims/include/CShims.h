@@ -14,6 +14,7 @@ MPI_Datatype esft_mpi_uint8(void);
 MPI_Op esft_mpi_sum(void);
 MPI_Op esft_mpi_max(void);
 void *esft_mpi_in_place(void);
+MPI_Errhandler esft_mpi_errors_return(void);
 
 hid_t esft_h5t_native_float(void);
 hid_t esft_h5t_native_double(void);

@@ -1,0 +1,16 @@
+import ESFTKernels
+import Foundation
+
+/// Runs `body`; if it throws on any rank, prints `esft: rank R of N: error: <message>` and aborts
+/// the whole job (MPI_Abort), so the other ranks are not left waiting forever in a collective.
+/// Never returns on error; the exit status is non-zero.
+@discardableResult
+public func runRanked<T>(_ comm: Communicator, _ body: () throws -> T) -> T {
+    do {
+        return try body()
+    } catch let e as ESFTError {
+        comm.abort(message: e.message)
+    } catch {
+        comm.abort(message: "\(error)")
+    }
+}
