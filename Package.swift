@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
                 path: "Tests/ESFTTestSupport"),
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
-        .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTHDF5", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),

@@ -28,3 +28,4 @@ hid_t esft_h5t_std_i64le(void) { H5open(); return H5T_STD_I64LE; }
 unsigned esft_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 unsigned esft_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
 unsigned esft_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+unsigned esft_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }

@@ -55,11 +55,16 @@ public final class H5File {
         return H5File(path: path, id: id)
     }
 
-    public static func openReadOnly(_ path: String) throws -> H5File {
+    public static func openReadOnly(_ path: String) throws -> H5File { try open(path, flags: esft_h5f_acc_rdonly()) }
+
+    /// Opens an existing file for changes (attributes, or writing rows into existing datasets).
+    public static func openReadWrite(_ path: String) throws -> H5File { try open(path, flags: esft_h5f_acc_rdwr()) }
+
+    private static func open(_ path: String, flags: UInt32) throws -> H5File {
         _ = silenceHDF5
         guard FileManager.default.fileExists(atPath: path) else { throw ESFTError("\(path): no such file") }
         guard H5Fis_hdf5(path) > 0 else { throw ESFTError("\(path): not an HDF5 file (or truncated)") }
-        let id = H5Fopen(path, esft_h5f_acc_rdonly(), 0)
+        let id = H5Fopen(path, flags, 0)
         guard id >= 0 else { throw ESFTError("\(path): cannot open HDF5 file (corrupt or truncated?)") }
         return H5File(path: path, id: id)
     }
@@ -149,8 +154,11 @@ public final class H5Dataset {
     public var unmappableReason: String? {
         let dcpl = H5Dget_create_plist(id)
         defer { H5Pclose(dcpl) }
-        if H5Pget_layout(dcpl) != H5D_CONTIGUOUS { return "it is chunked (or compact), not contiguous" }
-        if H5Pget_nfilters(dcpl) > 0 { return "it is compressed or filtered" }
+        let filtered = H5Pget_nfilters(dcpl) > 0
+        if H5Pget_layout(dcpl) != H5D_CONTIGUOUS {
+            return filtered ? "it is compressed (stored in chunks), not contiguous" : "it is stored in chunks, not contiguous"
+        }
+        if filtered { return "it is compressed or filtered" }
         if offset == nil { return "its storage is not allocated" }
         return nil
     }

@@ -32,4 +32,5 @@ hid_t esft_h5t_std_i64le(void);
 unsigned esft_h5f_acc_trunc(void);
 unsigned esft_h5f_acc_excl(void);
 unsigned esft_h5f_acc_rdonly(void);
+unsigned esft_h5f_acc_rdwr(void);
 #endif
