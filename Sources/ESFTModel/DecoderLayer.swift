@@ -15,20 +15,21 @@ struct DecoderLayer {
     let feedForward: FeedForward
     let cfg: ModelConfig
 
-    init(_ p: ParameterSet, layer l: Int, config c: ModelConfig) throws {
+    init(_ p: ParameterSet, layer l: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange) throws {
         index = l; cfg = c
         let pre = "model.layers.\(l)."
         inputNorm = try p.require(pre + "input_layernorm.weight", shape: [c.hiddenSize])
         postAttentionNorm = try p.require(pre + "post_attention_layernorm.weight", shape: [c.hiddenSize])
         attention = try MLAttention(p, layer: l, config: c)
         feedForward = c.isMoELayer(l)
-            ? .moe(try MoELayer(p, layer: l, config: c))
+            ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange))
             : .dense(try SwiGLUWeights(p, prefix: pre + "mlp.", dim: c.hiddenSize, inner: c.intermediateSize))
     }
 
     /// Reads x_ND (kept by the caller while backward may need it), writes out_ND. Returns the aux loss.
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int, rope: RopeTables,
-                 auxAlpha: Float, acts: Workspace, scratch: Workspace, observer: ((RoutingView) -> Void)?) -> Double {
+                 auxAlpha: Float, auxRows: Int, acts: Workspace, scratch: Workspace,
+                 observer: ((RoutingView) -> Void)?) throws -> Double {
         let n = batch * seqLen, d = cfg.hiddenSize
         let xn1 = acts.floats("xn1", n * d), h = acts.floats("h", n * d), xn2 = acts.floats("xn2", n * d)
         RMSNorm.forward(x: x, weight: inputNorm.value, eps: cfg.rmsNormEps, y: xn1, rstd: acts.floats("rstd1", n),
@@ -43,8 +44,8 @@ struct DecoderLayer {
             mlp.forward(x: xn2, n: n, g: acts.floats("mlp.g", n * mlp.inner), u: acts.floats("mlp.u", n * mlp.inner),
                         a: scratch.floats("mlp.a", n * mlp.inner), y: out, accumulate: false)
         case .moe(let moe):
-            aux = moe.forward(x: xn2, out: out, batch: batch, seqLen: seqLen, auxAlpha: auxAlpha, acts: acts,
-                              scratch: scratch, observer: observer)
+            aux = try moe.forward(x: xn2, out: out, batch: batch, seqLen: seqLen, auxAlpha: auxAlpha, auxRows: auxRows,
+                                  acts: acts, scratch: scratch, observer: observer)
         }
         axpy(n * d, 1, h, out)
         return aux
@@ -53,7 +54,7 @@ struct DecoderLayer {
     /// In place: dHidden holds ∂L/∂out on entry and ∂L/∂x on return (only partially, through the residual,
     /// when `needInputGrad` is false: the lowest layer with nothing trainable below it).
     func backward(dHidden: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, batch: Int, seqLen: Int, rope: RopeTables,
-                  auxAlpha: Float, needInputGrad: Bool, acts: Workspace, scratch ws: Workspace) {
+                  auxAlpha: Float, auxRows: Int, needInputGrad: Bool, acts: Workspace, scratch ws: Workspace) throws {
         let n = batch * seqLen, d = cfg.hiddenSize
         let xn1 = acts.floats("xn1", n * d), h = acts.floats("h", n * d), xn2 = acts.floats("xn2", n * d)
         let dxn = ws.floats("layer.dxn", n * d)
@@ -62,8 +63,8 @@ struct DecoderLayer {
             mlp.backward(dy: dHidden, x: xn2, n: n, g: acts.floats("mlp.g", n * mlp.inner),
                          u: acts.floats("mlp.u", n * mlp.inner), dx: dxn, accumulateDx: false, scratch: ws)
         case .moe(let moe):
-            moe.backward(dOut: dHidden, x: xn2, dx: dxn, batch: batch, seqLen: seqLen, auxAlpha: auxAlpha, acts: acts,
-                         scratch: ws)
+            try moe.backward(dOut: dHidden, x: xn2, dx: dxn, batch: batch, seqLen: seqLen, auxAlpha: auxAlpha,
+                             auxRows: auxRows, acts: acts, scratch: ws)
         }
         RMSNorm.backward(dy: dxn, x: h, weight: postAttentionNorm.value, rstd: acts.floats("rstd2", n), dx: dHidden,
                          dWeight: postAttentionNorm.gradPointer, rows: n, dim: d, accumulate: true, workspace: ws)

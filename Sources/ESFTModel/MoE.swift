@@ -1,7 +1,8 @@
 import ESFTKernels
 
 /// Routing results of one MoE layer for the tokens of a forward pass (for relevance scoring):
-/// topkIdx_NK and the chosen softmax probabilities topkProb_NK (before renormalisation and scaling).
+/// topkIdx_NK (global expert ids) and the chosen softmax probabilities topkProb_NK (before
+/// renormalisation and scaling).
 public struct RoutingView {
     public let layer: Int
     public let tokens: Int
@@ -11,77 +12,105 @@ public struct RoutingView {
     public let topkProb: UnsafePointer<Float>
 }
 
-/// DeepSeek-V2 MoE block: y = Σ_k w_k · expert_{idx_k}(x) + shared(x).
-/// Rows are sorted by expert with a counting sort; each expert runs its SwiGLU as three GEMMs on the rows
-/// gathered for it; outputs are combined back per token with the routing weights.
+/// DeepSeek-V2 MoE block with expert parallelism: y = Σ_k w_k · expert_{idx_k}(x) + shared(x).
+///
+/// Where a token lives: router and top-k; one row per (token, owner rank) — a token is sent once to
+/// each rank that owns any of its experts, carrying its K slots (local expert id or -1, weight).
+/// Where experts live: rows are grouped per local expert (counting sort), each expert runs its SwiGLU as
+/// three GEMMs on its rows, and the weighted outputs of one row's experts are summed into one row that
+/// goes back. Backward retraces the same exchanges. On one rank the exchange is a copy.
 struct MoELayer {
     let layer: Int
     let router: Router
-    let experts: [SwiGLUWeights]
+    let experts: [SwiGLUWeights?]  // by global id; nil where another rank owns the expert
     let shared: SwiGLUWeights?
     let cfg: ModelConfig
+    let placement: ExpertPlacement
+    let exchange: RowExchange
 
-    init(_ p: ParameterSet, layer: Int, config c: ModelConfig) throws {
-        self.layer = layer; cfg = c
+    init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange) throws {
+        self.layer = layer; cfg = c; self.placement = placement; self.exchange = exchange
         let m = "model.layers.\(layer).mlp."
         router = Router(weight: try p.require(m + "gate.weight", shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
-        experts = try (0..<c.nRoutedExperts).map {
-            try SwiGLUWeights(p, prefix: m + "experts.\($0).", dim: c.hiddenSize, inner: c.moeIntermediateSize)
+        let mine = placement.ranges[exchange.rank]
+        experts = try (0..<c.nRoutedExperts).map { e in
+            mine.contains(e) ? try SwiGLUWeights(p, prefix: m + "experts.\(e).", dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
         }
         shared = c.nSharedExperts > 0
             ? try SwiGLUWeights(p, prefix: m + "shared_experts.", dim: c.hiddenSize, inner: c.moeIntermediateSize * c.nSharedExperts)
             : nil
     }
 
+    private var tag: String { "layer \(layer)" }
+
     /// x_ND is the normed input; out_ND is written. Returns the aux loss (0 when alpha is 0).
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int, auxAlpha: Float,
-                 acts: Workspace, scratch ws: Workspace, observer: ((RoutingView) -> Void)?) -> Double {
+                 auxRows: Int, acts: Workspace, scratch ws: Workspace, observer: ((RoutingView) -> Void)?) throws -> Double {
         let n = batch * seqLen, k = cfg.expertsPerToken, e = cfg.nRoutedExperts, d = cfg.hiddenSize
-        let inner = cfg.moeIntermediateSize, rows = n * k
-        let probs = acts.floats("moe.probs", n * e), topkIdx = acts.ints("moe.idx", rows)
-        let topkProb = acts.floats("moe.p", rows), topkWeight = acts.floats("moe.w", rows)
+        let inner = cfg.moeIntermediateSize
+        let probs = acts.floats("moe.probs", n * e), topkIdx = acts.ints("moe.idx", n * k)
+        let topkProb = acts.floats("moe.p", n * k), topkWeight = acts.floats("moe.w", n * k)
         router.forward(x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb, topkWeight: topkWeight, scratch: ws)
         observer?(RoutingView(layer: layer, tokens: n, k: k, experts: e, topkIdx: topkIdx, topkProb: topkProb))
 
-        let plan = RowPlan(acts: acts, rows: rows, experts: e)
-        plan.build(topkIdx: topkIdx, rows: rows, k: k, experts: e)
-        let xg = ws.floats("moe.xg", rows * d), yg = ws.floats("moe.yg", rows * d)
-        plan.gather(from: x, into: xg, rows: rows, k: k, dim: d)
-        let g = acts.floats("moe.g", rows * inner), u = acts.floats("moe.u", rows * inner)
-        let a = ws.floats("moe.a", rows * inner)
-        for ex in 0..<e {
-            let lo = Int(plan.offsets[ex]), cnt = Int(plan.offsets[ex + 1]) - lo
-            experts[ex].forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner, a: a + lo * inner,
-                                y: yg + lo * d, accumulate: false)
-        }
-        // Combine: out[t] = Σ_j w[t,j] · y[row(t,j)], one token per iteration (no write conflicts).
-        parallelChunks(n, grain: 16) { range in
-            for t in range {
-                let o = out + t * d
-                o.update(repeating: 0, count: d)
-                for j in 0..<k { axpy(d, topkWeight[t * k + j], yg + Int(plan.slotToRow[t * k + j]) * d, o) }
+        // Source side: one row per (token, destination rank): [x | local ids | weights].
+        let plan = DispatchPlan(acts: acts, tokens: n, k: k, ranks: exchange.ranks)
+        let width = d + 2 * k
+        let send = ws.floats("moe.send", plan.maxRows * width)
+        let sendRows = plan.build(topkIdx: topkIdx, placement: placement) { row, t, slots in
+            let r = send + row * width
+            r.update(from: x + t * d, count: d)
+            for j in 0..<k {
+                let id = slots[j]
+                r[d + j] = Float(id)
+                r[d + k + j] = id >= 0 ? topkWeight[t * k + j] : 0
             }
         }
+        let recvCounts = try exchange.exchangeCounts(plan.sendCounts, tag: "\(tag) forward")
+        plan.store(receiveCounts: recvCounts)
+        let m = recvCounts.reduce(0, +)
+        let recv = acts.floats("moe.recv", m * width)
+        try exchange.exchangeRows(send: send, sendCounts: plan.sendCounts, receive: recv, receiveCounts: recvCounts,
+                                  width: width, tag: "\(tag) forward dispatch")
+
+        // Owner side: rows grouped per local expert, grouped GEMMs, one weighted sum per received row.
+        let local = placement.ranges[exchange.rank]
+        let owner = OwnerPlan(acts: acts, rows: m, k: k, localExperts: local.count)
+        owner.build(recv: recv, rows: m, width: width, dim: d, k: k)
+        let a = owner.assignments
+        let xg = ws.floats("moe.xg", a * d), yg = ws.floats("moe.yg", a * d)
+        owner.gather(from: recv, stride: width, into: xg, dim: d)
+        let g = acts.floats("moe.g", a * inner), u = acts.floats("moe.u", a * inner), act = ws.floats("moe.a", a * inner)
+        for le in 0..<local.count {
+            let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
+            experts[local.lowerBound + le]!.forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
+                                                    a: act + lo * inner, y: yg + lo * d, accumulate: false)
+        }
+        let ret = ws.floats("moe.ret", m * d)
+        owner.combine(yg, weights: owner.weights, into: ret, dim: d)
+
+        // Back to the source: the sum of each token's returned rows.
+        let back = ws.floats("moe.back", sendRows * d)
+        try exchange.exchangeRows(send: ret, sendCounts: recvCounts, receive: back, receiveCounts: plan.sendCounts,
+                                  width: d, tag: "\(tag) forward combine")
+        plan.sumRowsPerToken(back, width: d, into: out, dim: d, accumulate: false)
         if let shared {
             let si = shared.inner
             shared.forward(x: x, n: n, g: acts.floats("moe.sg", n * si), u: acts.floats("moe.su", n * si),
                            a: ws.floats("moe.sa", n * si), y: out, accumulate: true)
         }
         return auxAlpha > 0
-            ? router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, alpha: auxAlpha, dProbs: nil)
+            ? router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: nil)
             : 0
     }
 
     /// dOut_ND = ∂L/∂out; dx_ND is written with ∂L/∂x (through experts, shared experts and router).
-    func backward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                  batch: Int, seqLen: Int, auxAlpha: Float, acts: Workspace, scratch ws: Workspace) {
+    func backward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, batch: Int,
+                  seqLen: Int, auxAlpha: Float, auxRows: Int, acts: Workspace, scratch ws: Workspace) throws {
         let n = batch * seqLen, k = cfg.expertsPerToken, e = cfg.nRoutedExperts, d = cfg.hiddenSize
-        let inner = cfg.moeIntermediateSize, rows = n * k
-        let probs = acts.floats("moe.probs", n * e), topkIdx = acts.ints("moe.idx", rows)
-        let topkProb = acts.floats("moe.p", rows), topkWeight = acts.floats("moe.w", rows)
-        let g = acts.floats("moe.g", rows * inner), u = acts.floats("moe.u", rows * inner)
-        let plan = RowPlan(acts: acts, rows: rows, experts: e)
-
+        let inner = cfg.moeIntermediateSize
+        let probs = acts.floats("moe.probs", n * e), topkIdx = acts.ints("moe.idx", n * k)
+        let topkProb = acts.floats("moe.p", n * k)
         if let shared {
             let si = shared.inner
             shared.backward(dy: dOut, x: x, n: n, g: acts.floats("moe.sg", n * si), u: acts.floats("moe.su", n * si),
@@ -89,64 +118,49 @@ struct MoELayer {
         } else {
             dx.update(repeating: 0, count: n * d)
         }
-        // Rows in expert order: upstream gradient (unweighted), inputs, routing weight per row.
-        let dyg = ws.floats("moe.dyg", rows * d), xg = ws.floats("moe.xg", rows * d), dxg = ws.floats("moe.dxg", rows * d)
-        let wRow = ws.floats("moe.wrow", rows), dwRow = ws.floats("moe.dwrow", rows)
-        plan.gather(from: dOut, into: dyg, rows: rows, k: k, dim: d)
-        plan.gather(from: x, into: xg, rows: rows, k: k, dim: d)
-        for r in 0..<rows { wRow[r] = topkWeight[Int(plan.rowSlot[r])] }
-        for ex in 0..<e {
-            let lo = Int(plan.offsets[ex]), cnt = Int(plan.offsets[ex + 1]) - lo
-            experts[ex].backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
-                                 rowScale: wRow + lo, dRowScale: dwRow + lo, dx: dxg + lo * d, accumulateDx: false,
-                                 scratch: ws)
+        let plan = DispatchPlan(acts: acts, tokens: n, k: k, ranks: exchange.ranks)
+        let sendCounts = plan.sendCounts, recvCounts = plan.receiveCounts
+        let sendRows = sendCounts.reduce(0, +), m = recvCounts.reduce(0, +)
+
+        // ∂L/∂(returned row) is ∂L/∂out of its token: send it to the owners.
+        let dsend = ws.floats("moe.dsend", sendRows * d), drecv = ws.floats("moe.drecv", m * d)
+        plan.gatherTokens(dOut, dim: d, into: dsend)
+        try exchange.exchangeRows(send: dsend, sendCounts: sendCounts, receive: drecv, receiveCounts: recvCounts,
+                                  width: d, tag: "\(tag) backward dispatch")
+
+        // Owner side: expert backward per local expert; ∂L/∂w per assignment; ∂L/∂x summed per row.
+        let width = d + 2 * k
+        let local = placement.ranges[exchange.rank]
+        let owner = OwnerPlan(acts: acts, rows: m, k: k, localExperts: local.count)
+        let a = owner.assignments
+        let recv = acts.floats("moe.recv", m * width)
+        let g = acts.floats("moe.g", a * inner), u = acts.floats("moe.u", a * inner)
+        let xg = ws.floats("moe.xg", a * d), dyg = ws.floats("moe.dyg", a * d), dxg = ws.floats("moe.dxg", a * d)
+        let dw = ws.floats("moe.dw", a)
+        owner.gather(from: recv, stride: width, into: xg, dim: d)
+        owner.gather(from: drecv, stride: d, into: dyg, dim: d)
+        for le in 0..<local.count {
+            let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
+            experts[local.lowerBound + le]!.backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner,
+                                                     u: u + lo * inner, rowScale: owner.weights + lo, dRowScale: dw + lo,
+                                                     dx: dxg + lo * d, accumulateDx: false, scratch: ws)
         }
-        parallelChunks(n, grain: 16) { range in
-            for t in range {
-                for j in 0..<k { axpy(d, 1, dxg + Int(plan.slotToRow[t * k + j]) * d, dx + t * d) }
-            }
-        }
-        // Router: ∂L/∂w per (token, slot), plus the aux loss gradient on the probabilities.
-        let dTopk = ws.floats("moe.dtopk", rows)
-        for s in 0..<rows { dTopk[s] = dwRow[Int(plan.slotToRow[s])] }
+        let dwidth = d + k
+        let dret = ws.floats("moe.dret", m * dwidth)
+        owner.combineBackward(dxg, dWeights: dw, into: dret, dim: d, k: k)
+        let dback = ws.floats("moe.dback", sendRows * dwidth)
+        try exchange.exchangeRows(send: dret, sendCounts: recvCounts, receive: dback, receiveCounts: sendCounts,
+                                  width: dwidth, tag: "\(tag) backward combine")
+
+        // Source side: ∂L/∂x through the experts, and ∂L/∂w per (token, slot) for the router.
+        plan.sumRowsPerToken(dback, width: dwidth, into: dx, dim: d, accumulate: true)
+        let dTopk = ws.floats("moe.dtopk", n * k)
+        plan.sumSlotsPerToken(dback, width: dwidth, offset: d, into: dTopk)
         let dProbs = ws.floats("moe.dprobs", n * e, zeroed: true)
         if auxAlpha > 0 {
-            _ = router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, alpha: auxAlpha, dProbs: dProbs)
+            _ = router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: dProbs)
         }
         router.backward(dTopkWeight: dTopk, x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb,
                         dProbs: dProbs, dx: dx, scratch: ws)
-    }
-}
-
-/// Where each (token, slot) pair goes when rows are grouped by expert: offsets_E+1 (row ranges per expert),
-/// rowSlot[row] = token·K + slot, slotToRow[token·K + slot] = row. Within an expert, rows keep token order.
-struct RowPlan {
-    let offsets: UnsafeMutablePointer<Int32>
-    let rowSlot: UnsafeMutablePointer<Int32>
-    let slotToRow: UnsafeMutablePointer<Int32>
-
-    init(acts: Workspace, rows: Int, experts: Int) {
-        offsets = acts.ints("moe.offsets", experts + 1)
-        rowSlot = acts.ints("moe.rowslot", rows)
-        slotToRow = acts.ints("moe.slotrow", rows)
-    }
-
-    func build(topkIdx: UnsafePointer<Int32>, rows: Int, k: Int, experts: Int) {
-        offsets.update(repeating: 0, count: experts + 1)
-        for s in 0..<rows { offsets[Int(topkIdx[s]) + 1] += 1 }
-        for ex in 0..<experts { offsets[ex + 1] += offsets[ex] }
-        var next = Array(UnsafeBufferPointer(start: offsets, count: experts))
-        for s in 0..<rows {
-            let ex = Int(topkIdx[s]), r = Int(next[ex])
-            next[ex] += 1
-            rowSlot[r] = Int32(s); slotToRow[s] = Int32(r)
-        }
-    }
-
-    /// dst[row] = src[token of row], rows of `dim` floats.
-    func gather(from src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, k: Int, dim: Int) {
-        parallelChunks(rows, grain: 64) { range in
-            for r in range { (dst + r * dim).update(from: src + Int(self.rowSlot[r]) / k * dim, count: dim) }
-        }
     }
 }

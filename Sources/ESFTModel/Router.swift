@@ -50,9 +50,10 @@ struct Router {
     }
 
     /// DeepSeek's sequence-level balance loss for this layer, for rows of `seqLen` tokens:
-    /// α · mean_b Σ_i ce[b,i] · mean_t p[b,t,i], with ce[b,i] = count[b,i] / (T·K/E) held constant.
-    /// Returns the loss and, if `dProbs` is given, adds its gradient there.
-    func auxLoss(probs: UnsafePointer<Float>, topkIdx: UnsafePointer<Int32>, batch: Int, seqLen t: Int, alpha: Float,
+    /// α · mean_b Σ_i ce[b,i] · mean_t p[b,t,i], with ce[b,i] = count[b,i] / (T·K/E) held constant. The mean
+    /// is over `rows` (the global batch when ranks split it), so ranks' contributions add up.
+    /// Returns this batch's share of the loss and, if `dProbs` is given, adds its gradient there.
+    func auxLoss(probs: UnsafePointer<Float>, topkIdx: UnsafePointer<Int32>, batch: Int, seqLen t: Int, rows: Int, alpha: Float,
                  dProbs: UnsafeMutablePointer<Float>?) -> Double {
         let e = experts, k = self.k
         var total = 0.0
@@ -66,11 +67,11 @@ struct Router {
             for r in 0..<t { for i in 0..<e { meanP[i] += Double(probs[(b * t + r) * e + i]) } }
             for i in 0..<e { total += Double(ce[i]) * meanP[i] / Double(t) }
             if let dProbs {
-                let g = alpha / Float(batch) / Float(t)
+                let g = alpha / Float(rows) / Float(t)
                 for r in 0..<t { for i in 0..<e { dProbs[(b * t + r) * e + i] += g * ce[i] } }
             }
         }
-        return Double(alpha) * total / Double(batch)
+        return Double(alpha) * total / Double(rows)
     }
 
     /// From ∂L/∂topkWeight_NK to ∂L/∂probs_NE (added into dProbs, which the caller zeroed or seeded with the aux

@@ -42,6 +42,11 @@ public final class DeepseekV2Model {
     public var auxLossAlpha: Float = 0
     /// Called during forward with each MoE layer's routing (relevance scoring listens here).
     public var routingObserver: ((RoutingView) -> Void)?
+    /// Rows the aux loss averages over: the global batch when ranks split it (default: this batch).
+    public var auxLossRows: Int?
+    /// Which rank owns which routed experts, and how rows move between ranks (one rank: a copy).
+    public let placement: ExpertPlacement
+    public let exchange: RowExchange
 
     let embed: Parameter
     let finalNorm: Parameter
@@ -56,13 +61,23 @@ public final class DeepseekV2Model {
     private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
     private var pending: (batch: TokenBatch, lowest: Int)?
 
-    public init(config: ModelConfig, parameters: ParameterSet) throws {
+    /// With expert parallelism, `parameters` holds only this rank's routed experts (see `placement`).
+    public init(config: ModelConfig, parameters: ParameterSet, placement: ExpertPlacement? = nil,
+                exchange: RowExchange = LocalExchange()) throws {
         self.config = config; self.parameters = parameters
+        self.placement = placement ?? .single(experts: config.nRoutedExperts)
+        self.exchange = exchange
+        guard self.placement.ranks == exchange.ranks else {
+            throw ESFTError("expert placement over \(self.placement.ranks) ranks, but the exchange has \(exchange.ranks)")
+        }
         let d = config.hiddenSize
         embed = try parameters.require("model.embed_tokens.weight", shape: [config.vocabSize, d])
         finalNorm = try parameters.require("model.norm.weight", shape: [d])
         lmHead = config.tieWordEmbeddings ? embed : try parameters.require("lm_head.weight", shape: [config.vocabSize, d])
-        layers = try (0..<config.numLayers).map { try DecoderLayer(parameters, layer: $0, config: config) }
+        let placement = self.placement
+        layers = try (0..<config.numLayers).map {
+            try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange)
+        }
         rope = RoPE(config: config)
         layerActs = (0..<config.numLayers).map { _ in Workspace() }
     }
@@ -101,9 +116,9 @@ public final class DeepseekV2Model {
         }
         var aux = 0.0
         for l in 0..<config.numLayers {
-            aux += layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
-                                     auxAlpha: auxLossAlpha, acts: l >= lowest ? layerActs[l] : belowActs,
-                                     scratch: scratch, observer: routingObserver)
+            aux += try layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
+                                         auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
+                                         acts: l >= lowest ? layerActs[l] : belowActs, scratch: scratch, observer: routingObserver)
         }
         let xf = input(config.numLayers), fn = modelActs.floats("final_norm", n * d)
         RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
@@ -140,9 +155,9 @@ public final class DeepseekV2Model {
         guard needBelowHead else { return }
         for l in stride(from: config.numLayers - 1, through: lowest, by: -1) {
             let x = layerActs[l].floats("x_in", n * d)
-            layers[l].backward(dHidden: dHidden, x: x, batch: batch.batch, seqLen: batch.seqLen, rope: tables,
-                               auxAlpha: auxLossAlpha, needInputGrad: l > lowest || embed.isTrainable,
-                               acts: layerActs[l], scratch: scratch)
+            try layers[l].backward(dHidden: dHidden, x: x, batch: batch.batch, seqLen: batch.seqLen, rope: tables,
+                                   auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
+                                   needInputGrad: l > lowest || embed.isTrainable, acts: layerActs[l], scratch: scratch)
         }
         if let dE = embed.gradPointer {
             for t in 0..<n { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }

@@ -29,16 +29,8 @@ public enum ModelDirectoryLayout {
         String(format: "experts-%05d-of-%05d.h5", shard, count)
     }
 
-    /// Contiguous ranges splitting `items` into `parts` (the first `items % parts` one longer).
-    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] {
-        let base = items / parts, extra = items % parts
-        var ranges: [Range<Int>] = [], start = 0
-        for p in 0..<parts {
-            let len = base + (p < extra ? 1 : 0)
-            ranges.append(start..<(start + len)); start += len
-        }
-        return ranges
-    }
+    /// Contiguous ranges splitting `items` into `parts`, as expert placement does.
+    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] { ExpertPlacement.split(items, into: parts) }
 
     /// (layer, expert) of a routed expert tensor name, or nil for every other tensor.
     public static func routedExpert(_ name: String) -> (layer: Int, expert: Int)? {

@@ -1,0 +1,60 @@
+/// Which rank owns each routed expert: rank r owns a contiguous block of global expert ids in every
+/// MoE layer (the first `experts % ranks` blocks one longer). A value, so another placement (e.g.
+/// selection-aware) can replace it later without touching the engine.
+public struct ExpertPlacement: Equatable, Sendable {
+    public let experts: Int
+    public let ranks: Int
+    public let ranges: [Range<Int>]
+    private let owners: [Int32]
+
+    public init(experts: Int, ranks: Int) {
+        precondition(ranks >= 1 && (experts == 0 || ranks <= experts), "placement needs 1...experts ranks")
+        self.experts = experts; self.ranks = ranks
+        ranges = ExpertPlacement.split(experts, into: ranks)
+        var owners = [Int32](repeating: 0, count: experts)
+        for (r, range) in ranges.enumerated() { for e in range { owners[e] = Int32(r) } }
+        self.owners = owners
+    }
+
+    /// Every expert on one rank.
+    public static func single(experts: Int) -> ExpertPlacement { ExpertPlacement(experts: experts, ranks: 1) }
+
+    @inline(__always) public func owner(of expert: Int) -> Int { Int(owners[expert]) }
+    @inline(__always) public func localIndex(of expert: Int) -> Int { expert - ranges[owner(of: expert)].lowerBound }
+    public func globalId(rank: Int, local: Int) -> Int { ranges[rank].lowerBound + local }
+
+    /// Contiguous ranges splitting `items` into `parts` (the first `items % parts` one longer).
+    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] {
+        let base = items / parts, extra = items % parts
+        var ranges: [Range<Int>] = [], start = 0
+        for p in 0..<parts {
+            let len = base + (p < extra ? 1 : 0)
+            ranges.append(start..<(start + len)); start += len
+        }
+        return ranges
+    }
+}
+
+/// Moves rows between ranks for expert parallelism. The engine plans the rows; an implementation only
+/// moves them. On one rank the exchange is a copy; the trainer supplies an MPI-backed one.
+public protocol RowExchange: AnyObject {
+    var rank: Int { get }
+    var ranks: Int { get }
+    /// All-to-all of per-destination counts: returns what each source rank will send here.
+    func exchangeCounts(_ sendCounts: [Int], tag: String) throws -> [Int]
+    /// All-to-all-v of rows of `width` floats: `send` grouped by destination, `receive` grouped by source.
+    func exchangeRows(send: UnsafePointer<Float>, sendCounts: [Int], receive: UnsafeMutablePointer<Float>,
+                      receiveCounts: [Int], width: Int, tag: String) throws
+}
+
+/// The one-rank exchange: the identity, and no MPI.
+public final class LocalExchange: RowExchange {
+    public init() {}
+    public var rank: Int { 0 }
+    public var ranks: Int { 1 }
+    public func exchangeCounts(_ sendCounts: [Int], tag: String) throws -> [Int] { sendCounts }
+    public func exchangeRows(send: UnsafePointer<Float>, sendCounts: [Int], receive: UnsafeMutablePointer<Float>,
+                             receiveCounts: [Int], width: Int, tag: String) throws {
+        if send != UnsafePointer(receive) { receive.update(from: send, count: sendCounts[0] * width) }
+    }
+}

@@ -1,0 +1,189 @@
+import ESFTKernels
+
+/// Source side of expert-parallel dispatch: which rows go to which rank. A token is sent once to each
+/// rank owning any of its top-k experts; rows are grouped by destination, in token order within a group.
+/// Kept in the layer's activations (backward retraces the same rows).
+struct DispatchPlan {
+    let tokens: Int, k: Int, ranks: Int
+    let counts: UnsafeMutablePointer<Int32>      // [send counts (ranks) | receive counts (ranks)]
+    let rowToken: UnsafeMutablePointer<Int32>    // send row → token
+    let tokenRowStart: UnsafeMutablePointer<Int32>  // token t's rows are tokenRows[start[t]..<start[t+1]]
+    let tokenRows: UnsafeMutablePointer<Int32>
+
+    init(acts: Workspace, tokens: Int, k: Int, ranks: Int) {
+        self.tokens = tokens; self.k = k; self.ranks = ranks
+        counts = acts.ints("moe.counts", 2 * ranks)
+        rowToken = acts.ints("moe.row_token", tokens * min(k, ranks))
+        tokenRowStart = acts.ints("moe.token_row_start", tokens + 1)
+        tokenRows = acts.ints("moe.token_rows", tokens * min(k, ranks))
+    }
+
+    var maxRows: Int { tokens * min(k, ranks) }
+    var sendCounts: [Int] { (0..<ranks).map { Int(counts[$0]) } }
+    var receiveCounts: [Int] { (0..<ranks).map { Int(counts[ranks + $0]) } }
+    func store(receiveCounts: [Int]) { for (r, c) in receiveCounts.enumerated() { counts[ranks + r] = Int32(c) } }
+
+    /// Plans the rows and calls `fill(row, token, slots)` once per row, where slots[j] is the local id of
+    /// the token's j-th expert on that row's rank, or -1. Returns the number of rows.
+    func build(topkIdx: UnsafePointer<Int32>, placement: ExpertPlacement,
+               fill: (Int, Int, UnsafeMutablePointer<Int32>) -> Void) -> Int {
+        var seen = [Int](repeating: -1, count: ranks), next = [Int](repeating: 0, count: ranks)
+        for r in 0..<ranks { counts[r] = 0 }
+        for t in 0..<tokens {
+            for j in 0..<k {
+                let s = placement.owner(of: Int(topkIdx[t * k + j]))
+                if seen[s] != t { seen[s] = t; counts[s] += 1 }
+            }
+        }
+        var start = 0
+        for r in 0..<ranks { next[r] = start; start += Int(counts[r]) }
+        var slots = [Int32](repeating: -1, count: k)
+        var cursor = 0
+        for r in 0..<ranks { seen[r] = -1 }
+        slots.withUnsafeMutableBufferPointer { slot in
+            for t in 0..<tokens {
+                tokenRowStart[t] = Int32(cursor)
+                for j in 0..<k {
+                    let s = placement.owner(of: Int(topkIdx[t * k + j]))
+                    guard seen[s] != t else { continue }
+                    seen[s] = t
+                    let row = next[s]
+                    next[s] += 1
+                    rowToken[row] = Int32(t); tokenRows[cursor] = Int32(row); cursor += 1
+                    for i in 0..<k {
+                        let e = Int(topkIdx[t * k + i])
+                        slot[i] = placement.owner(of: e) == s ? Int32(placement.localIndex(of: e)) : -1
+                    }
+                    fill(row, t, slot.baseAddress!)
+                }
+            }
+        }
+        tokenRowStart[tokens] = Int32(cursor)
+        return cursor
+    }
+
+    /// out[t] (+)= Σ over t's rows of rows[row][0..<dim].
+    func sumRowsPerToken(_ rows: UnsafePointer<Float>, width: Int, into out: UnsafeMutablePointer<Float>, dim: Int, accumulate: Bool) {
+        parallelChunks(tokens, grain: 16) { range in
+            for t in range {
+                let o = out + t * dim
+                if !accumulate { o.update(repeating: 0, count: dim) }
+                for i in Int(self.tokenRowStart[t])..<Int(self.tokenRowStart[t + 1]) {
+                    axpy(dim, 1, rows + Int(self.tokenRows[i]) * width, o)
+                }
+            }
+        }
+    }
+
+    /// out[t, j] = Σ over t's rows of rows[row][offset + j] (a slot not on that rank carries 0).
+    func sumSlotsPerToken(_ rows: UnsafePointer<Float>, width: Int, offset: Int, into out: UnsafeMutablePointer<Float>) {
+        for t in 0..<tokens {
+            for j in 0..<k { out[t * k + j] = 0 }
+            for i in Int(tokenRowStart[t])..<Int(tokenRowStart[t + 1]) {
+                let r = rows + Int(tokenRows[i]) * width + offset
+                for j in 0..<k { out[t * k + j] += r[j] }
+            }
+        }
+    }
+
+    /// dst[row] = src[token of row], rows of `dim` floats.
+    func gatherTokens(_ src: UnsafePointer<Float>, dim: Int, into dst: UnsafeMutablePointer<Float>) {
+        let rows = Int(tokenRowStart[tokens])
+        parallelChunks(rows, grain: 64) { range in
+            for r in range { (dst + r * dim).update(from: src + Int(self.rowToken[r]) * dim, count: dim) }
+        }
+    }
+}
+
+/// Owner side: the (received row, slot) pairs addressed to this rank's experts, grouped per local expert
+/// (offsets), with each row's pairs listed for the per-row sums. Kept in the layer's activations.
+struct OwnerPlan {
+    let rows: Int, k: Int, localExperts: Int
+    let offsets: UnsafeMutablePointer<Int32>     // local expert le's assignments: offsets[le]..<offsets[le+1]
+    let assignRow: UnsafeMutablePointer<Int32>
+    let assignSlot: UnsafeMutablePointer<Int32>
+    let weights: UnsafeMutablePointer<Float>
+    let rowStart: UnsafeMutablePointer<Int32>     // row j's assignments: rowAssign[rowStart[j]..<rowStart[j+1]]
+    let rowAssign: UnsafeMutablePointer<Int32>
+
+    init(acts: Workspace, rows: Int, k: Int, localExperts: Int) {
+        self.rows = rows; self.k = k; self.localExperts = localExperts
+        offsets = acts.ints("moe.offsets", localExperts + 1)
+        assignRow = acts.ints("moe.assign_row", rows * k)
+        assignSlot = acts.ints("moe.assign_slot", rows * k)
+        weights = acts.floats("moe.assign_w", rows * k)
+        rowStart = acts.ints("moe.row_start", rows + 1)
+        rowAssign = acts.ints("moe.row_assign", rows * k)
+    }
+
+    var assignments: Int { Int(offsets[localExperts]) }
+
+    /// Reads the slots of the received rows ([x (dim) | ids (k) | weights (k)]).
+    func build(recv: UnsafePointer<Float>, rows m: Int, width: Int, dim d: Int, k: Int) {
+        offsets.update(repeating: 0, count: localExperts + 1)
+        for j in 0..<m {
+            for s in 0..<k {
+                let id = Int(recv[j * width + d + s])
+                if id >= 0 { offsets[id + 1] += 1 }
+            }
+        }
+        for le in 0..<localExperts { offsets[le + 1] += offsets[le] }
+        var next = Array(UnsafeBufferPointer(start: offsets, count: localExperts))
+        rowStart.update(repeating: 0, count: m + 1)
+        for j in 0..<m {
+            for s in 0..<k {
+                let id = Int(recv[j * width + d + s])
+                guard id >= 0 else { continue }
+                let a = Int(next[id])
+                next[id] += 1
+                assignRow[a] = Int32(j); assignSlot[a] = Int32(s); weights[a] = recv[j * width + d + k + s]
+                rowStart[j + 1] += 1
+            }
+        }
+        for j in 0..<m { rowStart[j + 1] += rowStart[j] }
+        var fill = Array(UnsafeBufferPointer(start: rowStart, count: m))
+        for a in 0..<assignments {
+            let j = Int(assignRow[a])
+            rowAssign[Int(fill[j])] = Int32(a)
+            fill[j] += 1
+        }
+    }
+
+    /// dst[a] = src[row of a][0..<dim].
+    func gather(from src: UnsafePointer<Float>, stride: Int, into dst: UnsafeMutablePointer<Float>, dim: Int) {
+        parallelChunks(assignments, grain: 64) { range in
+            for a in range { (dst + a * dim).update(from: src + Int(self.assignRow[a]) * stride, count: dim) }
+        }
+    }
+
+    /// ret[j] = Σ over row j's assignments of weight·y.
+    func combine(_ y: UnsafePointer<Float>, weights w: UnsafePointer<Float>, into ret: UnsafeMutablePointer<Float>, dim: Int) {
+        parallelChunks(rows, grain: 16) { range in
+            for j in range {
+                let o = ret + j * dim
+                o.update(repeating: 0, count: dim)
+                for i in Int(self.rowStart[j])..<Int(self.rowStart[j + 1]) {
+                    let a = Int(self.rowAssign[i])
+                    axpy(dim, w[a], y + a * dim, o)
+                }
+            }
+        }
+    }
+
+    /// dret[j] = [Σ dx of row j's assignments | ∂L/∂w in each assignment's slot, 0 elsewhere].
+    func combineBackward(_ dx: UnsafePointer<Float>, dWeights: UnsafePointer<Float>, into dret: UnsafeMutablePointer<Float>,
+                         dim: Int, k: Int) {
+        let width = dim + k
+        parallelChunks(rows, grain: 16) { range in
+            for j in range {
+                let o = dret + j * width
+                o.update(repeating: 0, count: width)
+                for i in Int(self.rowStart[j])..<Int(self.rowStart[j + 1]) {
+                    let a = Int(self.rowAssign[i])
+                    axpy(dim, 1, dx + a * dim, o)
+                    o[dim + Int(self.assignSlot[a])] = dWeights[a]
+                }
+            }
+        }
+    }
+}
