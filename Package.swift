@@ -28,12 +28,14 @@ let package = Package(
         .target(name: "ESFTHDF5", dependencies: ["ESFTKernels", "CHDF5", "CShims"]),
         // Weight files: safetensors (read/write), HDF5 model directories, import/export.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5"]),
+        // Training data: token datasets (HDF5), sampler; tokenizers and chat packing.
+        .target(name: "ESFTData", dependencies: ["ESFTKernels", "ESFTHDF5"]),
         // The method: routing statistics, relevance scores, expert selection, expert configs.
         .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
         // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
         .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],

@@ -1,0 +1,122 @@
+import ESFTHDF5
+import ESFTKernels
+import Foundation
+
+/// A packed token dataset (docs/formats.md): rows of exactly `seqLen` tokens with HF-convention labels
+/// (-100 where not trained), a train/validation split per row, and where each packed sample sits.
+///
+/// HDF5 layout (`esft-tokens`, version 1): datasets `input_ids` int32 [rows, T], `labels` int32 [rows, T],
+/// `split` uint8 [rows] (0 train, 1 validation), `samples` int64 [S, 4] (row, start, length, source);
+/// root attributes esft_format, esft_format_version, seq_len, vocab_size, pad_id, bos_id, eos_id,
+/// tokenizer, tokenizer_fingerprint, sources (JSON), seed.
+public final class TokenDataset {
+    public static let format = "esft-tokens"
+    public static let version: Int64 = 1
+
+    public struct Sample: Equatable, Sendable {
+        public let row: Int, start: Int, length: Int, source: Int
+        public init(row: Int, start: Int, length: Int, source: Int) {
+            self.row = row; self.start = start; self.length = length; self.source = source
+        }
+    }
+
+    public struct Metadata: Sendable {
+        public var seqLen: Int
+        public var vocabSize: Int
+        public var padId: Int32, bosId: Int32, eosId: Int32
+        public var tokenizer: String
+        public var tokenizerFingerprint: String
+        public var sourcesJSON: String
+        public var seed: Int64
+        public init(seqLen: Int, vocabSize: Int, padId: Int32, bosId: Int32, eosId: Int32, tokenizer: String,
+                    tokenizerFingerprint: String, sourcesJSON: String, seed: Int64) {
+            self.seqLen = seqLen; self.vocabSize = vocabSize; self.padId = padId; self.bosId = bosId; self.eosId = eosId
+            self.tokenizer = tokenizer; self.tokenizerFingerprint = tokenizerFingerprint; self.sourcesJSON = sourcesJSON; self.seed = seed
+        }
+    }
+
+    public let path: String
+    public let metadata: Metadata
+    public let rows: Int
+    public let inputIds: [Int32]
+    public let labels: [Int32]
+    public let split: [UInt8]
+    public let samples: [Sample]
+
+    public var seqLen: Int { metadata.seqLen }
+    public var trainRows: [Int] { (0..<rows).filter { split[$0] == 0 } }
+    public var validationRows: [Int] { (0..<rows).filter { split[$0] == 1 } }
+
+    public init(path: String) throws {
+        self.path = path
+        let f = try H5File.openReadOnly(path)
+        let a = f.attributes
+        guard a.string("esft_format") == Self.format, let version = a.int("esft_format_version") else {
+            throw ESFTError("\(path): not an esft token dataset (make one with `esft data prepare`)")
+        }
+        guard version <= Self.version else { throw ESFTError("\(path): token dataset version \(version) is newer than this esft reads (\(Self.version))") }
+        func int(_ k: String) throws -> Int64 {
+            guard let v = a.int(k) else { throw ESFTError("\(path): attribute '\(k)' is missing") }
+            return v
+        }
+        metadata = Metadata(seqLen: Int(try int("seq_len")), vocabSize: Int(try int("vocab_size")), padId: Int32(try int("pad_id")),
+                            bosId: Int32(try int("bos_id")), eosId: Int32(try int("eos_id")), tokenizer: a.string("tokenizer") ?? "",
+                            tokenizerFingerprint: a.string("tokenizer_fingerprint") ?? "", sourcesJSON: a.string("sources") ?? "{}",
+                            seed: a.int("seed") ?? 0)
+        let ids = try f.dataset("input_ids"), lab = try f.dataset("labels"), sp = try f.dataset("split"), sm = try f.dataset("samples")
+        let shape = ids.shape
+        guard shape.count == 2, shape[1] == metadata.seqLen, lab.shape == shape else {
+            throw ESFTError("\(path): input_ids and labels must both be [rows, \(metadata.seqLen)], got \(shape) and \(lab.shape)")
+        }
+        rows = shape[0]
+        guard sp.shape == [rows] else { throw ESFTError("\(path): split must be [\(rows)], got \(sp.shape)") }
+        guard sm.shape.count == 2, sm.shape[1] == 4 else { throw ESFTError("\(path): samples must be [S, 4], got \(sm.shape)") }
+        var ids32 = [Int32](repeating: 0, count: rows * metadata.seqLen), lab32 = ids32
+        var split8 = [UInt8](repeating: 0, count: rows), samples64 = [Int64](repeating: 0, count: sm.shape[0] * 4)
+        try ids32.withUnsafeMutableBytes { try ids.read(into: $0.baseAddress!, element: .int32) }
+        try lab32.withUnsafeMutableBytes { try lab.read(into: $0.baseAddress!, element: .int32) }
+        if rows > 0 { try split8.withUnsafeMutableBytes { try sp.read(into: $0.baseAddress!, element: .uint8) } }
+        if !samples64.isEmpty { try samples64.withUnsafeMutableBytes { try sm.read(into: $0.baseAddress!, element: .int64) } }
+        inputIds = ids32; labels = lab32; split = split8
+        samples = stride(from: 0, to: samples64.count, by: 4).map {
+            Sample(row: Int(samples64[$0]), start: Int(samples64[$0 + 1]), length: Int(samples64[$0 + 2]), source: Int(samples64[$0 + 3]))
+        }
+        let v = Int32(metadata.vocabSize)
+        if let bad = inputIds.firstIndex(where: { $0 < 0 || $0 >= v }) {
+            throw ESFTError("\(path): input_ids[\(bad / metadata.seqLen)][\(bad % metadata.seqLen)] = \(inputIds[bad]) is outside vocab_size \(v)")
+        }
+        for s in samples where s.row < 0 || s.row >= rows || s.start < 0 || s.length < 0 || s.start + s.length > metadata.seqLen {
+            throw ESFTError("\(path): sample \(s) lies outside its row")
+        }
+    }
+
+    /// Writes a dataset atomically (temporary name, then rename).
+    public static func write(to url: URL, metadata: Metadata, inputIds: [Int32], labels: [Int32], split: [UInt8],
+                             samples: [Sample]) throws {
+        let rows = split.count, t = metadata.seqLen
+        precondition(inputIds.count == rows * t && labels.count == rows * t)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        do {
+            let f = try H5File.create(tmp.path, alignment: 64)
+            let a = f.attributes
+            try a.set("esft_format", format); try a.set("esft_format_version", version)
+            try a.set("seq_len", Int64(t)); try a.set("vocab_size", Int64(metadata.vocabSize))
+            try a.set("pad_id", Int64(metadata.padId)); try a.set("bos_id", Int64(metadata.bosId)); try a.set("eos_id", Int64(metadata.eosId))
+            try a.set("tokenizer", metadata.tokenizer); try a.set("tokenizer_fingerprint", metadata.tokenizerFingerprint)
+            try a.set("sources", metadata.sourcesJSON); try a.set("seed", metadata.seed)
+            try inputIds.withUnsafeBytes { try f.createDataset("input_ids", element: .int32, shape: [rows, t]).write($0.baseAddress!, element: .int32) }
+            try labels.withUnsafeBytes { try f.createDataset("labels", element: .int32, shape: [rows, t]).write($0.baseAddress!, element: .int32) }
+            try split.withUnsafeBytes { try f.createDataset("split", element: .uint8, shape: [rows]).write($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, element: .uint8) }
+            let flat = samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] }
+            try flat.withUnsafeBytes { try f.createDataset("samples", element: .int64, shape: [samples.count, 4]).write($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, element: .int64) }
+            try f.close()
+        } catch {
+            try? FileManager.default.removeItem(at: tmp)
+            throw error
+        }
+        guard rename(tmp.path, url.path) == 0 else {
+            try? FileManager.default.removeItem(at: tmp)
+            throw ESFTError("\(url.path): cannot rename into place (\(String(cString: strerror(errno))))")
+        }
+    }
+}
