@@ -26,12 +26,15 @@ let package = Package(
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
         // Weight files: safetensors (read/write), HDF5 model directories.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "CHDF5", "CShims"]),
+        // Tokenizers (byte-level, Hugging Face tokenizer.json BPE); Foundation only.
+        .target(name: "ESFTData", dependencies: []),
         // The command-line tool.
         .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
 
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTStore", "ESFTModel"]),
         .testTarget(name: "ESFTCLITests", dependencies: []),
+        .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData"]),
     ],
     swiftLanguageModes: [.v5]
 )
