@@ -297,6 +297,7 @@ def variant_configs(main_json):
                 {"type": "Digits", "individual_digits": False},
                 split(r"[aeiou]+", "Contiguous", invert=True),
                 split(r"x.y|\p{Lu}\p{Ll}*", "Isolated"),
+                split(r"[\w\-]+@\w+|\W{2,}|\w[²³¹]", "Isolated"),
                 byte_level(False, False)]},
              {"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "NFC"}]})
     out.append(("split_behaviors", d))
@@ -322,6 +323,13 @@ VARIANT_EXTRA = [
     "  # comment;\n#x;", "a--b----c", "x_y xAy x\ny", "Hello World HTML iPhone",
     "one, two: three,four", "12,345:678", "aeiouxyz", "", " ", "\n", "Ⅻ①ﬁ２０", "e\u0301\u0323",
     "<|endoftext|>", "<s>hi</s>", "<s> </s>",
+    # Normalization corner cases: a compatibility decomposition whose marks must be reordered,
+    # supplementary characters before combining marks, characters newer than Unicode 9.0 (the
+    # Hugging Face normalization tables leave those alone).
+    "\u0385\u0359", "\U000E0069\u0301 \U000E0049\u0323", "a\u1acd\u05a7", "\u0301\u0c3c\u32ff x\u07fd\u0316",
+    "\U0001D15E\u0301 \U00011131\U00011127", "\u1100\u1161\u11a8 \uac00\u11a8",
+    # \w and \W, whose ICU and Oniguruma meanings differ slightly.
+    "x² y³ z¹ ¼½¾ a\u200cb\u200dc", "user-name@example !! ...?", "a_b-c@d__e ²@³",
 ]
 
 

@@ -20,6 +20,9 @@ enum OnigurumaRegex {
     /// - `^` and `$` are line anchors in Ruby (after / before "\n"), input anchors in ICU;
     /// - `.` excludes only "\n" in Ruby, every line terminator in ICU;
     /// - `\Z` allows only a final "\n" in Ruby, any final line terminator in ICU;
+    /// - `\w` has ZWNJ and ZWJ in ICU, not in Oniguruma, which adds ² ³ ¹ ¼ ½ ¾ outside brackets
+    ///   (measured on all code points; \p{L}, \p{N}, \p{M}, \p{P}, \p{S}, \p{Z}, \p{C}, \s and \d
+    ///   agree exactly);
     /// - `\h` is a hex digit in Ruby, horizontal space in ICU;
     /// - `\p{^L}` (negated property) is Ruby-only.
     /// Inline option `m` (Ruby: dot matches newline; ICU: multi-line anchors) is refused.
@@ -35,6 +38,8 @@ enum OnigurumaRegex {
                 guard i + 1 < chars.count else { out.append(c); i += 1; continue }
                 let n = chars[i + 1]
                 switch n {
+                case "w": emit(classDepth > 0 ? onigClassWord : onigWord)
+                case "W": emit(classDepth > 0 ? onigClassNonWord : onigNonWord)
                 case "h": emit(classDepth > 0 ? "0-9a-fA-F" : "[0-9a-fA-F]")
                 case "H": emit("[^0-9a-fA-F]")
                 case "Z" where classDepth == 0: emit("(?=\\n?\\z)")
@@ -90,6 +95,11 @@ enum OnigurumaRegex {
         }
         return String(out)
     }
+
+    static let onigWord = "[[\\w\\u00b2\\u00b3\\u00b9\\u00bc-\\u00be]--[\\u200c\\u200d]]"
+    static let onigNonWord = "[^[\\w\\u00b2\\u00b3\\u00b9\\u00bc-\\u00be]--[\\u200c\\u200d]]"
+    static let onigClassWord = "[\\w--[\\u200c\\u200d]]"
+    static let onigClassNonWord = "[^[\\w--[\\u200c\\u200d]]]"
 
     /// Matches of `regex` inside the UTF-16 range `start..<end` of `string`, as if that range
     /// were the whole input (lookaround and anchors do not see past it). Like Oniguruma's
