@@ -17,7 +17,7 @@ final class BPEModel: @unchecked Sendable {
     private var cache = [ArraySlice<UInt8>: [Int32]]()
     private let lock = NSLock()
     /// Entries kept before the cache is cleared (bounds memory on endless streams of new words).
-    private let cacheLimit = 200_000
+    private let cacheLimit = 100_000
 
     /// `vocab` maps token strings to ids; `merges` are (left, right) token strings in rank order.
     init(vocab: [String: Int32], merges: [(String, String)], ignoreMerges: Bool, unkToken: String?,

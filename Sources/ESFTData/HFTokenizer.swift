@@ -14,8 +14,7 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
     public var suffixTokenIds: [Int32] { postProcessor.suffix }
 
     private let normalizer: Normalizer
-    private let preTokenizer: PreTokenizer
-    private let model: BPEModel
+    private let pieces: PieceEncoder
     private let postProcessor: PostProcessor
     /// Added tokens matched in the raw text (normalized: false) and in the normalized text.
     private let rawMatcher: AddedTokenMatcher
@@ -50,10 +49,10 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
         }
         let modelSection = try ModelSection(json: root["model"], json)
         normalizer = try Normalizer(json: root["normalizer"], json)
-        preTokenizer = try PreTokenizer(json: root["pre_tokenizer"], json)
+        let preTokenizer = try PreTokenizer(json: root["pre_tokenizer"], json)
         postProcessor = try PostProcessor(json: root["post_processor"], json)
         try Self.checkDecoder(root["decoder"], json)
-        model = modelSection.model
+        pieces = PieceEncoder(preTokenizer: preTokenizer, model: modelSection.model)
 
         let added = try json.array(json.optional(root, "added_tokens") ?? [Any](), "added_tokens")
             .enumerated().map { try AddedToken(json: $0.element, path: "added_tokens[\($0.offset)]", json) }
@@ -102,7 +101,6 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
         var raw = [InputSegment]()
         rawMatcher.split(text, into: &raw)
         var inner = [InputSegment]()
-        var pieces = [BytePiece]()
         for segment in raw {
             switch segment {
             case let .token(id): ids.append(id)
@@ -112,27 +110,13 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
                 for piece in inner {
                     switch piece {
                     case let .token(id): ids.append(id)
-                    case let .text(normalized): encodeNormalized(normalized, &pieces, into: &ids)
+                    case let .text(normalized): pieces.encode(normalized, into: &ids)
                     }
                 }
             }
         }
         if addSpecialTokens { ids += postProcessor.suffix }
         return ids
-    }
-
-    private func encodeNormalized(_ text: String, _ pieces: inout [BytePiece], into ids: inout [Int32]) {
-        guard !text.isEmpty else { return }
-        let segment = SegmentText(text)
-        pieces.removeAll(keepingCapacity: true)
-        preTokenizer.pieces(of: segment, into: &pieces)
-        for piece in pieces {
-            if piece.prefixSpace {
-                model.encode(ArraySlice([0x20] + segment.utf8[piece.start..<piece.end]), into: &ids)
-            } else {
-                model.encode(segment.utf8[piece.start..<piece.end], into: &ids)
-            }
-        }
     }
 
     /// Text of `ids`, special tokens included. Unknown ids are skipped.

@@ -119,44 +119,37 @@ struct PreTokenizer {
         return .split(regex, behavior, invert: try json.bool(object, "invert", path, fallback: false))
     }
 
-    /// Appends the BPE pieces of `text` to `out`.
-    func pieces(of text: SegmentText, into out: inout [BytePiece]) {
-        guard !text.units.isEmpty else { return }
-        var pieces = [(0, text.units.count)]
-        var next = [(Int, Int)]()
-        var scratch = [(Int, Int, Bool)]()
-        var matches = [(Int, Int)]()
-        for step in steps {
-            next.removeAll(keepingCapacity: true)
-            for (start, end) in pieces {
-                scratch.removeAll(keepingCapacity: true)
-                switch step {
-                case let .split(regex, behavior, invert):
-                    matches.removeAll(keepingCapacity: true)
-                    OnigurumaRegex.matches(regex, in: text.string, start: start, end: end, into: &matches)
-                    Self.segments(matches, start, end, invert: invert, into: &scratch)
-                    Self.apply(behavior, scratch, into: &next)
-                case let .digits(individual):
-                    Self.numericSegments(text.units, start, end, into: &scratch)
-                    Self.apply(individual ? .isolated : .contiguous, scratch, into: &next)
-                }
+    /// Appends the pieces step `index` of `steps` cuts `units[start..<end]` of `text` into.
+    func split(step index: Int, _ text: SegmentText, _ start: Int, _ end: Int, into out: inout [(Int, Int)]) {
+        var parts = [(Int, Int, Bool)]()
+        switch steps[index] {
+        case let .split(regex, behavior, invert):
+            // Unless matches are removed, a piece of one character always stays whole.
+            let oneScalar = end - start == 1 || (end - start == 2 && UTF16.isLeadSurrogate(text.units[start]))
+            if oneScalar && behavior != .removed {
+                out.append((start, end))
+                return
             }
-            swap(&pieces, &next)
+            var matches = [(Int, Int)]()
+            OnigurumaRegex.matches(regex, in: text.string, start: start, end: end, into: &matches)
+            Self.segments(matches, start, end, invert: invert, into: &parts)
+            Self.apply(behavior, parts, into: &out)
+        case let .digits(individual):
+            Self.numericSegments(text.units, start, end, into: &parts)
+            Self.apply(individual ? .isolated : .contiguous, parts, into: &out)
         }
-        for (start, end) in pieces { byteLevel(text, start, end, &matches, &scratch, into: &out) }
     }
 
     /// The ByteLevel step: optional prefix space, optional GPT-2 split, then UTF-8 ranges.
-    private func byteLevel(_ text: SegmentText, _ start: Int, _ end: Int, _ matches: inout [(Int, Int)],
-                           _ scratch: inout [(Int, Int, Bool)], into out: inout [BytePiece]) {
+    func byteLevel(_ text: SegmentText, _ start: Int, _ end: Int, into out: inout [BytePiece]) {
         let prefix = addPrefixSpace && text.units[start] != 0x20
         let u8 = text.utf8Offset
         guard useRegex else {
             out.append(BytePiece(start: Int(u8[start]), end: Int(u8[end]), prefixSpace: prefix))
             return
         }
-        matches.removeAll(keepingCapacity: true)
-        scratch.removeAll(keepingCapacity: true)
+        var matches = [(Int, Int)]()
+        var scratch = [(Int, Int, Bool)]()
         var isolated = [(Int, Int)]()
         if !prefix {
             OnigurumaRegex.matches(Self.gpt2Regex, in: text.string, start: start, end: end, into: &matches)
