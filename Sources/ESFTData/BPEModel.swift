@@ -8,13 +8,13 @@ final class BPEModel: @unchecked Sendable {
     /// Id of each byte's one-character token; -1 when the vocab lacks it.
     let byteIds: [Int32]
     /// (left << 32 | right) -> (rank << 32 | merged id).
-    private let merges: [UInt64: UInt64]
+    private let merges: PairTable
     /// Whole-piece lookup used when "ignore_merges" is true (Llama 3 style).
     private let wordIds: [ArraySlice<UInt8>: Int32]?
     private let unkId: Int32?
     private let fuseUnk: Bool
 
-    private var cache = [ArraySlice<UInt8>: [Int32]]()
+    private var cache = [ByteKey: [Int32]]()
     private let lock = NSLock()
     /// Entries kept before the cache is cleared (bounds memory on endless streams of new words).
     private let cacheLimit = 100_000
@@ -27,7 +27,7 @@ final class BPEModel: @unchecked Sendable {
             byteIds[byte] = vocab[ByteLevelAlphabet.string(ofByte: UInt8(byte))] ?? -1
         }
         self.byteIds = byteIds
-        var table = [UInt64: UInt64](minimumCapacity: merges.count)
+        var table = PairTable(capacity: merges.count)
         for (rank, (left, right)) in merges.enumerated() {
             guard let a = vocab[left], let b = vocab[right] else {
                 throw json.malformed("merge \(rank) (\"\(left)\" \"\(right)\") uses a token that is not in the vocab")
@@ -35,7 +35,7 @@ final class BPEModel: @unchecked Sendable {
             guard let merged = vocab[left + right] else {
                 throw json.malformed("merge \(rank) produces \"\(left + right)\", which is not in the vocab")
             }
-            table[Self.key(a, b)] = UInt64(rank) << 32 | UInt64(UInt32(bitPattern: merged))
+            table.insert(Self.key(a, b), UInt64(rank) << 32 | UInt64(UInt32(bitPattern: merged)))
         }
         self.merges = table
         if ignoreMerges {
@@ -68,13 +68,13 @@ final class BPEModel: @unchecked Sendable {
             return
         }
         lock.lock()
-        let cached = cache[bytes]
+        let cached = cache[ByteKey(bytes: bytes)]
         lock.unlock()
         if let cached { out.append(contentsOf: cached); return }
         let ids = wordIds?[bytes].map { [$0] } ?? merge(bytes)
         lock.lock()
         if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
-        cache[ArraySlice(Array(bytes))] = ids  // own copy: never keep the caller's buffer alive
+        cache[ByteKey(bytes: ArraySlice(Array(bytes)))] = ids  // own copy: never keep the caller's buffer alive
         lock.unlock()
         out.append(contentsOf: ids)
     }
@@ -109,7 +109,7 @@ final class BPEModel: @unchecked Sendable {
         var alive = [Bool](repeating: true, count: n)
         var heap = MinHeap()
         for i in 0..<(n - 1) {
-            if let entry = merges[Self.key(symbols[i], symbols[i + 1])] {
+            if let entry = merges.find(Self.key(symbols[i], symbols[i + 1])) {
                 heap.push(entry & 0xFFFF_FFFF_0000_0000 | UInt64(i))
             }
         }
@@ -119,17 +119,17 @@ final class BPEModel: @unchecked Sendable {
             guard alive[position], next[position] >= 0 else { continue }
             let right = Int(next[position])
             // Stale entry: the pair at `position` changed since it was queued.
-            guard let entry = merges[Self.key(symbols[position], symbols[right])], entry >> 32 == rank else { continue }
+            guard let entry = merges.find(Self.key(symbols[position], symbols[right])), entry >> 32 == rank else { continue }
             symbols[position] = Int32(truncatingIfNeeded: entry & 0xFFFF_FFFF)
             alive[right] = false
             next[position] = next[right]
             if next[right] >= 0 { previous[Int(next[right])] = Int32(position) }
             let left = Int(previous[position])
-            if left >= 0, let pair = merges[Self.key(symbols[left], symbols[position])] {
+            if left >= 0, let pair = merges.find(Self.key(symbols[left], symbols[position])) {
                 heap.push(pair & 0xFFFF_FFFF_0000_0000 | UInt64(left))
             }
             let after = Int(next[position])
-            if after >= 0, let pair = merges[Self.key(symbols[position], symbols[after])] {
+            if after >= 0, let pair = merges.find(Self.key(symbols[position], symbols[after])) {
                 heap.push(pair & 0xFFFF_FFFF_0000_0000 | UInt64(position))
             }
         }
@@ -140,6 +140,54 @@ final class BPEModel: @unchecked Sendable {
             i = next[Int(i)]
         }
         return result
+    }
+}
+
+/// Bytes of a piece as a cache key, hashed in one call rather than byte by byte.
+struct ByteKey: Hashable {
+    let bytes: ArraySlice<UInt8>
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+}
+
+/// Open-addressing hash table from a pair key to a merge: Swift's Dictionary hashes with
+/// SipHash, which was a fifth of the BPE time; keys are ids below 2^31, so UInt64.max marks
+/// an empty slot.
+struct PairTable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let shift: UInt64
+
+    init(capacity: Int) {
+        var bits: UInt64 = 4
+        while (1 << bits) < 2 * max(capacity, 1) { bits += 1 }  // load factor <= 1/2
+        keys = [UInt64](repeating: .max, count: 1 << Int(bits))
+        values = [UInt64](repeating: 0, count: 1 << Int(bits))
+        shift = 64 - bits
+    }
+
+    private func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
+    }
+
+    /// Sets the value of `key`; a later merge of the same pair replaces an earlier one, as in HF.
+    mutating func insert(_ key: UInt64, _ value: UInt64) {
+        var i = slot(key)
+        while keys[i] != .max && keys[i] != key { i = (i + 1) & (keys.count - 1) }
+        keys[i] = key
+        values[i] = value
+    }
+
+    func find(_ key: UInt64) -> UInt64? {
+        var i = slot(key)
+        while true {
+            let k = keys[i]
+            if k == key { return values[i] }
+            if k == .max { return nil }
+            i = (i + 1) & (keys.count - 1)
+        }
     }
 }
 
