@@ -276,9 +276,10 @@ def variant_configs(main_json):
                    "use_regex": True})
     d["model"]["merges"] = [f"{a} {b}" for a, b in d["model"]["merges"]]
     out.append(("gpt2_prefix_space", d))
-    # NFKC in a Sequence, Digits(individual) before the GPT-2 regex, ignore_merges, BOS/EOS template.
+    # NFKC in a Sequence, Digits(individual) before the GPT-2 regex (with a prefix space for every
+    # piece Digits leaves), ignore_merges, BOS/EOS template.
     d = base({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": True}, byte_level(False, True)]},
+                {"type": "Digits", "individual_digits": True}, byte_level(True, True)]},
              {"type": "Sequence", "normalizers": [{"type": "NFKC"}]},
              added=[("<s>", True, {}), ("</s>", True, {})],
              post=template([{"SpecialToken": {"id": "<s>", "type_id": 0}},
@@ -322,7 +323,7 @@ VARIANT_EXTRA = [
     "<|sep|><|s<|se", "<|sep|x", "fix ﬁx fi x FIX", "bar baz bar  baz barbaz", "Bar",
     "  # comment;\n#x;", "a--b----c", "x_y xAy x\ny", "Hello World HTML iPhone",
     "one, two: three,four", "12,345:678", "aeiouxyz", "", " ", "\n", "Ⅻ①ﬁ２０", "e\u0301\u0323",
-    "<|endoftext|>", "<s>hi</s>", "<s> </s>",
+    "<|endoftext|>", "<s>hi</s>", "<s> </s>", "a<|endoftext|>b c", " <|endoftext|> x1y22",
     # Normalization corner cases: a compatibility decomposition whose marks must be reordered,
     # supplementary characters before combining marks, characters newer than Unicode 9.0 (the
     # Hugging Face normalization tables leave those alone).

@@ -114,6 +114,27 @@ final class TokenizerTests: XCTestCase {
         }
     }
 
+    /// One tokenizer shared by several threads (its caches are locked) gives the same ids.
+    func testConcurrentEncodingMatchesReference() throws {
+        let tokenizer = try HFTokenizer(contentsOf: Self.fixtures.appendingPathComponent("tokenizer.json"))
+        let cases = try Self.loadCases("expected.jsonl")
+        let threads = 4
+        let lock = NSLock()
+        var mismatches = 0
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            var bad = 0
+            // Different orders, so threads fill and read the caches at different times.
+            for i in 0..<cases.count {
+                let c = cases[(i * (2 * thread + 1) + thread * 97) % cases.count]
+                if tokenizer.encode(c.text) != c.ids { bad += 1 }
+            }
+            lock.lock()
+            mismatches += bad
+            lock.unlock()
+        }
+        XCTAssertEqual(mismatches, 0)
+    }
+
     func testLongWordsAndLongInputs() throws {
         let tokenizer = try HFTokenizer(contentsOf: Self.fixtures.appendingPathComponent("tokenizer.json"))
         // One pre-token of 200k bytes: the merge loop must not be quadratic.
