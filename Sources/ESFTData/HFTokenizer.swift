@@ -3,6 +3,15 @@
 // identical: added tokens, normalizer, pre-tokenizer, BPE, post-processor.
 import Foundation
 
+/// Supported: normalizer null / NFC / NFD / NFKC / NFKD / Sequence; pre_tokenizer ByteLevel, or
+/// a Sequence of Split (Regex or String pattern, every behavior, invert) and Digits ending in
+/// ByteLevel (add_prefix_space, use_regex); model BPE (both merges forms, ignore_merges,
+/// unk_token); added_tokens with single_word / lstrip / rstrip / normalized; post_processor
+/// TemplateProcessing / ByteLevel / RobertaProcessing / BertProcessing / Sequence (the single-
+/// sequence template only); decoder ByteLevel. Anything else, and truncation or padding, makes
+/// loading throw `TokenizerError.unsupported` naming the feature and the file.
+///
+/// Safe to share between threads: the caches are locked.
 public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
     /// One more than the largest id of the vocab and the added tokens.
     public let vocabSize: Int
