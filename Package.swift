@@ -34,8 +34,10 @@ let package = Package(
         .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
         // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
         .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
+        // Training: expert-parallel loop, AdamW over trainable tensors only, schedules, metrics, outputs.
+        .target(name: "ESFTTrain", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTMethod", "ESFTParallel"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],

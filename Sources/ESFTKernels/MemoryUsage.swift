@@ -7,6 +7,10 @@ public struct MemoryUsage: Codable, Sendable {
     public var anonymousBytes: Int
     public var peakRSSBytes: Int
 
+    public init(rssBytes: Int, anonymousBytes: Int, peakRSSBytes: Int) {
+        self.rssBytes = rssBytes; self.anonymousBytes = anonymousBytes; self.peakRSSBytes = peakRSSBytes
+    }
+
     /// Reads /proc/self/smaps_rollup (Rss, Anonymous) and /proc/self/status (VmHWM).
     public static func current() -> MemoryUsage {
         func kB(_ text: String, _ key: String) -> Int {

@@ -15,14 +15,15 @@ struct DecoderLayer {
     let feedForward: FeedForward
     let cfg: ModelConfig
 
-    init(_ p: ParameterSet, layer l: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange) throws {
+    init(_ p: ParameterSet, layer l: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
+         counters: DispatchCounters) throws {
         index = l; cfg = c
         let pre = "model.layers.\(l)."
         inputNorm = try p.require(pre + "input_layernorm.weight", shape: [c.hiddenSize])
         postAttentionNorm = try p.require(pre + "post_attention_layernorm.weight", shape: [c.hiddenSize])
         attention = try MLAttention(p, layer: l, config: c)
         feedForward = c.isMoELayer(l)
-            ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange))
+            ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange, counters: counters))
             : .dense(try SwiGLUWeights(p, prefix: pre + "mlp.", dim: c.hiddenSize, inner: c.intermediateSize))
     }
 

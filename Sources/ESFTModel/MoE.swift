@@ -27,9 +27,11 @@ struct MoELayer {
     let cfg: ModelConfig
     let placement: ExpertPlacement
     let exchange: RowExchange
+    let counters: DispatchCounters
 
-    init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange) throws {
-        self.layer = layer; cfg = c; self.placement = placement; self.exchange = exchange
+    init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
+         counters: DispatchCounters) throws {
+        self.layer = layer; cfg = c; self.placement = placement; self.exchange = exchange; self.counters = counters
         let m = "model.layers.\(layer).mlp."
         router = Router(weight: try p.require(m + "gate.weight", shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
         let mine = placement.ranges[exchange.rank]
@@ -66,6 +68,7 @@ struct MoELayer {
                 r[d + k + j] = id >= 0 ? topkWeight[t * k + j] : 0
             }
         }
+        counters.record(layer: layer, rows: sendRows, pairs: n * k)
         let recvCounts = try exchange.exchangeCounts(plan.sendCounts, tag: "\(tag) forward")
         plan.store(receiveCounts: recvCounts)
         let m = recvCounts.reduce(0, +)

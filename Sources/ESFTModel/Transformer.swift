@@ -47,6 +47,8 @@ public final class DeepseekV2Model {
     /// Which rank owns which routed experts, and how rows move between ranks (one rank: a copy).
     public let placement: ExpertPlacement
     public let exchange: RowExchange
+    /// Rows moved by expert-parallel dispatch, per MoE layer (reset by the caller, e.g. per step).
+    public let dispatchCounters = DispatchCounters()
 
     let embed: Parameter
     let finalNorm: Parameter
@@ -74,19 +76,24 @@ public final class DeepseekV2Model {
         embed = try parameters.require("model.embed_tokens.weight", shape: [config.vocabSize, d])
         finalNorm = try parameters.require("model.norm.weight", shape: [d])
         lmHead = config.tieWordEmbeddings ? embed : try parameters.require("lm_head.weight", shape: [config.vocabSize, d])
-        let placement = self.placement
+        let placement = self.placement, counters = dispatchCounters
         layers = try (0..<config.numLayers).map {
-            try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange)
+            try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange, counters: counters)
         }
         rope = RoPE(config: config)
         layerActs = (0..<config.numLayers).map { _ in Workspace() }
     }
 
     /// Index of the lowest layer that backward must reach; numLayers when only the head trains.
+    /// With expert parallelism, backward crosses every rank's MoE layers together (their exchanges are
+    /// collectives), so the trainer sets `jobLowestTrainableLayer` from the whole job's trainable set: a rank
+    /// that owns no trainable expert in a layer still passes gradients through its frozen experts there.
     public var lowestTrainableLayer: Int {
         if embed.isTrainable { return 0 }
-        return parameters.trainable.compactMap { ModelConfig.layerIndex(ofParameter: $0.name) }.min() ?? config.numLayers
+        let local = parameters.trainable.compactMap { ModelConfig.layerIndex(ofParameter: $0.name) }.min() ?? config.numLayers
+        return min(local, jobLowestTrainableLayer ?? local)
     }
+    public var jobLowestTrainableLayer: Int?
 
     /// Logits [B·T, V] of the last forward.
     public func logits(count: Int) -> UnsafeBufferPointer<Float> {

@@ -11,6 +11,7 @@ Commands:
   init       Write a randomly initialised model directory for a config.
   inspect    Describe a model directory: shards, dtypes, parameter counts, optimizer memory.
   export     Write a model (with trained tensors) as Hugging Face safetensors, an ESFT adapter, or HDF5.
+  train      Train the selected experts (ESFT) or every parameter (--full), on one rank or under mpirun.
   forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
@@ -25,6 +26,7 @@ Common options:
 
 let commands: [String: ([String]) throws -> Void] = [
     "forward": ForwardCommand.run,
+    "train": TrainCommand.run,
     "import": ImportCommand.run,
     "init": InitCommand.run,
     "inspect": InspectCommand.run,

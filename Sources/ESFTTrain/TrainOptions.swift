@@ -1,0 +1,97 @@
+import ESFTKernels
+import Foundation
+
+/// Everything `esft train` can be told, from a JSON config file (snake_case keys) and/or flags.
+public struct TrainOptions: Equatable, Sendable {
+    public var steps = 10
+    public var batchRows = 8
+    public var seed: UInt64 = 5934875          // the ESFT reference's seed
+    public var lr = 1e-5                        // paper: 1e-5 ESFT, 3e-5 full fine-tuning
+    public var minLR = 0.0
+    public var schedule = "constant"            // constant | cosine
+    public var warmup = 0
+    public var accumulation = 1
+    public var evalEvery = 0                    // 0: no validation during training
+    public var evalRows = 0                     // 0: every validation row
+    public var gradClip = 1.0                   // 0: no clipping
+    public var auxAlpha = 0.0                   // reference fine-tuning: 0.001
+    public var threads = 0                      // 0: the cores this rank may use
+    public var adam = AdamW.Hyperparameters()
+
+    public init() {}
+
+    /// Keys a config file may set (and their flags: --key-with-dashes).
+    public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
+                              "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
+                              "weight_decay"]
+
+    /// Applies a JSON object's keys; unknown keys and wrong types are errors naming the file and the key.
+    public mutating func apply(json: [String: Any], source: String) throws {
+        for (key, value) in json {
+            guard Self.keys.contains(key) else {
+                throw ESFTError("\(source): unknown key '\(key)' (known: \(Self.keys.joined(separator: ", ")))")
+            }
+            try set(key, value, source: source)
+        }
+    }
+
+    /// Sets one option from a config value or a flag's string.
+    public mutating func set(_ key: String, _ value: Any, source: String) throws {
+        func number() throws -> Double {
+            if let s = value as? String, let d = Double(s), d.isFinite { return d }
+            if let n = value as? NSNumber, !(value is Bool), n.doubleValue.isFinite { return n.doubleValue }
+            throw ESFTError("\(source): '\(key)' must be a number, got \(value)")
+        }
+        func integer(min: Int) throws -> Int {
+            let d = try number()
+            guard d == d.rounded(), d >= Double(min), d < 1e12 else { throw ESFTError("\(source): '\(key)' must be an integer ≥ \(min), got \(value)") }
+            return Int(d)
+        }
+        func positive() throws -> Double {
+            let d = try number()
+            guard d > 0 else { throw ESFTError("\(source): '\(key)' must be positive, got \(value)") }
+            return d
+        }
+        func nonNegative() throws -> Double {
+            let d = try number()
+            guard d >= 0 else { throw ESFTError("\(source): '\(key)' must be ≥ 0, got \(value)") }
+            return d
+        }
+        switch key {
+        case "steps": steps = try integer(min: 1)
+        case "batch_rows": batchRows = try integer(min: 1)
+        case "seed": seed = UInt64(try integer(min: 0))
+        case "lr": lr = try positive()
+        case "min_lr": minLR = try nonNegative()
+        case "schedule":
+            guard let s = value as? String, ["constant", "cosine"].contains(s) else {
+                throw ESFTError("\(source): 'schedule' must be constant or cosine, got \(value)")
+            }
+            schedule = s
+        case "warmup": warmup = try integer(min: 0)
+        case "accumulation": accumulation = try integer(min: 1)
+        case "eval_every": evalEvery = try integer(min: 0)
+        case "eval_rows": evalRows = try integer(min: 0)
+        case "grad_clip": gradClip = try nonNegative()
+        case "aux_alpha": auxAlpha = try nonNegative()
+        case "threads": threads = try integer(min: 0)
+        case "beta1": adam.beta1 = try nonNegative()
+        case "beta2": adam.beta2 = try nonNegative()
+        case "eps": adam.eps = try positive()
+        case "weight_decay": adam.weightDecay = try nonNegative()
+        default: throw ESFTError("\(source): unknown key '\(key)'")
+        }
+    }
+
+    public var lrSchedule: LRSchedule {
+        schedule == "cosine" ? .cosine(lr: lr, warmup: warmup, total: steps, minLR: minLR) : .constant(lr: lr, warmup: warmup)
+    }
+
+    /// The options as JSON (recorded next to the outputs).
+    public var json: [String: Any] {
+        ["steps": steps, "batch_rows": batchRows, "seed": seed, "lr": lr, "min_lr": minLR, "schedule": schedule,
+         "warmup": warmup, "accumulation": accumulation, "eval_every": evalEvery, "eval_rows": evalRows,
+         "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
+         "eps": adam.eps, "weight_decay": adam.weightDecay]
+    }
+}

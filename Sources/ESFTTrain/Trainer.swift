@@ -1,0 +1,169 @@
+import ESFTData
+import ESFTKernels
+import ESFTMethod
+import ESFTModel
+import ESFTParallel
+import ESFTStore
+import Foundation
+
+/// What to train: an ESFT expert config, or everything (`--full`, the FFT baseline).
+public enum TrainableSelection {
+    case experts(ExpertConfig, source: String)
+    case full
+}
+
+/// Expert-parallel, data-parallel training on every rank of `comm`. Rank r owns a block of the routed
+/// experts of every MoE layer (mapped from its expert shard); everything else is replicated. Each rank
+/// trains on its share of every global batch; the loss is normalised by the global count of target tokens,
+/// so R ranks make the update one rank makes on the same batch.
+public final class Trainer {
+    public let comm: Communicator
+    public let options: TrainOptions
+    public let config: ModelConfig
+    public let model: DeepseekV2Model
+    public let dataset: TokenDataset
+    public let selection: TrainableSelection
+    /// This rank's trainable tensors: routed experts it owns, and replicated ones (all-reduced).
+    public let owned: [Parameter]
+    public let replicated: [Parameter]
+    let optimizer: AdamW
+    var sampler: Sampler
+    let out: URL
+    let log: (String) -> Void
+
+    public init(comm: Communicator, modelURL: URL, dataPath: String, selection: TrainableSelection, options: TrainOptions,
+                out: URL, log: @escaping (String) -> Void) throws {
+        self.comm = comm; self.options = options; self.selection = selection; self.out = out; self.log = log
+        let ranks = comm.size
+        guard options.batchRows % options.accumulation == 0 else {
+            throw ESFTError("--batch-rows \(options.batchRows) must be a multiple of --accumulation \(options.accumulation)")
+        }
+        guard options.batchRows / options.accumulation >= ranks else {
+            throw ESFTError("each micro-batch (\(options.batchRows / options.accumulation) rows) must give every one of the \(ranks) ranks at least one row: raise --batch-rows or lower --accumulation")
+        }
+        dataset = try TokenDataset(path: dataPath)
+        let probe = try ModelConfig.load(contentsOf: modelURL.appendingPathComponent("config.json"))
+        guard dataset.metadata.vocabSize == probe.vocabSize else {
+            throw ESFTError("\(dataPath): the dataset's vocabulary (\(dataset.metadata.vocabSize) ids, tokenizer \(dataset.metadata.tokenizer)) differs from the model's vocab_size \(probe.vocabSize) in \(modelURL.path)")
+        }
+        guard probe.nRoutedExperts == 0 || ranks <= probe.nRoutedExperts else {
+            throw ESFTError("\(ranks) ranks but only \(probe.nRoutedExperts) routed experts per layer: use at most \(probe.nRoutedExperts) ranks")
+        }
+        guard !dataset.trainRows.isEmpty else { throw ESFTError("\(dataPath): no training rows") }
+        if case .experts(let cfg, let source) = selection { try cfg.validate(against: probe, source: source) }
+
+        let placement = ExpertPlacement(experts: probe.nRoutedExperts, ranks: ranks)
+        let loaded = try LoadedModel.open(modelURL, experts: probe.nRoutedExperts > 0 ? placement.ranges[comm.rank] : nil)
+        config = loaded.config
+        let exchange: RowExchange = ranks == 1 ? LocalExchange() : CommunicatorExchange(comm)
+        model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
+        model.auxLossAlpha = Float(options.auxAlpha)
+        model.auxLossRows = options.batchRows
+
+        let wanted: Set<String>
+        switch selection {
+        case .full: wanted = Set(loaded.parameters.names)
+        case .experts(let cfg, _): wanted = Set(trainableParameterNames(cfg, model: config))
+        }
+        // Backward must reach the job's lowest trainable layer on every rank (see DeepseekV2Model).
+        model.jobLowestTrainableLayer = wanted.contains("model.embed_tokens.weight") ? 0
+            : wanted.compactMap { ModelConfig.layerIndex(ofParameter: $0) }.min() ?? config.numLayers
+        let chosen = loaded.parameters.ordered.filter { wanted.contains($0.name) }
+        for p in chosen { p.makeTrainable() }
+        owned = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) != nil }
+        replicated = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) == nil }
+        optimizer = AdamW(chosen, hyper: options.adam)
+        sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
+    }
+
+    private func batch(_ rows: ArraySlice<Int>) -> TokenBatch {
+        let t = dataset.seqLen
+        var ids: [Int32] = [], labels: [Int32] = []
+        ids.reserveCapacity(rows.count * t); labels.reserveCapacity(rows.count * t)
+        for r in rows {
+            ids += dataset.inputIds[(r * t)..<((r + 1) * t)]
+            labels += dataset.labels[(r * t)..<((r + 1) * t)]
+        }
+        return TokenBatch(batch: rows.count, seqLen: t, inputIds: ids, labels: labels)
+    }
+
+    /// One optimizer step over the next global batch. Returns (loss, aux loss, grad norm, target tokens).
+    func step(lr: Double) throws -> (loss: Double, aux: Double, gradNorm: Double, targets: Int) {
+        let rows = sampler.nextBatch(options.batchRows)
+        let micro = options.batchRows / options.accumulation
+        let shares = (0..<options.accumulation).map {
+            Sampler.share(of: Array(rows[($0 * micro)..<(($0 + 1) * micro)]), rank: comm.rank, ranks: comm.size)
+        }
+        let batches = shares.map(batch)
+        var targets = Int64(batches.reduce(0) { $0 + $1.targetCount })
+        targets = try comm.allReduceSum(targets, tag: "step targets")
+        guard targets > 0 else { throw ESFTError("the batch has no target tokens (every label is -100)") }
+        var sums = [0.0, 0.0]
+        for b in batches {
+            let r = try model.forward(b, training: true, lossDenominator: Double(targets))
+            sums[0] += r.crossEntropySum; sums[1] += r.auxLoss
+            try model.backward()
+        }
+        try comm.allReduceSum(&sums, tag: "step loss")
+        let loss = sums[0] / Double(targets)
+        guard loss.isFinite, sums[1].isFinite else {
+            throw ESFTError("the loss became \(loss) (aux \(sums[1])); stopping before the update, nothing is written from this step")
+        }
+        try allReduceReplicatedGradients()
+        let norm = try globalGradNorm()
+        if options.gradClip > 0 && norm > options.gradClip {
+            let scale = Float(options.gradClip / (norm + 1e-6))
+            for p in optimizer.parameters { let g = p.gradPointer!; for i in 0..<p.count { g[i] *= scale } }
+        }
+        optimizer.update(lr: lr)
+        for p in optimizer.parameters { p.zeroGrad() }
+        return (loss, sums[1], norm, Int(targets))
+    }
+
+    /// Replicated trainable tensors get the same (summed) gradient on every rank: one packed all-reduce.
+    private var packed = FloatBuffer(count: 0)
+    private func allReduceReplicatedGradients() throws {
+        guard comm.size > 1 else { return }
+        let total = replicated.reduce(0) { $0 + $1.count }
+        if packed.count < total { packed = FloatBuffer(count: total) }
+        var offset = 0
+        for p in replicated { (packed.pointer + offset).update(from: p.gradPointer!, count: p.count); offset += p.count }
+        try comm.allReduceSum(packed.pointer, count: total, tag: "gradients")
+        offset = 0
+        for p in replicated { p.gradPointer!.update(from: packed.pointer + offset, count: p.count); offset += p.count }
+    }
+
+    /// √(Σ over every trainable tensor of the job of Σ g²): experts counted on their owner, replicated once.
+    private func globalGradNorm() throws -> Double {
+        func sumSquares(_ ps: [Parameter]) -> Double {
+            ps.reduce(0.0) { acc, p in
+                let g = p.gradPointer!
+                var s = 0.0
+                for i in 0..<p.count { s += Double(g[i]) * Double(g[i]) }
+                return acc + s
+            }
+        }
+        let experts = try comm.allReduceSum(sumSquares(owned), tag: "grad norm")
+        return (experts + sumSquares(replicated)).squareRoot()
+    }
+
+    /// Mean cross-entropy over (up to `evalRows`) validation rows, sharded across ranks.
+    func validate() throws -> (loss: Double, targets: Int)? {
+        var rows = dataset.validationRows
+        if options.evalRows > 0 { rows = Array(rows.prefix(options.evalRows)) }
+        guard !rows.isEmpty else { return nil }
+        let mine = Sampler.share(of: rows, rank: comm.rank, ranks: comm.size)
+        let chunk = max(1, options.batchRows / options.accumulation / comm.size)
+        // Every rank runs the same number of forwards (MoE exchanges are collectives), some possibly empty.
+        let calls = (rows.count / comm.size + 1 + chunk - 1) / chunk
+        var sums = [0.0, 0.0]
+        for c in 0..<calls {
+            let lo = min(mine.count, c * chunk), hi = min(mine.count, lo + chunk)
+            let b = batch(mine[(mine.startIndex + lo)..<(mine.startIndex + hi)])
+            let r = try model.forward(b, training: false)
+            sums[0] += r.crossEntropySum; sums[1] += Double(r.targetCount)
+        }
+        try comm.allReduceSum(&sums, tag: "validation")
+        return sums[1] > 0 ? (sums[0] / sums[1], Int(sums[1])) : nil
+    }
+}

@@ -1,0 +1,163 @@
+import ESFTData
+import ESFTKernels
+import ESFTMethod
+import ESFTModel
+import ESFTParallel
+import ESFTStore
+import Foundation
+
+/// The end of a run, as `esft train` prints it and writes it to DIR/summary.json.
+public struct TrainingSummary: Codable {
+    public var steps: Int
+    public var firstLoss: Double
+    public var lastLoss: Double
+    public var lastValidationLoss: Double?
+    public var tokensPerSecond: Double
+    public var trainableParameters: Int
+    public var totalParameters: Int
+    public var communicationBytesPerStep: Double
+    public var rowsSentPerStep: Double
+    public var tokenExpertPairsPerStep: Double
+    public var memoryPerRank: [MemoryUsage]
+    public var optimizerStateBytesPerRank: [Int]
+    public var seconds: Double
+}
+
+extension Trainer {
+    /// Trains for `options.steps` steps; rank 0 writes DIR/metrics.jsonl as it goes, then
+    /// DIR/trained.safetensors, DIR/summary.json (and DIR/expert_config.json for ESFT).
+    public func run() throws -> TrainingSummary {
+        let metrics = comm.rank == 0 ? try MetricsFile(out.appendingPathComponent("metrics.jsonl")) : nil
+        let schedule = options.lrSchedule
+        let start = Date()
+        var first = Double.nan, last = Double.nan, lastVal: Double? = nil
+        var commBytes = 0.0, rowsSent = 0.0, pairs = 0.0
+        let tokensPerStep = Double(options.batchRows * dataset.seqLen)
+        _ = comm.takeStats()
+        for s in 0..<options.steps {
+            model.dispatchCounters.reset()
+            let stepStart = Date()
+            let lr = schedule.lr(at: s)
+            let r = try step(lr: lr)
+            let seconds = try comm.maxAllReduce(Date().timeIntervalSince(stepStart), tag: "metrics")
+            let c = try stepCommunication()
+            let comms = (total: c.total, byTag: c.byTag), dispatch = c.dispatch
+            if s == 0 { first = r.loss }
+            last = r.loss
+            commBytes += comms.total; rowsSent += dispatch.rows; pairs += dispatch.pairs
+            let elapsed = Date().timeIntervalSince(start)
+            let eta = elapsed / Double(s + 1) * Double(options.steps - s - 1)
+            var line: [String: Any] = [
+                "step": s + 1, "loss": r.loss, "aux_loss": r.aux, "lr": lr, "grad_norm": r.gradNorm,
+                "tokens": Int(tokensPerStep), "target_tokens": r.targets, "tokens_per_s": tokensPerStep / seconds,
+                "step_seconds": seconds, "elapsed_s": elapsed, "eta_s": eta,
+                "comm_bytes": comms.total, "comm": comms.byTag,
+                "dispatch_rows_sent": dispatch.rows, "dispatch_token_expert_pairs": dispatch.pairs, "dispatch": dispatch.byLayer,
+            ]
+            log(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  comm %.2f MB  ETA %.0fs",
+                       s + 1, options.steps, r.loss, lr, r.gradNorm, tokensPerStep / seconds, comms.total / 1e6, eta))
+            if options.evalEvery > 0 && ((s + 1) % options.evalEvery == 0 || s + 1 == options.steps), let v = try validate() {
+                lastVal = v.loss
+                line["val_loss"] = v.loss; line["val_target_tokens"] = v.targets
+                log(String(format: "step %d/%d  validation loss %.4f over %d tokens", s + 1, options.steps, v.loss, v.targets))
+                _ = comm.takeStats()
+            }
+            try metrics?.append(line)
+        }
+        try writeTrainedTensors(out.appendingPathComponent("trained.safetensors"))
+        let memory = MemoryUsage.current()
+        let gathered = try [memory.rssBytes, memory.anonymousBytes, memory.peakRSSBytes, optimizer.stateBytes].map {
+            try comm.allGather(Int64($0), tag: "summary")
+        }
+        let trainable = try comm.allReduceSum(Int64(owned.reduce(0) { $0 + $1.count }), tag: "summary")
+            + Int64(replicated.reduce(0) { $0 + $1.count })
+        let steps = Double(options.steps), seconds = Date().timeIntervalSince(start)
+        let summary = TrainingSummary(
+            steps: options.steps, firstLoss: first, lastLoss: last, lastValidationLoss: lastVal,
+            tokensPerSecond: tokensPerStep * steps / seconds, trainableParameters: Int(trainable),
+            totalParameters: config.parameterSpecs().reduce(0) { $0 + $1.shape.reduce(1, *) },
+            communicationBytesPerStep: commBytes / steps, rowsSentPerStep: rowsSent / steps, tokenExpertPairsPerStep: pairs / steps,
+            memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
+            optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds)
+        if comm.rank == 0 {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(summary)
+            try writeAtomically(to: out.appendingPathComponent("summary.json")) { $0.write(data) }
+            if case .experts(let cfg, _) = selection {
+                try writeAtomically(to: out.appendingPathComponent("expert_config.json")) { $0.write(cfg.jsonData()) }
+            }
+        }
+        return summary
+    }
+
+    /// This step's communication, summed over ranks: bytes per tag, and dispatch rows vs (token, expert) pairs.
+    private func stepCommunication() throws -> (total: Double, byTag: [String: Double], dispatch: (rows: Double, pairs: Double, byLayer: [String: [String: Double]])) {
+        let stats = comm.takeStats()
+        let keys = stats.counters.keys.sorted()
+        var bytes = keys.map { Double(stats.counters[$0]!.bytesSent) }
+        let layers = model.dispatchCounters.rowsSent.keys.sorted()
+        var rows = layers.map { Double(model.dispatchCounters.rowsSent[$0]!) } + layers.map { Double(model.dispatchCounters.pairs[$0]!) }
+        try comm.allReduceSum(&bytes, tag: "metrics")
+        try comm.allReduceSum(&rows, tag: "metrics")
+        var byTag: [String: Double] = [:]
+        for (k, b) in zip(keys, bytes) { byTag["\(k.collective)\(k.tag.map { " " + $0 } ?? "")", default: 0] += b }
+        var byLayer: [String: [String: Double]] = [:]
+        for (i, l) in layers.enumerated() { byLayer["\(l)"] = ["rows_sent": rows[i], "token_expert_pairs": rows[layers.count + i]] }
+        let sent = rows.prefix(layers.count).reduce(0, +), pairs = rows.suffix(layers.count).reduce(0, +)
+        return (bytes.reduce(0, +), byTag, (sent, pairs, byLayer))
+    }
+
+    /// Rank 0 writes every trainable tensor of the job (F32, HF names) to one safetensors file, which
+    /// `esft export --trained` reads; routed experts come from their owners through one gathering exchange.
+    func writeTrainedTensors(_ url: URL) throws {
+        let exchange = CommunicatorExchange(comm)
+        let mine = owned.reduce(0) { $0 + $1.count }
+        var sendCounts = [Int](repeating: 0, count: comm.size)
+        sendCounts[0] = mine
+        let receiveCounts = try exchange.exchangeCounts(sendCounts, tag: "trained tensors")
+        let send = FloatBuffer(count: mine), receive = FloatBuffer(count: receiveCounts.reduce(0, +))
+        var offset = 0
+        for p in owned { (send.pointer + offset).update(from: p.value, count: p.count); offset += p.count }
+        try exchange.exchangeRows(send: send.pointer, sendCounts: sendCounts, receive: receive.pointer, receiveCounts: receiveCounts,
+                                  width: 1, tag: "trained tensors")
+        guard comm.rank == 0 else { return }
+        // Every rank's owned tensors arrive in rank order, each in parameter-spec order: rebuild the names.
+        let names: Set<String>
+        switch selection {
+        case .full: names = Set(config.parameterSpecs().map(\.name))
+        case .experts(let cfg, _): names = Set(trainableParameterNames(cfg, model: config))
+        }
+        let specs = config.parameterSpecs().filter { names.contains($0.name) }
+        var tensors: [TensorToWrite] = []
+        for p in replicated { tensors.append(TensorToWrite(name: p.name, shape: p.shape, data: p.value)) }
+        offset = 0
+        for r in 0..<comm.size {
+            for spec in specs {
+                guard let (_, e) = ModelDirectoryLayout.routedExpert(spec.name), model.placement.owner(of: e) == r else { continue }
+                tensors.append(TensorToWrite(name: spec.name, shape: spec.shape, data: receive.pointer + offset))
+                offset += spec.shape.reduce(1, *)
+            }
+        }
+        precondition(offset == receiveCounts.reduce(0, +), "gathered tensor sizes disagree")
+        tensors.sort { $0.name < $1.name }
+        var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(options.steps)"]
+        if case .experts(let cfg, _) = selection { meta["expert_config"] = String(decoding: cfg.jsonData(), as: UTF8.self) }
+        try withExtendedLifetime(receive) { try SafetensorsWriter.write(tensors, metadata: meta, to: url) }
+    }
+}
+
+/// DIR/metrics.jsonl, one JSON object per line, flushed as each step ends.
+final class MetricsFile {
+    let handle: FileHandle
+    init(_ url: URL) throws {
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else { throw ESFTError("\(url.path): cannot create") }
+        handle = try FileHandle(forWritingTo: url)
+    }
+    deinit { try? handle.close() }
+    func append(_ object: [String: Any]) throws {
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        data.append(0x0A)
+        handle.write(data)
+    }
+}

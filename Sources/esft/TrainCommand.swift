@@ -1,0 +1,108 @@
+import ESFTKernels
+import ESFTMethod
+import ESFTParallel
+import ESFTTrain
+import Foundation
+
+enum TrainCommand {
+    static let help = """
+    Usage: esft train --model M --data D.h5 (--experts CFG.json | --full) --out DIR
+                      [--config TRAIN.json] [--steps N] [--batch-rows B] [--seed S] [--lr LR] [--schedule constant|cosine]
+                      [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
+                      [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
+
+    Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
+    one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
+    layer's routed experts (mapped from the model's HDF5 shards; other ranks' experts are never mapped), tokens
+    travel to their experts' ranks with all-to-all and back, everything else is replicated. Each optimizer
+    step takes B rows of the dataset's training split, shared out across ranks (uneven shares allowed); the
+    loss is averaged over the global count of target tokens, so R ranks make the update one rank makes.
+
+      --model M          esft model directory (esft import / esft init; a Hugging Face directory also works
+                         on one rank, but maps every expert)
+      --data D.h5        token dataset (esft data prepare); its vocabulary must be the model's
+      --experts CFG      expert config from esft select: its routed experts train, plus shared experts and/or
+                         every non-expert tensor when its flags say so; everything else stays frozen
+      --full             train every parameter
+      --out DIR          new or empty directory: metrics.jsonl (a JSON line per step, see docs/training.md),
+                         trained.safetensors (every trained tensor, F32, for esft export --trained),
+                         summary.json, expert_config.json
+      --config FILE      JSON with any of: \(TrainOptions.keys.joined(separator: ", "))
+                         (flags override it; see configs/train-*.json)
+      --steps N          optimizer steps (default 10)
+      --batch-rows B     rows per optimizer step, over all ranks (default 8)
+      --seed S           sampling seed (default 5934875, the ESFT reference's)
+      --lr LR            peak learning rate (default 1e-5; the paper: 1e-5 ESFT, 3e-5 full)
+      --schedule S       constant (default) or cosine (after --warmup steps, down to --min-lr)
+      --accumulation A   micro-batches per step (default 1); each gives every rank at least one row
+      --eval-every K     validation loss every K steps on the validation rows (default 0: never)
+      --eval-rows V      validation rows per evaluation (default 0: all)
+      --grad-clip C      clip the global gradient norm to C (default 1.0; 0: off)
+      --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
+      --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
+      --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
+    """
+
+    static func run(_ argv: [String]) throws {
+        var args = Arguments(argv, command: "train")
+        if args.wantsHelp { print(help); return }
+        let modelPath = try args.required("--model"), dataPath = try args.required("--data"), outPath = try args.required("--out")
+        let expertsPath = try args.option("--experts")
+        let full = args.flag("--full")
+        var options = TrainOptions()
+        if let configPath = try args.option("--config") {
+            guard let data = FileManager.default.contents(atPath: configPath),
+                  let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+                throw ESFTError("\(configPath): not a JSON object")
+            }
+            try options.apply(json: json, source: configPath)
+        }
+        for key in TrainOptions.keys {
+            if let v = try args.option("--" + key.replacingOccurrences(of: "_", with: "-")) { try options.set(key, v, source: "--\(key)") }
+        }
+        try args.finish()
+        guard (expertsPath != nil) != full else { throw ESFTError("train: give exactly one of --experts CFG.json or --full") }
+        let selection: TrainableSelection = try expertsPath.map { .experts(try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)), source: $0) } ?? .full
+
+        let comm = try Communicators.fromEnvironment()
+        Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
+        let out = URL(fileURLWithPath: outPath)
+        runRanked(comm) {
+            if comm.rank == 0 { try prepareOutputDirectory(out) }
+            try comm.barrier(tag: "setup")
+            let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,
+                                      options: options, out: out, log: { line in if comm.rank == 0 { print(line); fflush(stdout) } })
+            if comm.rank == 0 {
+                print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
+                      + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0")
+            }
+            let s = try trainer.run()
+            if comm.rank == 0 { report(s, out: out) }
+        }
+        try comm.finalize()
+    }
+
+    static func prepareOutputDirectory(_ out: URL) throws {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: out.path) {
+            guard (try fm.contentsOfDirectory(atPath: out.path)).isEmpty else {
+                throw ESFTError("\(out.path) is not empty; choose a new output directory")
+            }
+        } else {
+            try fm.createDirectory(at: out, withIntermediateDirectories: true)
+        }
+    }
+
+    static func report(_ s: TrainingSummary, out: URL) {
+        print(String(format: "done: %d steps, loss %.4f → %.4f%@, %.0f tokens/s, %.1f s", s.steps, s.firstLoss, s.lastLoss,
+                     s.lastValidationLoss.map { String(format: ", validation %.4f", $0) } ?? "", s.tokensPerSecond, s.seconds))
+        print(String(format: "trainable parameters: %d of %d (%.2f%%)", s.trainableParameters, s.totalParameters,
+                     100 * Double(s.trainableParameters) / Double(max(s.totalParameters, 1))))
+        print(String(format: "communication: %.2f MB per step; dispatch rows %.0f per step for %.0f (token, expert) pairs",
+                     s.communicationBytesPerStep / 1e6, s.rowsSentPerStep, s.tokenExpertPairsPerStep))
+        for (r, m) in s.memoryPerRank.enumerated() {
+            print(String(format: "rank %d memory: %@; optimizer state %.1f MiB", r, m.summary, Double(s.optimizerStateBytesPerRank[r]) / 1048576))
+        }
+        print("wrote \(out.appendingPathComponent("trained.safetensors").path) and metrics.jsonl, summary.json")
+    }
+}
