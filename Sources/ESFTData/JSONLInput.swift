@@ -40,7 +40,7 @@ public struct JSONLInput {
                 if reasons.count < 5 { reasons.append(message) }
             }
         }
-        lines = lineNumber
+        lines = all.last == UInt8(ascii: "\n") ? lineNumber - 1 : lineNumber  // a final newline ends a line, it does not start one
         self.records = records; self.skipped = skipped; skippedReasons = reasons
         if records.isEmpty {
             throw ESFTError(skipped > 0 ? "\(path): no usable line left after skipping \(skipped) bad one(s); first: \(reasons[0])"
