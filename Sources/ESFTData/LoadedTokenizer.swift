@@ -18,7 +18,7 @@ public struct LoadedTokenizer: Sendable {
     static let padNames = ["<｜▁pad▁｜>", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>"]
 
     /// `spec` is "bytes", a tokenizer.json, or a directory holding one. The overrides name a token
-    /// (its tokenizer.json spelling) or give an id; PAD falls back to EOS (PAD positions are masked).
+    /// (its tokenizer.json spelling) or give an id (a plain integer); PAD falls back to EOS (PAD positions are masked).
     public static func load(_ spec: String, bos: String? = nil, eos: String? = nil, pad: String? = nil) throws -> LoadedTokenizer {
         if spec == "bytes" {
             let t = ByteTokenizer()
@@ -42,8 +42,12 @@ public struct LoadedTokenizer: Sendable {
         do { t = try HFTokenizer(data: data, source: file.path) } catch let e as TokenizerError { throw ESFTError(e.description) }
         func resolve(_ override: String?, _ names: [String], _ what: String, flag: String) throws -> Int32? {
             if let override {
+                // A plain integer is an id (a digit-only special token is not worth the ambiguity).
+                if let id = Int32(override) {
+                    guard id >= 0, Int(id) < t.vocabSize else { throw ESFTError("\(file.path): \(flag) id \(id) is not below the vocabulary size \(t.vocabSize)") }
+                    return id
+                }
                 if let id = t.tokenId(override) { return id }
-                if let id = Int32(override), id >= 0, Int(id) < t.vocabSize { return id }
                 throw ESFTError("\(file.path): \(flag) '\(override)' is neither a token of this tokenizer nor an id below \(t.vocabSize)")
             }
             return names.lazy.compactMap { t.tokenId($0) }.first

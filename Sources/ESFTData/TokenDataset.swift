@@ -2,7 +2,7 @@ import ESFTHDF5
 import ESFTKernels
 import Foundation
 
-/// A packed token dataset (docs/formats.md): rows of exactly `seqLen` tokens with HF-convention labels
+/// A packed token dataset (docs/data.md): rows of exactly `seqLen` tokens with HF-convention labels
 /// (-100 where not trained), a train/validation split per row, and where each packed sample sits.
 ///
 /// HDF5 layout (`esft-tokens`, version 1): datasets `input_ids` int32 [rows, T], `labels` int32 [rows, T],

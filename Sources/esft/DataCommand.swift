@@ -27,7 +27,7 @@ enum DataCommand {
       --skip-bad               skip (and count) bad lines instead of failing on the first
       --model DIR              check every id is below DIR/config.json's vocab_size and record it
       --bos-token/--eos-token/--pad-token TOK
-                               special tokens by spelling or id (default: found among the tokenizer's
+                               special tokens by spelling, or an id as a plain integer (default: found among the tokenizer's
                                tokens, e.g. <｜begin▁of▁sentence｜>, <s>, <|endoftext|>; PAD defaults to EOS)
     """
 
