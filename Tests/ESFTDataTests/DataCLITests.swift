@@ -104,6 +104,28 @@ final class DataCLITests: XCTestCase {
         XCTAssertEqual(try TokenDataset(path: out).samples.count, 2)
     }
 
+    func testMixDropBOSAndSplitAreReproducible() throws {
+        let task = try file("task.jsonl", (0..<40).map { "{\"text\": \"task \($0)\"}" }.joined(separator: "\n"))
+        let general = try file("general.jsonl", (0..<80).map { "{\"text\": \"general \($0)\"}" }.joined(separator: "\n"))
+        var digests = [String]()
+        for name in ["a.h5", "b.h5"] {
+            let out = dir.appendingPathComponent(name).path
+            let r = try Executables.esft(["data", "prepare", "--tokenizer", "bytes", "--input", task, "--input2", general, "--mix", "2:3",
+                                          "--seq-len", "40", "--drop-bos", "0.5", "--validation-fraction", "0.25", "--seed", "11", "--out", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stdout.contains("samples: 100 (source 0: 40, source 1: 60)"), r.stdout)
+            let d = try TokenDataset(path: out)
+            XCTAssertEqual(d.validationRows.count, Int((Double(d.rows) * 0.25).rounded()))
+            XCTAssertTrue(d.metadata.sourcesJSON.contains("\"mix\":\"2:3\""), d.metadata.sourcesJSON)
+            digests.append(d.digest)
+        }
+        XCTAssertEqual(digests[0], digests[1], "same seed, same dataset")
+        let bad = try Executables.esft(["data", "prepare", "--tokenizer", "bytes", "--input", task, "--input2", general, "--mix", "2-3",
+                                        "--seq-len", "40", "--out", dir.appendingPathComponent("c.h5").path])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--mix must be A:B"), bad.stderr)
+    }
+
     func testTokenizeAndDecode() throws {
         let r = try Executables.esft(["tokenize", "--tokenizer", "bytes", "--text", "hé"])
         XCTAssertEqual(r.status, 0, r.stderr)

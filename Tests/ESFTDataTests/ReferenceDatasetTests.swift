@@ -45,6 +45,7 @@ final class ReferenceDatasetTests: XCTestCase {
             let base = s.row * d.seqLen + s.start
             let ids = Array(d.inputIds[base..<(base + s.length)]), labels = Array(d.labels[base..<(base + s.length)])
             XCTAssertEqual(ids.first, d.metadata.bosId)
+            XCTAssertEqual(ids.last, d.metadata.eosId)
             let split = try XCTUnwrap(labels.firstIndex { $0 != -100 })
             XCTAssertTrue(labels[split...].allSatisfy { $0 != -100 })
             XCTAssertEqual(Array(labels[split...]), Array(ids[split...]))
