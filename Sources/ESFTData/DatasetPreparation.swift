@@ -45,6 +45,11 @@ public struct DatasetPreparation {
     public static func run(_ o: Options, tokenizer: LoadedTokenizer, progress: (String) -> Void = { _ in }) throws -> Summary {
         precondition((1...2).contains(o.inputs.count) && o.seqLen > 0)
         if let f = o.validationFraction, !(0..<1).contains(f) { throw ESFTError("--validation-fraction must be in [0, 1), got \(f)") }
+        var isDirectory: ObjCBool = false
+        let parent = o.output.deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ESFTError("\(o.output.path): the directory \(parent) does not exist")  // fail before the work, not after
+        }
         guard (0...1).contains(o.dropBOS) else { throw ESFTError("--drop-bos must be in [0, 1], got \(o.dropBOS)") }
         if let (v, file) = o.modelVocab {
             for (name, id) in [("BOS", tokenizer.bosId), ("EOS", tokenizer.eosId), ("PAD", tokenizer.padId)] where Int(id) >= v {

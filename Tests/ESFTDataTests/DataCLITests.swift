@@ -92,6 +92,10 @@ final class DataCLITests: XCTestCase {
         try assertFails([], input: try file("x.jsonl", ok), mentions: ["tok.json", "malformed"], tokenizer: try file("tok.json", "{ not json"))
         try assertFails([], input: try file("z.jsonl", ok), mentions: ["no-such-tokenizer"], tokenizer: dir.appendingPathComponent("no-such-tokenizer").path)
         try assertFails(["--bogus"], input: try file("y.jsonl", ok), mentions: ["unknown option '--bogus'"])
+        let missing = try Executables.esft(["data", "prepare", "--tokenizer", "bytes", "--input", try file("w.jsonl", ok), "--seq-len", "8",
+                                            "--out", dir.appendingPathComponent("no-dir/d.h5").path])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("no-dir does not exist"), missing.stderr)
     }
 
     func testSkipBadCountsLines() throws {
