@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
-        .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -2,7 +2,7 @@ import ESFTHDF5
 import ESFTKernels
 import Foundation
 
-/// A packed token dataset (docs/formats.md): rows of exactly `seqLen` tokens with HF-convention labels
+/// A packed token dataset (docs/data.md): rows of exactly `seqLen` tokens with HF-convention labels
 /// (-100 where not trained), a train/validation split per row, and where each packed sample sits.
 ///
 /// HDF5 layout (`esft-tokens`, version 1): datasets `input_ids` int32 [rows, T], `labels` int32 [rows, T],
@@ -118,5 +118,16 @@ public final class TokenDataset {
             try? FileManager.default.removeItem(at: tmp)
             throw ESFTError("\(url.path): cannot rename into place (\(String(cString: strerror(errno))))")
         }
+    }
+}
+
+extension TokenDataset {
+    /// FNV-1a 64 over input_ids, labels, split and samples (native little-endian bytes): two files with
+    /// the same digest hold the same training data, whatever their metadata. Checkpoints record it.
+    public var digest: String {
+        var d = ContentDigest()
+        d.add(array: inputIds); d.add(array: labels); d.add(array: split)
+        d.add(array: samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] })
+        return d.hexDigest
     }
 }

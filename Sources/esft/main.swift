@@ -16,6 +16,8 @@ Commands:
              to safetensors, for checking against Hugging Face transformers.
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
   select     Choose the experts to train from scores; write the expert config and a report.
+  tokenize   Print the token ids of text or JSONL lines (or decode ids), with 'bytes' or a tokenizer.json.
+  data       data prepare: chat/text JSONL -> packed token dataset (HDF5) for training.
   bench      Measure forward and forward+backward throughput on a random model from a config.
   mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
@@ -33,6 +35,8 @@ let commands: [String: ([String]) throws -> Void] = [
     "export": ExportCommand.run,
     "score": ScoreCommand.run,
     "select": SelectCommand.run,
+    "tokenize": TokenizeCommand.run,
+    "data": DataCommand.run,
     "bench": BenchCommand.run,
     "mpi-check": MPICheckCommand.run,
 ]

@@ -1,0 +1,63 @@
+// Greedy packing of tokenized samples into rows of exactly seqLen tokens, in the order given.
+import ESFTKernels
+
+public struct Packer {
+    public let seqLen: Int
+    public let padId: Int32, bosId: Int32
+    /// Probability of dropping BOS from a sample that is not the first of its row (reference: 0.2).
+    public let dropBOS: Double
+    private var rng: SplitMix64
+
+    public private(set) var inputIds: [Int32] = []
+    public private(set) var labels: [Int32] = []
+    public private(set) var samples: [TokenDataset.Sample] = []
+    public private(set) var rows = 0
+    public private(set) var truncated = 0
+    public private(set) var droppedBOS = 0
+    /// Tokens used in the open row (0: no open row).
+    private var used = 0
+
+    public init(seqLen: Int, padId: Int32, bosId: Int32, dropBOS: Double = 0, seed: UInt64 = 0) {
+        precondition(seqLen > 0 && (0...1).contains(dropBOS))
+        self.seqLen = seqLen; self.padId = padId; self.bosId = bosId; self.dropBOS = dropBOS
+        rng = SplitMix64.stream(seed: seed, index: 1)
+    }
+
+    /// A sample that fits the open row's free space goes there; otherwise the row is padded and
+    /// closed, and the sample starts a new one. A sample longer than seqLen keeps its last seqLen
+    /// tokens (the answer and EOS survive; the reference also keeps the tail) in a row of its own.
+    public mutating func add(ids: [Int32], labels sampleLabels: [Int32], source: Int) {
+        precondition(ids.count == sampleLabels.count && !ids.isEmpty)
+        var ids = ids[...], sampleLabels = sampleLabels[...]
+        if ids.count > seqLen {
+            ids = ids.suffix(seqLen); sampleLabels = sampleLabels.suffix(seqLen)
+            truncated += 1
+        }
+        if used > 0 && ids.count > seqLen - used { closeRow() }
+        // The fit test above uses the full length: dropping BOS never decides where a sample goes.
+        if used > 0 && dropBOS > 0 && ids.first == bosId && ids.count > 1 && rng.nextUnit() < dropBOS {
+            ids = ids.dropFirst(); sampleLabels = sampleLabels.dropFirst()
+            droppedBOS += 1
+        }
+        if used == 0 { rows += 1 }
+        samples.append(TokenDataset.Sample(row: rows - 1, start: used, length: ids.count, source: source))
+        inputIds += ids; labels += sampleLabels
+        used += ids.count
+        if used == seqLen { used = 0 }
+    }
+
+    /// Pads the open row with PAD (label -100).
+    public mutating func closeRow() {
+        guard used > 0 else { return }
+        let free = seqLen - used
+        inputIds += repeatElement(padId, count: free)
+        labels += repeatElement(-100, count: free)
+        used = 0
+    }
+
+    /// Closes the last row and returns the packed rows.
+    public mutating func finish() -> (inputIds: [Int32], labels: [Int32], samples: [TokenDataset.Sample], rows: Int) {
+        closeRow()
+        return (inputIds, labels, samples, rows)
+    }
+}

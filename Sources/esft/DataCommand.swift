@@ -1,0 +1,85 @@
+import ESFTData
+import ESFTKernels
+import Foundation
+
+enum DataCommand {
+    static let help = """
+    Usage: esft data prepare --tokenizer T --input FILE.jsonl [--input2 GENERAL.jsonl --mix A:B] --seq-len N
+                             --out D.h5 [--validation-fraction F] [--seed S] [--drop-bos P] [--skip-bad]
+                             [--model DIR] [--bos-token TOK] [--eos-token TOK] [--pad-token TOK]
+
+    Turns chat or text JSONL into a packed token dataset (docs/data.md). Each line is
+    {"messages": [{"role": "user"|"assistant"|"system", "content": ...}, ...]} or {"text": ...}.
+    Chat samples: BOS "User: {q}\\n\\nAssistant:" masked (label -100), " {a}" EOS trained, per turn;
+    text samples: BOS text EOS, all trained. Samples are packed greedily in order into rows of N
+    tokens (padded with PAD, label -100); a sample longer than N keeps its last N tokens.
+
+      --tokenizer T            'bytes' or a tokenizer.json (or a directory holding one)
+      --input FILE             the task data (JSONL)
+      --input2 FILE            a second source (e.g. general data), mixed in with --mix
+      --mix A:B                samples of --input : samples of --input2 (default 1:1); all of --input is used
+      --seq-len N              tokens per row
+      --out D.h5               output; written under a temporary name, renamed when complete
+      --validation-fraction F  fraction of rows held out (default 0.05 with ≥ 20 rows, else 0)
+      --seed S                 seed for mixing, drop-BOS and the split (default 0)
+      --drop-bos P             probability of dropping BOS from a sample that is not first in its row
+                               (default 0; the reference uses 0.2)
+      --skip-bad               skip (and count) bad lines instead of failing on the first
+      --model DIR              check every id is below DIR/config.json's vocab_size and record it
+      --bos-token/--eos-token/--pad-token TOK
+                               special tokens by spelling, or an id as a plain integer (default: found among the tokenizer's
+                               tokens, e.g. <｜begin▁of▁sentence｜>, <s>, <|endoftext|>; PAD defaults to EOS)
+    """
+
+    static func run(_ argv: [String]) throws {
+        guard let sub = argv.first, sub != "--help", sub != "-h" else { print(help); return }
+        guard sub == "prepare" else { throw ESFTError("data: unknown subcommand '\(sub)' (see esft data --help)") }
+        var args = Arguments(Array(argv.dropFirst()), command: "data prepare")
+        if args.wantsHelp { print(help); return }
+        let spec = try args.required("--tokenizer")
+        let input = try args.required("--input"), input2 = try args.option("--input2")
+        let mixText = try args.option("--mix")
+        let seqLen = try args.int("--seq-len", min: 1)
+        let out = try args.required("--out")
+        let fraction = try args.double("--validation-fraction")
+        let seed = try args.int("--seed", default: 0)!
+        let dropBOS = try args.double("--drop-bos") ?? 0
+        let skipBad = args.flag("--skip-bad")
+        let modelDir = try args.option("--model")
+        let bos = try args.option("--bos-token"), eos = try args.option("--eos-token"), pad = try args.option("--pad-token")
+        try args.finish()
+        guard let seqLen else { throw ESFTError("data prepare: --seq-len is required (see esft data --help)") }
+        if mixText != nil && input2 == nil { throw ESFTError("data prepare: --mix needs --input2") }
+
+        var options = DatasetPreparation.Options(inputs: [input] + (input2.map { [$0] } ?? []), seqLen: seqLen,
+                                                 output: URL(fileURLWithPath: out))
+        options.mix = try mixText.map(parseMix) ?? (1, 1)
+        options.validationFraction = fraction
+        options.seed = UInt64(seed)
+        options.dropBOS = dropBOS
+        options.skipBad = skipBad
+        options.modelVocab = try modelDir.map(modelVocab)
+        let tokenizer = try LoadedTokenizer.load(spec, bos: bos, eos: eos, pad: pad)
+        let summary = try DatasetPreparation.run(options, tokenizer: tokenizer, progress: progressLine("data prepare"))
+        for w in summary.warnings { FileHandle.standardError.write("esft data prepare: warning: \(w)\n".data(using: .utf8)!) }
+        print("wrote \(out) (\(tokenizer.kind), seq_len \(seqLen), seed \(seed))")
+        print(summary.text)
+    }
+
+    static func parseMix(_ s: String) throws -> (Int, Int) {
+        let parts = s.split(separator: ":").map { Int($0) }
+        guard parts.count == 2, let a = parts[0], let b = parts[1], a > 0, b >= 0 else {
+            throw ESFTError("data prepare: --mix must be A:B with integers A > 0, B ≥ 0, got '\(s)'")
+        }
+        return (a, b)
+    }
+
+    /// vocab_size from DIR/config.json (a Hugging Face or esft model directory).
+    static func modelVocab(_ dir: String) throws -> (size: Int, file: String) {
+        let file = URL(fileURLWithPath: dir).appendingPathComponent("config.json").path
+        guard let data = FileManager.default.contents(atPath: file) else { throw ESFTError("\(file): cannot read (is --model a model directory?)") }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw ESFTError("\(file): not a JSON object") }
+        guard let v = (object["vocab_size"] as? NSNumber)?.intValue, v > 0 else { throw ESFTError("\(file): vocab_size is missing or not a positive integer") }
+        return (v, file)
+    }
+}
