@@ -187,3 +187,14 @@ final class ScoreTests: XCTestCase {
                          "--out", work.appendingPathComponent("experts3.json").path], "threshold")
     }
 }
+
+/// Writes a dataset for measuring throughput (docs/scoring.md) when ESFT_SCORE_BENCH_DATA names a path:
+/// 96 rows of 512 byte tokens, 2–4 samples of 4–130 tokens per row. Skipped otherwise.
+final class ScoreBenchmarkData: XCTestCase {
+    func testWriteBenchmarkDataset() throws {
+        guard let path = ProcessInfo.processInfo.environment["ESFT_SCORE_BENCH_DATA"] else {
+            throw XCTSkip("set ESFT_SCORE_BENCH_DATA=FILE.h5 to write the throughput dataset")
+        }
+        try ScoreFixtures.writeDataset(to: URL(fileURLWithPath: path), rows: 96, seqLen: 512, tokenRange: 0..<256, seed: 42)
+    }
+}
