@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTTestSupport"]),
-        .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -91,15 +91,14 @@ enum ModelScoring {
         let t = dataset.seqLen
         for b in mine {
             let rows = plan.rows(ofBatch: b)
-            var ids: [Int32] = [], labels: [Int32] = []
-            ids.reserveCapacity(rows.count * t); labels.reserveCapacity(rows.count * t)
-            for r in rows {
-                ids += dataset.inputIds[(r * t)..<((r + 1) * t)]
-                labels += dataset.labels[(r * t)..<((r + 1) * t)]
-            }
+            var ids: [Int32] = []
+            ids.reserveCapacity(rows.count * t)
+            for r in rows { ids += dataset.inputIds[(r * t)..<((r + 1) * t)] }
             stats = try RoutingStatistics(model: config)
             grouping = try plan.grouping(ofBatch: b)
-            _ = try model.forward(TokenBatch(batch: rows.count, seqLen: t, inputIds: ids, labels: labels), training: false)
+            // Layers only: the head's logits are not needed for routing (and are huge for a 100k vocabulary).
+            let labels = [Int32](repeating: CrossEntropy.ignoreIndex, count: ids.count)
+            try model.forwardRouting(TokenBatch(batch: rows.count, seqLen: t, inputIds: ids, labels: labels))
             if let observed { throw observed }
             doubles += stats.doubleState; integers += stats.integerState
             progress.batchDone(rows: rows.count)
