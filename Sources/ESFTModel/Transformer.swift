@@ -97,6 +97,7 @@ public final class DeepseekV2Model {
     /// `lossDenominator` (default: this batch's target count; pass the global count across ranks).
     public func forward(_ batch: TokenBatch, training: Bool, lossDenominator: Double? = nil) throws -> ForwardResult {
         let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
+        try checkInputIds(batch)
         for (i, l) in batch.labels.enumerated() where l != CrossEntropy.ignoreIndex && (l < 0 || Int(l) >= v) {
             throw ESFTError("label \(l) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v)) and is not -100")
         }
@@ -123,16 +124,21 @@ public final class DeepseekV2Model {
     /// nothing for backward. The layers compute exactly what `forward` computes.
     public func forwardRouting(_ batch: TokenBatch) throws {
         pending = nil
+        try checkInputIds(batch)
         _ = try runLayers(batch, lowest: config.numLayers + 1)
+    }
+
+    private func checkInputIds(_ batch: TokenBatch) throws {
+        let v = config.vocabSize
+        for (i, id) in batch.inputIds.enumerated() where id < 0 || Int(id) >= v {
+            throw ESFTError("token id \(id) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v))")
+        }
     }
 
     /// Embeds and runs every decoder layer; the last layer's output lands in "final_in". Layers at or
     /// above `lowest` keep their activations for backward. Returns the summed aux loss.
     private func runLayers(_ batch: TokenBatch, lowest: Int) throws -> Double {
-        let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
-        for (i, id) in batch.inputIds.enumerated() where id < 0 || Int(id) >= v {
-            throw ESFTError("token id \(id) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v))")
-        }
+        let n = batch.batch * batch.seqLen, d = config.hiddenSize
         let tables = ropeTables(length: batch.seqLen)
         func input(_ l: Int) -> UnsafeMutablePointer<Float> {
             if l == config.numLayers { return modelActs.floats("final_in", n * d) }
