@@ -31,7 +31,7 @@ let package = Package(
         // Training data: token datasets (HDF5), sampler; tokenizers and chat packing.
         .target(name: "ESFTData", dependencies: ["ESFTKernels", "ESFTHDF5"]),
         // The method: routing statistics, relevance scores, expert selection, expert configs.
-        .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel"]),
+        .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel", "ESFTData"]),
         // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
         .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
         // Training: expert-parallel loop, AdamW over trainable tensors only, schedules, metrics, outputs.
@@ -48,6 +48,7 @@ let package = Package(
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -104,14 +104,49 @@ public final class DeepseekV2Model {
     /// `lossDenominator` (default: this batch's target count; pass the global count across ranks).
     public func forward(_ batch: TokenBatch, training: Bool, lossDenominator: Double? = nil) throws -> ForwardResult {
         let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
-        for (i, id) in batch.inputIds.enumerated() where id < 0 || Int(id) >= v {
-            throw ESFTError("token id \(id) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v))")
-        }
+        try checkInputIds(batch)
         for (i, l) in batch.labels.enumerated() where l != CrossEntropy.ignoreIndex && (l < 0 || Int(l) >= v) {
             throw ESFTError("label \(l) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v)) and is not -100")
         }
-        let tables = ropeTables(length: batch.seqLen)
         let lowest = training ? lowestTrainableLayer : config.numLayers + 1
+        let aux = try runLayers(batch, lowest: lowest)
+        let xf = modelActs.floats("final_in", n * d), fn = modelActs.floats("final_norm", n * d)
+        RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
+                        rows: n, dim: d)
+        let logits = modelActs.floats("logits", n * v)
+        Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
+
+        let targets = batch.targets, count = batch.targetCount
+        let denominator = lossDenominator ?? Double(max(count, 1))
+        let ceSum = targets.withUnsafeBufferPointer { t in
+            CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
+                                         dLogits: training ? scratch.floats("dlogits", n * v) : nil)
+        }
+        pending = training ? (batch, lowest) : nil
+        return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+    }
+
+    /// Embeddings and decoder layers only, for their routing (`routingObserver`): no final norm, head
+    /// or loss, since the logits ([B·T, V], gigabytes for a 100k vocabulary) are not needed. Keeps
+    /// nothing for backward. The layers compute exactly what `forward` computes.
+    public func forwardRouting(_ batch: TokenBatch) throws {
+        pending = nil
+        try checkInputIds(batch)
+        _ = try runLayers(batch, lowest: config.numLayers + 1)
+    }
+
+    private func checkInputIds(_ batch: TokenBatch) throws {
+        let v = config.vocabSize
+        for (i, id) in batch.inputIds.enumerated() where id < 0 || Int(id) >= v {
+            throw ESFTError("token id \(id) at row \(i / batch.seqLen), position \(i % batch.seqLen) is outside the vocabulary (vocab_size \(v))")
+        }
+    }
+
+    /// Embeds and runs every decoder layer; the last layer's output lands in "final_in". Layers at or
+    /// above `lowest` keep their activations for backward. Returns the summed aux loss.
+    private func runLayers(_ batch: TokenBatch, lowest: Int) throws -> Double {
+        let n = batch.batch * batch.seqLen, d = config.hiddenSize
+        let tables = ropeTables(length: batch.seqLen)
         func input(_ l: Int) -> UnsafeMutablePointer<Float> {
             if l == config.numLayers { return modelActs.floats("final_in", n * d) }
             return l >= lowest ? layerActs[l].floats("x_in", n * d) : belowActs.floats(l % 2 == 0 ? "ping" : "pong", n * d)
@@ -127,20 +162,7 @@ public final class DeepseekV2Model {
                                          auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
                                          acts: l >= lowest ? layerActs[l] : belowActs, scratch: scratch, observer: routingObserver)
         }
-        let xf = input(config.numLayers), fn = modelActs.floats("final_norm", n * d)
-        RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
-                        rows: n, dim: d)
-        let logits = modelActs.floats("logits", n * v)
-        Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
-
-        let targets = batch.targets, count = batch.targetCount
-        let denominator = lossDenominator ?? Double(max(count, 1))
-        let ceSum = targets.withUnsafeBufferPointer { t in
-            CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
-                                         dLogits: training ? scratch.floats("dlogits", n * v) : nil)
-        }
-        pending = training ? (batch, lowest) : nil
-        return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+        return aux
     }
 
     /// Accumulates ∂(loss + aux)/∂θ into the gradient of every trainable parameter (call zeroGrad between steps).

@@ -3,15 +3,30 @@ import ESFTMethod
 import Foundation
 
 /// `esft score`: routing statistics from some source → relevance scores file. Each source (reference
-/// logs now, a model run on a dataset later) is a function returning `ScoreInput`; the scoring and
-/// writing are shared.
+/// logs here, a model run on a dataset in ModelScoring) yields a `ScoreInput`; the scoring and writing
+/// are shared (`write`).
 enum ScoreCommand {
     static let help = """
-    Usage: esft score --from-logs DIR [--top-k K] [--experts E] [--normalize samples|tokens] --out SCORES.json
+    Usage: esft score --model DIR --data DATA.h5 --tokens N|all [--seed S] [--batch-rows B] [--threads T]
+                      [--normalize samples|tokens] --out SCORES.json
+           esft score --from-logs DIR [--top-k K] [--experts E] [--normalize samples|tokens] --out SCORES.json
+           mpirun -n R esft score --model ...   (the rows are split over R ranks; same scores for any R)
 
     Measures how much a task uses each routed expert of each MoE layer (ESFT relevance scores: the
     average gate score and the token selection ratio) and writes them to a scores file for esft select.
 
+      --model DIR         run this model (esft or Hugging Face directory; frozen, weights memory-mapped)
+                          forward only over samples of a token dataset and record its routing
+      --data DATA.h5      the task's token dataset (esft-tokens, see docs/formats.md); only train rows
+                          are used; its vocab_size must not exceed the model's
+      --tokens N|all      score about N tokens: the train samples are shuffled with --seed and taken in
+                          that order until their tokens reach N (so slightly more than N may count);
+                          all: every train sample. Every token of a chosen sample counts, each
+                          attributed to its sample; the model runs on the whole rows holding them (the
+                          context of training), but other tokens of those rows do not count
+      --seed S            seed of the sample shuffle (default 0)
+      --batch-rows B      rows per forward pass (default 4); ranks take contiguous runs of batches
+      --threads T         threads per rank for kernels and OpenBLAS (default: the cores it may use)
       --from-logs DIR     score the routing logs the reference implementation (deepseek-ai/ESFT) writes:
                           DIR/expert_weights_<layer>.txt for every layer 1...N; each line one sample: its
                           tokens' top-K expert ids (token-major, tab separated), an empty field, then the
@@ -24,7 +39,8 @@ enum ScoreCommand {
       --out FILE          the scores file (JSON, format esft-scores version 1, see docs/esft-method.md);
                           written atomically, nothing is left behind on error
 
-    Scoring by running a model on a dataset is not available yet.
+    With --model, progress goes to stderr on rank 0; rank 0 alone writes SCORES; an error on any rank
+    ends the whole job with that rank's message and a non-zero status, and no file is written.
     """
 
     /// Routing statistics and where they came from.
@@ -45,20 +61,28 @@ enum ScoreCommand {
         guard let normalize = ScoreNormalization(rawValue: normalizeName) else {
             throw ESFTError("score: --normalize must be samples or tokens, got '\(normalizeName)'")
         }
-        let input: ScoreInput
-        if let logs = try args.option("--from-logs") {
-            input = try fromLogs(URL(fileURLWithPath: logs), &args)
-        } else {
-            throw ESFTError("score: --from-logs DIR is required (scoring by running a model is not available yet; see esft score --help)")
+        let logs = try args.option("--from-logs"), model = try args.option("--model")
+        switch (logs, model) {
+        case let (logs?, nil):
+            print(try write(try fromLogs(URL(fileURLWithPath: logs), &args), normalize: normalize, to: out))
+        case let (nil, model?):
+            // Runs under mpirun too: every rank computes, rank 0 reduces and writes.
+            try ModelScoring.run(try ModelScoring.options(model: model, &args), normalize: normalize, out: out)
+        case (_?, _?):
+            throw ESFTError("score: give either --model (with --data) or --from-logs, not both")
+        case (nil, nil):
+            throw ESFTError("score: --model DIR --data DATA.h5 --tokens N, or --from-logs DIR, is required (see esft score --help)")
         }
+    }
 
-        let s = input.statistics
-        let scores = try RelevanceScores(statistics: s, normalize: normalize, source: input.source,
+    /// Scores from statistics, written atomically; returns the summary line.
+    static func write(_ input: ScoreInput, normalize: ScoreNormalization, to out: URL) throws -> String {
+        let scores = try RelevanceScores(statistics: input.statistics, normalize: normalize, source: input.source,
                                          modelFingerprint: input.modelFingerprint, dataDigest: input.dataDigest,
                                          seed: input.seed, ranks: input.ranks)
         try writeFile(scores.jsonData(), to: out)
         let m = scores.metadata
-        print("scored \(m.layers.count) MoE layers × \(m.experts) experts (top-\(m.topK)) over \(m.samples) samples, \(m.tokens) tokens; normalize \(m.normalize.rawValue); wrote \(out.path)")
+        return "scored \(m.layers.count) MoE layers × \(m.experts) experts (top-\(m.topK)) over \(m.samples) samples, \(m.tokens) tokens; normalize \(m.normalize.rawValue); wrote \(out.path)"
     }
 
     static func fromLogs(_ dir: URL, _ args: inout Arguments) throws -> ScoreInput {

@@ -117,7 +117,7 @@ final class CommandLineTests: XCTestCase {
         try assertFails(["score", "--from-logs", "logs", "--top-k", "2", "--experts", "4", "--out", "scores.json"],
                         "layer(s) 2 are missing")
         try assertFails(["score", "--from-logs", "logs", "--normalize", "rows", "--out", "scores.json"], "--normalize")
-        try assertFails(["score", "--out", "scores.json"], "--from-logs DIR is required")
+        try assertFails(["score", "--out", "scores.json"], "--from-logs DIR, is required")
     }
 
     func testReferenceReproducedThroughTheCommandLine() throws {
