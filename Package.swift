@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain"]),
 
         // Fixture paths and comparisons shared by the test targets.
-        .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore"],
+        .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData"],
                 path: "Tests/ESFTTestSupport"),
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTHDF5", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
@@ -48,6 +48,7 @@ let package = Package(
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTTrainTests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -111,6 +111,9 @@ public final class Trainer {
         }
         try allReduceReplicatedGradients()
         let norm = try globalGradNorm()
+        guard norm.isFinite else {
+            throw ESFTError("the gradient norm became \(norm) (loss \(loss)); stopping before the update, nothing is written from this step")
+        }
         if options.gradClip > 0 && norm > options.gradClip {
             let scale = Float(options.gradClip / (norm + 1e-6))
             for p in optimizer.parameters { let g = p.gradPointer!; for i in 0..<p.count { g[i] *= scale } }

@@ -10,22 +10,26 @@ struct Arguments {
 
     var wantsHelp: Bool { args.contains("--help") || args.contains("-h") }
 
+    /// The value of `--name VALUE` or `--name=VALUE`; given more than once, the last one wins.
     mutating func option(_ name: String) throws -> String? {
-        for (i, a) in args.enumerated() {
+        var value: String?
+        var i = 0
+        while i < args.count {
+            let a = args[i]
             if a == name {
                 guard i + 1 < args.count, !args[i + 1].hasPrefix("--") else {
                     throw ESFTError("\(command): \(name) needs a value (see esft \(command) --help)")
                 }
-                let v = args[i + 1]
+                value = args[i + 1]
                 args.removeSubrange(i...(i + 1))
-                return v
-            }
-            if a.hasPrefix(name + "=") {
+            } else if a.hasPrefix(name + "=") {
+                value = String(a.dropFirst(name.count + 1))
                 args.remove(at: i)
-                return String(a.dropFirst(name.count + 1))
+            } else {
+                i += 1
             }
         }
-        return nil
+        return value
     }
 
     mutating func required(_ name: String) throws -> String {

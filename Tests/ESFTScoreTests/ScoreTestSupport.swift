@@ -19,32 +19,10 @@ enum ScoreFixtures {
         return out
     }
 
-    /// A dataset of `rows` rows of `seqLen` tokens drawn uniformly from `tokenRange`; each row holds 2–4
-    /// back-to-back samples followed by padding; every fifth row is validation.
     static func writeDataset(to url: URL, rows: Int, seqLen: Int = 48, tokenRange: Range<Int32>, seed: UInt64,
                              vocabSize: Int = 259, validationEvery: Int = 5) throws {
-        var rng = SplitMix64(seed: seed)
-        func uniform(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
-        var ids: [Int32] = [], labels: [Int32] = [], split: [UInt8] = [], samples: [TokenDataset.Sample] = []
-        let pad: Int32 = 258
-        for r in 0..<rows {
-            var row: [Int32] = []
-            for _ in 0..<(2 + uniform(3)) {
-                let length = 4 + uniform(seqLen / 4 - 3)
-                guard row.count + length <= seqLen else { break }
-                samples.append(TokenDataset.Sample(row: r, start: row.count, length: length, source: 0))
-                for _ in 0..<length { row.append(tokenRange.lowerBound + Int32(uniform(tokenRange.count))) }
-            }
-            let used = row.count
-            row += [Int32](repeating: pad, count: seqLen - used)
-            ids += row
-            labels += row.enumerated().map { $0.offset < used ? $0.element : -100 }
-            split.append(validationEvery > 0 && r % validationEvery == validationEvery - 1 ? 1 : 0)
-        }
-        let meta = TokenDataset.Metadata(seqLen: seqLen, vocabSize: vocabSize, padId: pad, bosId: 256, eosId: 257,
-                                         tokenizer: "bytes", tokenizerFingerprint: "test", sourcesJSON: "{\"test\": \"\(seed)\"}",
-                                         seed: Int64(seed))
-        try TokenDataset.write(to: url, metadata: meta, inputIds: ids, labels: labels, split: split, samples: samples)
+        try TokenDatasets.writeRandom(to: url, rows: rows, seqLen: seqLen, tokenRange: tokenRange, seed: seed,
+                                      vocabSize: vocabSize, validationEvery: validationEvery)
     }
 
     struct Run {
