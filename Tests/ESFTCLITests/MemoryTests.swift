@@ -68,4 +68,29 @@ final class MemoryTests: XCTestCase {
                      k, k * perExpert, (with.anonymous - without.anonymous) / 1048576, perParameter))
         XCTAssertEqual(perParameter, 8, accuracy: 1.5, "fp32 weight copy + gradient = 8 bytes per trainable parameter")
     }
+
+    /// With the optimizer state, a trainable parameter costs 16 bytes: fp32 copy, gradient, two AdamW moments.
+    func testTrainableExpertsCostSixteenBytesWithOptimizerState() throws {
+        let model = try makeModel(experts: 64)
+        let data = dir.appendingPathComponent("data.h5")
+        try TokenDatasets.writeRandom(to: data, rows: 8, seqLen: 32, tokenRange: 32..<127, seed: 2)
+        func anonymousAfterTraining(_ experts: [Int]) throws -> Double {
+            let cfg = dir.appendingPathComponent("cfg-\(experts.count).json")
+            let list = experts.map(String.init).joined(separator: ", ")
+            try Data("{\"experts\": {\"1\": [], \"2\": [\(list)]}, \"shared_experts\": false, \"non_expert_modules\": false}".utf8).write(to: cfg)
+            let out = dir.appendingPathComponent("run-\(experts.count)")
+            let r = try Executables.esft(["train", "--model", model.path, "--data", data.path, "--experts", cfg.path, "--out", out.path,
+                                          "--steps", "2", "--batch-rows", "2", "--threads", "1"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("summary.json"))) as! [String: Any]
+            let memory = (summary["memoryPerRank"] as! [[String: Any]])[0]
+            return (memory["anonymousBytes"] as! NSNumber).doubleValue
+        }
+        // Same lowest trainable layer (2) in both runs, so activations are the same.
+        let one = try anonymousAfterTraining([0]), many = try anonymousAfterTraining(Array(0..<33))
+        let perParameter = (many - one) / Double(32 * 3 * 256 * 128)
+        print(String(format: "train with 1 vs 33 trainable experts: +%.1f MiB anonymous, %.2f bytes per extra trainable parameter",
+                     (many - one) / 1048576, perParameter))
+        XCTAssertEqual(perParameter, 16, accuracy: 2, "weight copy + gradient + two AdamW moments = 16 bytes per trainable parameter")
+    }
 }
