@@ -207,11 +207,7 @@ struct JSONFields {
         guard let v = dict[key], !(v is NSNull) else { return nil }
         return v
     }
-    private func isBool(_ v: Any) -> Bool {
-        if v is Bool, !(v is NSNumber) { return true }
-        guard let n = v as? NSNumber else { return false }
-        return String(cString: n.objCType) == "c" || type(of: n) == type(of: NSNumber(value: true))
-    }
+    private func isBool(_ v: Any) -> Bool { isJSONBoolean(v) }
 
     func string(_ key: String) throws -> String {
         guard let v = try optionalString(key) else { throw fail(key, "is missing") }

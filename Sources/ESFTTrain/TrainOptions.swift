@@ -39,7 +39,7 @@ public struct TrainOptions: Equatable, Sendable {
     public mutating func set(_ key: String, _ value: Any, source: String) throws {
         func number() throws -> Double {
             if let s = value as? String, let d = Double(s), d.isFinite { return d }
-            if let n = value as? NSNumber, !(value is Bool), n.doubleValue.isFinite { return n.doubleValue }
+            if let n = value as? NSNumber, !isJSONBoolean(value), n.doubleValue.isFinite { return n.doubleValue }
             throw ESFTError("\(source): '\(key)' must be a number, got \(value)")
         }
         func integer(min: Int) throws -> Int {

@@ -50,6 +50,9 @@ public final class Trainer {
             throw ESFTError("\(ranks) ranks but only \(probe.nRoutedExperts) routed experts per layer: use at most \(probe.nRoutedExperts) ranks")
         }
         guard !dataset.trainRows.isEmpty else { throw ESFTError("\(dataPath): no training rows") }
+        guard dataset.seqLen <= probe.maxPositionEmbeddings else {
+            throw ESFTError("\(dataPath): rows of \(dataset.seqLen) tokens do not fit the model's max_position_embeddings \(probe.maxPositionEmbeddings); prepare the data with a smaller --seq-len")
+        }
         if case .experts(let cfg, let source) = selection { try cfg.validate(against: probe, source: source) }
 
         let placement = ExpertPlacement(experts: probe.nRoutedExperts, ranks: ranks)

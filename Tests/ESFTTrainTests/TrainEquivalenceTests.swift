@@ -158,6 +158,26 @@ final class TrainEquivalenceTests: XCTestCase {
             XCTAssertNotEqual(m.status, 0)
             XCTAssert(m.stderr.contains("3 ranks but only 2 routed experts"), m.stderr)
         }
+        // Rows longer than the model's positions.
+        let long = Self.dir.appendingPathComponent("long.h5")
+        try TokenDatasets.writeRandom(to: long, rows: 4, seqLen: 2048, tokenRange: 32..<127, seed: 5)
+        let l = try Executables.esft(["train", "--model", path("model"), "--data", long.path, "--out", path("bad-long"), "--full"])
+        XCTAssertNotEqual(l.status, 0)
+        XCTAssert(l.stderr.contains("do not fit the model's max_position_embeddings 1024"), l.stderr)
+        // A training config file: known keys apply, an unknown key is an error naming the file and the key.
+        let good = Self.configsDir.appendingPathComponent("train-esft.json")
+        let configured = Self.dir.appendingPathComponent("configured")
+        let g = try Executables.esft(["train", "--model", path("model"), "--data", path("data.h5"), "--out", configured.path, "--full",
+                                      "--config", good.path, "--steps", "2", "--batch-rows", "2", "--accumulation", "1", "--threads", "1"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let lines = try metrics(configured)
+        XCTAssertEqual(lines.count, 2, "--steps overrides the file's 500")
+        XCTAssertEqual(lines.first?["lr"] as? Double, 1e-5, "lr from configs/train-esft.json")
+        let badConfig = Self.dir.appendingPathComponent("train-bad.json")
+        try Data(#"{"lr": 1e-5, "learning_rate": 3}"#.utf8).write(to: badConfig)
+        let b = try Executables.esft(["train", "--model", path("model"), "--data", path("data.h5"), "--out", path("bad-config"), "--full", "--config", badConfig.path])
+        XCTAssertNotEqual(b.status, 0)
+        XCTAssert(b.stderr.contains("train-bad.json") && b.stderr.contains("unknown key 'learning_rate'"), b.stderr)
         // A NaN loss stops training before anything is written from it.
         let nan = try train(ranks: 1, ["--full"], tag: "nan", extra: ["--lr", "1e30", "--grad-clip", "0"], expectSuccess: false)
         XCTAssertNotEqual(nan.status, 0)
