@@ -84,6 +84,13 @@ public final class DeepseekV2Model {
         layerActs = (0..<config.numLayers).map { _ in Workspace() }
     }
 
+    /// Rows per causal attention block (default 256): blocks skip the masked upper triangle. A knob for
+    /// tests and tuning; results do not depend on it beyond rounding.
+    public static var attentionBlockRows: Int {
+        get { MLAttention.causalBlockRows }
+        set { MLAttention.causalBlockRows = max(1, newValue) }
+    }
+
     /// Index of the lowest layer that backward must reach; numLayers when only the head trains.
     /// With expert parallelism, backward crosses every rank's MoE layers together (their exchanges are
     /// collectives), so the trainer sets `jobLowestTrainableLayer` from the whole job's trainable set: a rank

@@ -5,7 +5,7 @@ import Foundation
 enum BenchCommand {
     static let help = """
     Usage: esft bench --config CONFIG.json [--batch B] [--seq T] [--steps N] [--trainable all|experts|none]
-                      [--seed S] [--threads N] [--json]
+                      [--seed S] [--threads N] [--attention-block R] [--json]
 
     Measures engine throughput on a randomly initialised model (no files needed): forward only, and
     forward+backward with the chosen parameters trainable. Reports tokens/s per phase as the median over
@@ -18,6 +18,7 @@ enum BenchCommand {
       --trainable WHAT   all (full fine-tuning, default), experts (routed experts only), none
       --seed S           initialisation seed (default 1)
       --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+      --attention-block R  rows per causal attention block (default 256; ≥ --seq computes the full T×T)
       --json             print one JSON object instead of text
     """
 
@@ -31,6 +32,7 @@ enum BenchCommand {
         let seed = UInt64(try args.int("--seed", default: 1)!)
         let threads = try args.int("--threads", default: Threads.defaultCount(), min: 1)!
         let json = args.flag("--json")
+        if let block = try args.int("--attention-block", min: 1) { DeepseekV2Model.attentionBlockRows = block }
         try args.finish()
         guard ["all", "experts", "none"].contains(trainable) else {
             throw ESFTError("--trainable must be all, experts or none, got '\(trainable)'")

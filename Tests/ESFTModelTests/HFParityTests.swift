@@ -49,6 +49,29 @@ final class HFParityTests: XCTestCase {
         }
     }
 
+    /// Causal attention in small row blocks (several per sequence, the last one partial) still matches HF.
+    func testBlockedCausalAttentionMatchesHuggingFace() throws {
+        let saved = DeepseekV2Model.attentionBlockRows
+        defer { DeepseekV2Model.attentionBlockRows = saved }
+        for rows in [1, 3, 5] {
+            DeepseekV2Model.attentionBlockRows = rows
+            for name in try Fixtures.modelNames() {
+                let f = try ModelFixture(name)
+                for p in f.parameters.ordered { p.makeTrainable() }
+                _ = try f.model.forward(f.batch, training: true)
+                try f.model.backward()
+                let v = f.checkpoint.config.vocabSize
+                XCTAssertLessThan(relativeToMax(f.model.logits(count: f.batch.batch * f.batch.seqLen * v), try XCTUnwrap(f.expectedArray("logits"))), 1e-4,
+                                  "\(name), blocks of \(rows) rows: logits")
+                for p in f.parameters.ordered where p.name.contains("self_attn") {
+                    let expected = try XCTUnwrap(f.expectedArray("grad." + p.name))
+                    XCTAssertLessThan(relativeToMax(UnsafeBufferPointer(start: p.gradPointer, count: p.count), expected), 1e-3,
+                                      "\(name), blocks of \(rows) rows: grad.\(p.name)")
+                }
+            }
+        }
+    }
+
     /// DeepSeek's sequence-level balance loss (alpha 1, summed over MoE layers) and its gradient alone.
     func testAuxLossValueAndGradientMatchReference() throws {
         for name in try Fixtures.modelNames() {
