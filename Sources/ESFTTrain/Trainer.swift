@@ -6,6 +6,10 @@ import ESFTParallel
 import ESFTStore
 import Foundation
 
+/// A step whose loss or gradient norm is not finite: training stops before that step's update. Every
+/// rank sees the same global values, so every rank stops at the same step.
+struct NonFiniteTraining: Error { let message: String }
+
 /// What to train: an ESFT expert config, or everything (`--full`, the FFT baseline).
 public enum TrainableSelection {
     case experts(ExpertConfig, source: String)
@@ -65,19 +69,30 @@ public final class Trainer {
 
         let wanted: Set<String>
         switch selection {
-        case .full: wanted = Set(loaded.parameters.names)
+        case .full: wanted = Set(probe.parameterSpecs().map(\.name))  // the job's set, the same on every rank
         case .experts(let cfg, _): wanted = Set(trainableParameterNames(cfg, model: config))
         }
         // Backward must reach the job's lowest trainable layer on every rank (see DeepseekV2Model).
         model.jobLowestTrainableLayer = wanted.contains("model.embed_tokens.weight") ? 0
             : wanted.compactMap { ModelConfig.layerIndex(ofParameter: $0) }.min() ?? config.numLayers
-        let chosen = loaded.parameters.ordered.filter { wanted.contains($0.name) }
+        // A rank trains only the routed experts its placement gives it (a Hugging Face directory maps every
+        // expert on every rank; the others stay frozen views here and train on their owners).
+        let mine = placement.ranges[comm.rank]
+        let chosen = loaded.parameters.ordered.filter { p in
+            guard wanted.contains(p.name) else { return false }
+            guard let (_, e) = ModelDirectoryLayout.routedExpert(p.name) else { return true }
+            return mine.contains(e)
+        }
         for p in chosen { p.makeTrainable() }
         owned = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) != nil }
         replicated = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) == nil }
         optimizer = AdamW(chosen, hyper: options.adam)
         sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
+        trainedNames = config.parameterSpecs().filter { wanted.contains($0.name) }
     }
+
+    /// Every tensor the job trains, in parameter order (the same list on every rank).
+    let trainedNames: [ParameterSpec]
 
     private func batch(_ rows: ArraySlice<Int>) -> TokenBatch {
         let t = dataset.seqLen
@@ -110,12 +125,12 @@ public final class Trainer {
         try comm.allReduceSum(&sums, tag: "step loss")
         let loss = sums[0] / Double(targets)
         guard loss.isFinite, sums[1].isFinite else {
-            throw ESFTError("the loss became \(loss) (aux \(sums[1])); stopping before the update, nothing is written from this step")
+            throw NonFiniteTraining(message: "the loss became \(loss) (aux \(sums[1]))")
         }
         try allReduceReplicatedGradients()
         let norm = try globalGradNorm()
         guard norm.isFinite else {
-            throw ESFTError("the gradient norm became \(norm) (loss \(loss)); stopping before the update, nothing is written from this step")
+            throw NonFiniteTraining(message: "the gradient norm became \(norm) (loss \(loss))")
         }
         if options.gradClip > 0 && norm > options.gradClip {
             let scale = Float(options.gradClip / (norm + 1e-6))

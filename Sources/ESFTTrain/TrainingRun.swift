@@ -38,7 +38,13 @@ extension Trainer {
             model.dispatchCounters.reset()
             let stepStart = Date()
             let lr = schedule.lr(at: s)
-            let r = try step(lr: lr)
+            let r: (loss: Double, aux: Double, gradNorm: Double, targets: Int)
+            do { r = try step(lr: lr) } catch let stop as NonFiniteTraining {
+                // The weights still hold the state after the last good step: keep it, then stop.
+                let file = out.appendingPathComponent("trained.safetensors")
+                try writeTrainedTensors(file, metadata: ["stopped": "step \(s + 1): \(stop.message)"])
+                throw ESFTError("step \(s + 1): \(stop.message); stopped before its update. The state after step \(s) is in \(file.path)")
+            }
             let seconds = try comm.maxAllReduce(Date().timeIntervalSince(stepStart), tag: "metrics")
             let c = try stepCommunication()
             let comms = (total: c.total, byTag: c.byTag), dispatch = c.dispatch
@@ -108,42 +114,42 @@ extension Trainer {
         return (bytes.reduce(0, +), byTag, (sent, pairs, byLayer))
     }
 
-    /// Rank 0 writes every trainable tensor of the job (F32, HF names) to one safetensors file, which
-    /// `esft export --trained` reads; routed experts come from their owners through one gathering exchange.
-    func writeTrainedTensors(_ url: URL) throws {
+    /// Rank 0 writes every trained tensor of the job (F32, HF names, sorted) to one safetensors file, which
+    /// `esft export --trained` reads. A routed expert owned by another rank comes over one exchange per
+    /// tensor, streamed into the file: rank 0 holds one tensor at a time, and no count approaches 2³¹.
+    /// Every rank walks the same list in the same order (the exchanges are collectives).
+    func writeTrainedTensors(_ url: URL, metadata extra: [String: String] = [:]) throws {
+        let specs = trainedNames.sorted { $0.name < $1.name }
+        let local = Dictionary(uniqueKeysWithValues: (owned + replicated).map { ($0.name, $0) })
         let exchange = CommunicatorExchange(comm)
-        let mine = owned.reduce(0) { $0 + $1.count }
-        var sendCounts = [Int](repeating: 0, count: comm.size)
-        sendCounts[0] = mine
-        let receiveCounts = try exchange.exchangeCounts(sendCounts, tag: "trained tensors")
-        let send = FloatBuffer(count: mine), receive = FloatBuffer(count: receiveCounts.reduce(0, +))
-        var offset = 0
-        for p in owned { (send.pointer + offset).update(from: p.value, count: p.count); offset += p.count }
-        try exchange.exchangeRows(send: send.pointer, sendCounts: sendCounts, receive: receive.pointer, receiveCounts: receiveCounts,
-                                  width: 1, tag: "trained tensors")
-        guard comm.rank == 0 else { return }
-        // Every rank's owned tensors arrive in rank order, each in parameter-spec order: rebuild the names.
-        let names: Set<String>
-        switch selection {
-        case .full: names = Set(config.parameterSpecs().map(\.name))
-        case .experts(let cfg, _): names = Set(trainableParameterNames(cfg, model: config))
+        func owner(_ name: String) -> Int {
+            ModelDirectoryLayout.routedExpert(name).map { model.placement.owner(of: $0.expert) } ?? 0
         }
-        let specs = config.parameterSpecs().filter { names.contains($0.name) }
-        var tensors: [TensorToWrite] = []
-        for p in replicated { tensors.append(TensorToWrite(name: p.name, shape: p.shape, data: p.value)) }
-        offset = 0
-        for r in 0..<comm.size {
-            for spec in specs {
-                guard let (_, e) = ModelDirectoryLayout.routedExpert(spec.name), model.placement.owner(of: e) == r else { continue }
-                tensors.append(TensorToWrite(name: spec.name, shape: spec.shape, data: receive.pointer + offset))
-                offset += spec.shape.reduce(1, *)
-            }
-        }
-        precondition(offset == receiveCounts.reduce(0, +), "gathered tensor sizes disagree")
-        tensors.sort { $0.name < $1.name }
-        var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(options.steps)"]
+        var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(optimizer.step)"]
         if case .experts(let cfg, _) = selection { meta["expert_config"] = String(decoding: cfg.jsonData(), as: UTF8.self) }
-        try withExtendedLifetime(receive) { try SafetensorsWriter.write(tensors, metadata: meta, to: url) }
+        meta.merge(extra) { $1 }
+        var buffer = FloatBuffer(count: 0)
+        /// Brings tensor i to rank 0 (a no-op elsewhere) and hands rank 0 its values.
+        func fetch(_ spec: ParameterSpec, _ emit: (Weight) throws -> Void) throws {
+            let count = spec.shape.reduce(1, *), from = owner(spec.name)
+            if from == 0 {
+                if comm.rank == 0 { try emit(.f32(local[spec.name]!.value)) }
+                return
+            }
+            var send = [Int](repeating: 0, count: comm.size), receive = send
+            if comm.rank == from { send[0] = count }
+            if comm.rank == 0 { receive[from] = count; if buffer.count < count { buffer = FloatBuffer(count: count, zeroed: false) } }
+            let source = comm.rank == from ? UnsafePointer(local[spec.name]!.value) : UnsafePointer(buffer.pointer)
+            try exchange.exchangeRows(send: source, sendCounts: send, receive: buffer.pointer, receiveCounts: receive,
+                                      width: 1, tag: "trained tensors")
+            if comm.rank == 0 { try emit(.f32(buffer.pointer)) }
+        }
+        if comm.rank == 0 {
+            let headers = specs.map { TensorHeader(name: $0.name, shape: $0.shape, dtype: .f32) }
+            try SafetensorsWriter.write(headers, metadata: meta, to: url) { i, emit in try fetch(specs[i], emit) }
+        } else {
+            for spec in specs { try fetch(spec) { _ in } }
+        }
     }
 }
 
