@@ -50,9 +50,13 @@ public func writeAtomically(to url: URL, _ body: (FileHandle) throws -> Void) th
         defer { try? handle.close() }
         try body(handle)
         try handle.synchronize()
-    } catch {
+    } catch let error as ESFTError {
         try? FileManager.default.removeItem(at: tmp)
         throw error
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? error.localizedDescription
+        throw ESFTError("\(url.path): cannot write (\(reason)); nothing was left behind")
     }
     guard rename(tmp.path, url.path) == 0 else {
         let reason = String(cString: strerror(errno))

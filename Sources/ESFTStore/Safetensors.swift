@@ -171,10 +171,10 @@ public enum SafetensorsWriter {
         while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad so the data section is 8-byte aligned
         try writeAtomically(to: url) { h in
             var len = UInt64(json.count).littleEndian
-            h.write(Data(bytes: &len, count: 8))
-            h.write(json)
+            try h.write(contentsOf: Data(bytes: &len, count: 8))
+            try h.write(contentsOf: json)
             for (i, t) in headers.enumerated() {
-                try provide(i) { data in h.write(encode(TensorToWrite(name: t.name, shape: t.shape, data: data, dtype: t.dtype))) }
+                try provide(i) { data in try h.write(contentsOf: encode(TensorToWrite(name: t.name, shape: t.shape, data: data, dtype: t.dtype))) }
             }
         }
     }

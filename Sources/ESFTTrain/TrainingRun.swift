@@ -89,9 +89,9 @@ extension Trainer {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let data = try encoder.encode(summary)
-            try writeAtomically(to: out.appendingPathComponent("summary.json")) { $0.write(data) }
+            try writeAtomically(to: out.appendingPathComponent("summary.json")) { try $0.write(contentsOf: data) }
             if case .experts(let cfg, _) = selection {
-                try writeAtomically(to: out.appendingPathComponent("expert_config.json")) { $0.write(cfg.jsonData()) }
+                try writeAtomically(to: out.appendingPathComponent("expert_config.json")) { try $0.write(contentsOf: cfg.jsonData()) }
             }
         }
         return summary
@@ -164,6 +164,6 @@ final class MetricsFile {
     func append(_ object: [String: Any]) throws {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         data.append(0x0A)
-        handle.write(data)
+        do { try handle.write(contentsOf: data) } catch { throw ESFTError("metrics.jsonl: cannot write (\(error.localizedDescription))") }
     }
 }
