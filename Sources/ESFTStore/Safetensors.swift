@@ -30,10 +30,11 @@ public final class SafetensorsFile {
         self.path = path
         let bytes = file.bytes
         guard bytes.count >= 8 else { throw ESFTError("\(path): truncated safetensors file (\(bytes.count) bytes, no header)") }
-        let headerLength = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
-        guard headerLength <= bytes.count - 8 else {
-            throw ESFTError("\(path): truncated safetensors file: header says \(headerLength) bytes, file has \(bytes.count - 8) after the length")
+        let declared = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        guard declared <= UInt64(bytes.count - 8) else {
+            throw ESFTError("\(path): truncated safetensors file: header says \(declared) bytes, file has \(bytes.count - 8) after the length")
         }
+        let headerLength = Int(declared)
         dataStart = 8 + headerLength
         let headerData = Data(bytes[8..<dataStart])
         guard let header = (try? JSONSerialization.jsonObject(with: headerData)) as? [String: Any] else {
@@ -59,11 +60,17 @@ public final class SafetensorsFile {
                 throw ESFTError("\(path): tensor '\(name)': data_offsets must be [begin, end]")
             }
             let shape = shapeNums.map(\.intValue), begin = offs[0].intValue, end = offs[1].intValue
+            var elements = 1
+            for d in shape {
+                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow, product <= Int(Int32.max) * 64 else { throw ESFTError("\(path): tensor '\(name)': shape \(shape) is too large") }
+                elements = product
+            }
             guard begin >= 0, begin <= end else { throw ESFTError("\(path): tensor '\(name)': data_offsets [\(begin), \(end)] are not increasing") }
             guard end <= dataSize else {
                 throw ESFTError("\(path): tensor '\(name)': data_offsets end \(end) is past the end of the data (\(dataSize) bytes); the file is truncated or corrupt")
             }
-            let expected = shape.reduce(1, *) * dtype.size
+            let expected = elements * dtype.size
             guard end - begin == expected else {
                 throw ESFTError("\(path): tensor '\(name)': \(end - begin) bytes for shape \(shape) of \(dt) (expected \(expected))")
             }

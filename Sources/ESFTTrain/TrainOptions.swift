@@ -75,8 +75,10 @@ public struct TrainOptions: Equatable, Sendable {
         case "grad_clip": gradClip = try nonNegative()
         case "aux_alpha": auxAlpha = try nonNegative()
         case "threads": threads = try integer(min: 0)
-        case "beta1": adam.beta1 = try nonNegative()
-        case "beta2": adam.beta2 = try nonNegative()
+        case "beta1", "beta2":
+            let b = try nonNegative()
+            guard b < 1 else { throw ESFTError("\(source): '\(key)' must be in [0, 1), got \(value)") }
+            if key == "beta1" { adam.beta1 = b } else { adam.beta2 = b }
         case "eps": adam.eps = try positive()
         case "weight_decay": adam.weightDecay = try nonNegative()
         default: throw ESFTError("\(source): unknown key '\(key)'")

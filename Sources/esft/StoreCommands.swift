@@ -1,4 +1,5 @@
 import ESFTKernels
+import ESFTMethod
 import ESFTModel
 import ESFTStore
 import Foundation
@@ -83,7 +84,8 @@ enum ExportCommand {
                              --trained and --experts
 
       --trained FILE      trained tensors (F32 safetensors by HF name, as esft train writes them)
-      --experts CFG       the expert config the tensors were trained with (for --adapter)
+      --experts CFG       the expert config the tensors were trained with (for --adapter; default: the one
+                          esft train recorded in the trained file, which must agree with CFG if both exist)
       --dtype D           output dtype (default: the model's)
       --max-shard-size G  safetensors shard size limit in GB (default 5)
       --expert-shards N   expert shard files for --format hdf5 (default: as the input)
@@ -107,11 +109,27 @@ enum ExportCommand {
         let model = try ModelDirectory(url: URL(fileURLWithPath: positional[0]))
         let out = URL(fileURLWithPath: positional[1])
         let trained = try trainedPath.map { try ModelExport.trainedTensors($0, model: model) }
+        if let trained, let trainedPath, let recorded = trained.metadata["model_fingerprint"],
+           recorded != modelFingerprint(config: model.config) {
+            throw ESFTError("\(trainedPath): trained for a different model (fingerprint \(recorded), \(positional[0]) has \(modelFingerprint(config: model.config)))")
+        }
         if adapter {
-            guard let trained else { throw ESFTError("--adapter needs --trained FILE (the tensors esft train wrote)") }
-            guard let expertsPath else { throw ESFTError("--adapter needs --experts CFG.json (the expert config of the training run)") }
-            let cfg = try Data(contentsOf: URL(fileURLWithPath: expertsPath))
-            try ModelExport.adapter(trained: trained, expertConfigJSON: cfg, to: out)
+            guard let trained, let trainedPath else { throw ESFTError("--adapter needs --trained FILE (the tensors esft train wrote)") }
+            let recorded = try trained.metadata["expert_config"].map { try ExpertConfig(jsonData: Data($0.utf8), source: "\(trainedPath) (metadata)") }
+            let given = try expertsPath.map { try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)) }
+            guard let cfg = given ?? recorded else {
+                throw ESFTError("--adapter needs --experts CFG.json: \(trainedPath) records no expert config")
+            }
+            if let given, let recorded, given != recorded {
+                throw ESFTError("\(expertsPath!): differs from the expert config \(trainedPath) was trained with")
+            }
+            try cfg.validate(against: model.config, source: expertsPath ?? trainedPath)
+            let expected = Set(trainableParameterNames(cfg, model: model.config)), present = Set(trained.entries.keys)
+            guard expected == present else {
+                let missing = expected.subtracting(present).sorted().first, extra = present.subtracting(expected).sorted().first
+                throw ESFTError("\(trainedPath): its tensors do not match the expert config (\(missing.map { "missing \($0)" } ?? "extra \(extra!)"))")
+            }
+            try ModelExport.adapter(trained: trained, expertConfigJSON: cfg.jsonData(), to: out)
             print("wrote adapter with \(trained.entries.count) tensors to \(out.path)")
             return
         }

@@ -54,6 +54,9 @@ final class SafetensorsTests: XCTestCase {
         XCTAssert(FileManager.default.createFile(atPath: dir.appendingPathComponent("short.safetensors").path, contents: Data([1, 2, 3])))
         assertError(dir.appendingPathComponent("short.safetensors").path, contains: ["short.safetensors", "truncated"])
         assertError(rawFile("hdr.safetensors", header: ok, data: [], declaredLength: 1 << 40), contains: ["hdr.safetensors", "truncated"])
+        assertError(rawFile("huge.safetensors", header: ok, data: [], declaredLength: UInt64.max), contains: ["huge.safetensors", "truncated"])
+        assertError(rawFile("shape.safetensors", header: #"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8)),
+                    contains: ["shape.safetensors", "'w'", "too large"])
         assertError(rawFile("data.safetensors", header: ok, data: [0, 0, 0, 0]), contains: ["data.safetensors", "'w'", "past the end"])
         assertError(rawFile("json.safetensors", header: "{not json", data: []), contains: ["json.safetensors", "JSON"])
         assertError(rawFile("dtype.safetensors", header: #"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8)),

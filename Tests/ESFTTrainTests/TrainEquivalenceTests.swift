@@ -141,7 +141,27 @@ final class TrainEquivalenceTests: XCTestCase {
     func testTrainingLeavesTheModelFilesUntouched() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: path("model")).sorted()
         let before = try files.map { try Data(contentsOf: Self.dir.appendingPathComponent("model").appendingPathComponent($0)) }
-        try train(ranks: 2, ["--experts", path("experts.json")], tag: "untouched")
+        let run = try train(ranks: 2, ["--experts", path("experts.json")], tag: "untouched")
+        // export --adapter takes the expert config the run recorded; a different one, or another model, is refused.
+        let adapter = Self.dir.appendingPathComponent("adapter")
+        try? FileManager.default.removeItem(at: adapter)
+        let trained = run.out.appendingPathComponent("trained.safetensors").path
+        let ok = try Executables.esft(["export", path("model"), adapter.path, "--trained", trained, "--adapter"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertEqual(try SafetensorsFile(path: adapter.appendingPathComponent("model.safetensors").path).entries.count, 15)
+        let other = Self.dir.appendingPathComponent("other-experts.json")
+        try Data(#"{"experts": {"1": [1], "2": [2]}, "shared_experts": false, "non_expert_modules": false}"#.utf8).write(to: other)
+        let mismatch = try Executables.esft(["export", path("model"), path("adapter2"), "--trained", trained, "--adapter", "--experts", other.path])
+        XCTAssertNotEqual(mismatch.status, 0)
+        XCTAssert(mismatch.stderr.contains("differs from the expert config"), mismatch.stderr)
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.configsDir.appendingPathComponent("tiny.json"))) as! [String: Any]
+        cfg["num_hidden_layers"] = 4
+        let cfgURL = Self.dir.appendingPathComponent("four-layers.json")
+        try JSONSerialization.data(withJSONObject: cfg).write(to: cfgURL)
+        XCTAssertEqual(try Executables.esft(["init", cfgURL.path, path("four-layers")]).status, 0)
+        let wrongModel = try Executables.esft(["export", path("four-layers"), path("hf-wrong"), "--trained", trained])
+        XCTAssertNotEqual(wrongModel.status, 0)
+        XCTAssert(wrongModel.stderr.contains("trained for a different model"), wrongModel.stderr)
         let after = try files.map { try Data(contentsOf: Self.dir.appendingPathComponent("model").appendingPathComponent($0)) }
         XCTAssertEqual(before, after)
     }
