@@ -35,6 +35,11 @@ struct MLAttention {
         oBias = c.attentionBias ? try p.require(a + "o_proj.bias", shape: [d]) : nil
     }
 
+    /// Whether backward must compute weight gradients here.
+    var hasTrainable: Bool {
+        [qProj, qaProj, qaBias, qaNorm, qbProj, kvaProj, kvaBias, kvaNorm, kvbProj, oProj, oBias].contains { $0?.isTrainable == true }
+    }
+
     private var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
         let h = cfg.numHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim
         return (h, dn, dr, dv, dn + dr, cfg.kvLoraRank, h * (dn + dr), h * (dn + dv), h * dv, cfg.kvLoraRank + dr)

@@ -69,6 +69,9 @@ struct DecoderLayer {
         }
         RMSNorm.backward(dy: dxn, x: h, weight: postAttentionNorm.value, rstd: acts.floats("rstd2", n), dx: dHidden,
                          dWeight: postAttentionNorm.gradPointer, rows: n, dim: d, accumulate: true, workspace: ws)
+        // Below here nothing is needed when the layer input needs no gradient and attention is frozen
+        // (the lowest layer of an expert-only run): skip attention's backward entirely.
+        guard needInputGrad || inputNorm.isTrainable || attention.hasTrainable else { return }
         attention.backward(dOut: dHidden, x: xn1, dx: needInputGrad || inputNorm.isTrainable ? dxn : nil,
                            batch: batch, seqLen: seqLen, rope: rope, acts: acts, scratch: ws)
         if needInputGrad || inputNorm.isTrainable {

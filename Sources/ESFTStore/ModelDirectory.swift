@@ -82,7 +82,10 @@ public final class ModelDirectory {
                 throw ESFTError("\(path): tensor '\(spec.name)' is not stored as little-endian \(dtype.rawValue) like the rest of the model")
             }
             if let reason = d.unmappableReason {
-                throw ESFTError("\(path): tensor '\(spec.name)' cannot be memory-mapped: \(reason). Rewrite the model with `esft import` or `esft export --format hdf5` (or h5repack -l CONTI)")
+                throw ESFTError("\(path): tensor '\(spec.name)' cannot be memory-mapped: \(reason). Rewrite the model with `esft import` or `esft export --format hdf5`")
+            }
+            guard d.offset! % want.1 == 0 else {
+                throw ESFTError("\(path): tensor '\(spec.name)' starts at byte \(d.offset!), not a multiple of its element size; rewrite the model with `esft export --format hdf5`")
             }
             return TensorInfo(name: spec.name, shape: spec.shape, file: fileName, offset: d.offset!,
                               bytes: spec.shape.reduce(1, *) * (dtype == .fp32 ? 4 : 2))

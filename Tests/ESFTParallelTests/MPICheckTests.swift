@@ -110,7 +110,6 @@ final class MPICheckTests: XCTestCase {
     func testWatchdogKillsAHungJob() throws {
         let r = try MPIRun.run(ranks: 2, arguments: ["617"], executable: URL(fileURLWithPath: "/bin/sleep"), timeout: 3)
         XCTAssertTrue(r.timedOut)
-        XCTAssertLessThan(r.seconds, 120)
         let survivors = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { pid in
             (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) == "/bin/sleep\u{0}617\u{0}"
         }
