@@ -26,7 +26,7 @@ public struct JSONLInput {
         }
         let all = [UInt8](data)
         bytes = all.count
-        digest = ContentDigest.of(all)
+        digest = FNV1a64.digest(all)
         var records = [Record](), skipped = 0, reasons = [String](), lineNumber = 0
         for slice in all.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1

@@ -59,7 +59,7 @@ public struct LoadedTokenizer: Sendable {
             throw ESFTError("\(file.path): no EOS token found (tried \(eosNames.joined(separator: " "))); name one with --eos-token")
         }
         let padId = try resolve(pad, padNames, "PAD", flag: "--pad-token") ?? eosId
-        return LoadedTokenizer(tokenizer: t, kind: "hf:\(file.lastPathComponent)", fingerprint: ContentDigest.of([UInt8](data)),
+        return LoadedTokenizer(tokenizer: t, kind: "hf:\(file.lastPathComponent)", fingerprint: FNV1a64.digest([UInt8](data)),
                                bosId: bosId, eosId: eosId, padId: padId)
     }
 }

@@ -125,7 +125,7 @@ extension TokenDataset {
     /// FNV-1a 64 over input_ids, labels, split and samples (native little-endian bytes): two files with
     /// the same digest hold the same training data, whatever their metadata. Checkpoints record it.
     public var digest: String {
-        var d = ContentDigest()
+        var d = FNV1a64()
         d.add(array: inputIds); d.add(array: labels); d.add(array: split)
         d.add(array: samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] })
         return d.hexDigest

@@ -12,6 +12,15 @@ public struct FNV1a64 {
         value = h
     }
 
+    public mutating func add<T>(array: [T]) { array.withUnsafeBytes { add($0) } }
+
+    /// The digest of a byte array in one call.
+    public static func digest(_ bytes: [UInt8]) -> String {
+        var d = FNV1a64()
+        d.add(array: bytes)
+        return d.hexDigest
+    }
+
     public mutating func add(_ string: String) {
         var s = string
         s.withUTF8 { add(UnsafeRawBufferPointer($0)) }
