@@ -15,11 +15,7 @@ public struct HFCheckpoint {
 
     public init(directory: URL) throws {
         self.directory = directory
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
-            throw ESFTError("\(directory.path): not a directory")
-        }
-        config = try ModelConfig.load(contentsOf: directory.appendingPathComponent("config.json"))
+        config = try loadDirectoryConfig(directory)
         let indexURL = directory.appendingPathComponent("model.safetensors.index.json")
         var fileNames: [String]
         var expectedFile: [String: String] = [:]

@@ -23,11 +23,7 @@ public final class ModelDirectory {
 
     public init(url: URL) throws {
         self.url = url
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
-            throw ESFTError("\(url.path): not a directory")
-        }
-        config = try ModelConfig.load(contentsOf: url.appendingPathComponent("config.json"))
+        config = try loadDirectoryConfig(url)
         let mainPath = url.appendingPathComponent(ModelDirectoryLayout.nonExpertFile).path
         let main = try H5File.openReadOnly(mainPath)
         let attrs = main.attributes

@@ -27,3 +27,12 @@ public struct LoadedModel {
         return LoadedModel(config: checkpoint.config, parameters: params, format: "Hugging Face safetensors", unused: unused)
     }
 }
+
+/// The config.json of a model directory (either kind), after checking the directory exists.
+func loadDirectoryConfig(_ url: URL) throws -> ModelConfig {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
+        throw ESFTError("\(url.path): not a directory")
+    }
+    return try ModelConfig.load(contentsOf: url.appendingPathComponent("config.json"))
+}
