@@ -17,6 +17,24 @@ public struct LoadedTokenizer: Sendable {
     static let eosNames = ["<｜end▁of▁sentence｜>", "</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>"]
     static let padNames = ["<｜▁pad▁｜>", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>"]
 
+    /// The tokenizer alone, for commands that add no special tokens (esft tokenize): a tokenizer.json
+    /// whose BOS/EOS have unknown names, or that has none, is fine here.
+    public static func textTokenizer(_ spec: String) throws -> any TextTokenizer {
+        spec == "bytes" ? ByteTokenizer() : try openHF(spec).tokenizer
+    }
+
+    private static func openHF(_ spec: String) throws -> (tokenizer: HFTokenizer, file: URL, data: Data) {
+        var file = URL(fileURLWithPath: spec)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory) else {
+            throw ESFTError("\(spec): no such tokenizer (give 'bytes', a tokenizer.json, or a directory holding one)")
+        }
+        if isDirectory.boolValue { file = file.appendingPathComponent("tokenizer.json") }
+        let data: Data
+        do { data = try Data(contentsOf: file) } catch { throw ESFTError("\(file.path): cannot read tokenizer (\(error.localizedDescription))") }
+        do { return (try HFTokenizer(data: data, source: file.path), file, data) } catch let e as TokenizerError { throw ESFTError(e.description) }
+    }
+
     /// `spec` is "bytes", a tokenizer.json, or a directory holding one. The overrides name a token
     /// (its tokenizer.json spelling) or give an id (a plain integer); PAD falls back to EOS (PAD positions are masked).
     public static func load(_ spec: String, bos: String? = nil, eos: String? = nil, pad: String? = nil) throws -> LoadedTokenizer {
@@ -30,16 +48,7 @@ public struct LoadedTokenizer: Sendable {
             return LoadedTokenizer(tokenizer: t, kind: "bytes", fingerprint: "bytes-v1",
                                    bosId: try id(bos, ByteTokenizer.bos), eosId: try id(eos, ByteTokenizer.eos), padId: try id(pad, ByteTokenizer.pad))
         }
-        var file = URL(fileURLWithPath: spec)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory) else {
-            throw ESFTError("\(spec): no such tokenizer (give 'bytes', a tokenizer.json, or a directory holding one)")
-        }
-        if isDirectory.boolValue { file = file.appendingPathComponent("tokenizer.json") }
-        let data: Data
-        do { data = try Data(contentsOf: file) } catch { throw ESFTError("\(file.path): cannot read tokenizer (\(error.localizedDescription))") }
-        let t: HFTokenizer
-        do { t = try HFTokenizer(data: data, source: file.path) } catch let e as TokenizerError { throw ESFTError(e.description) }
+        let (t, file, data) = try openHF(spec)
         func resolve(_ override: String?, _ names: [String], _ what: String, flag: String) throws -> Int32? {
             if let override {
                 // A plain integer is an id (a digit-only special token is not worth the ambiguity).

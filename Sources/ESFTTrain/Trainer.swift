@@ -34,6 +34,8 @@ public final class Trainer {
     var sampler: Sampler
     let out: URL
     let log: (String) -> Void
+    /// Where to write the first step's gradients (all ranks' tensors, gathered like trained.safetensors), if anywhere.
+    public var saveGradients: URL?
 
     public init(comm: Communicator, modelURL: URL, dataPath: String, selection: TrainableSelection, options: TrainOptions,
                 out: URL, log: @escaping (String) -> Void) throws {
@@ -128,6 +130,9 @@ public final class Trainer {
             throw NonFiniteTraining(message: "the loss became \(loss) (aux \(sums[1]))")
         }
         try allReduceReplicatedGradients()
+        if let url = saveGradients, optimizer.step == 0 {
+            try writeTrainedTensors(url, metadata: ["content": "gradients of step 1, before clipping"], gradients: true)
+        }
         let norm = try globalGradNorm()
         guard norm.isFinite else {
             throw NonFiniteTraining(message: "the gradient norm became \(norm) (loss \(loss))")

@@ -21,12 +21,15 @@ public struct TrainingSummary: Codable {
     public var memoryPerRank: [MemoryUsage]
     public var optimizerStateBytesPerRank: [Int]
     public var seconds: Double
+    /// Rank 0's OpenBLAS core and threads, and `--threads` (run.json says whether every rank ran the same core).
+    public var blas: BLASCore.Record
 }
 
 extension Trainer {
     /// Trains for `options.steps` steps; rank 0 writes DIR/metrics.jsonl as it goes, then
     /// DIR/trained.safetensors, DIR/summary.json (and DIR/expert_config.json for ESFT).
     public func run() throws -> TrainingSummary {
+        try writeRunRecord()
         let metrics = comm.rank == 0 ? try MetricsFile(out.appendingPathComponent("metrics.jsonl")) : nil
         let schedule = options.lrSchedule
         let start = Date()
@@ -84,7 +87,8 @@ extension Trainer {
             totalParameters: config.parameterSpecs().reduce(0) { $0 + $1.shape.reduce(1, *) },
             communicationBytesPerStep: commBytes / steps, rowsSentPerStep: rowsSent / steps, tokenExpertPairsPerStep: pairs / steps,
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
-            optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds)
+            optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
+            blas: BLASCore.record(requestedThreads: options.threads))
         if comm.rank == 0 {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -95,6 +99,26 @@ extension Trainer {
             }
         }
         return summary
+    }
+
+    /// DIR/run.json, written by rank 0 before the first step: what ran, where, and with which BLAS kernels.
+    /// Ranks compare their OpenBLAS core names (a hash each): different kernels sum in different orders, so
+    /// a job whose ranks differ is not bitwise reproducible, and the record says so.
+    private func writeRunRecord() throws {
+        var hash = FNV1a64()
+        hash.add(BLASCore.name)
+        let cores = try comm.allGather(Int64(bitPattern: hash.value), tag: "run record")
+        let same = Set(cores).count == 1
+        if !same { log("esft train: warning: the ranks run different OpenBLAS kernels; results are not bitwise reproducible") }
+        guard comm.rank == 0 else { return }
+        let record: [String: Any] = [
+            "command": CommandLine.arguments, "ranks": comm.size, "mpi": comm.implementationName,
+            "blas": BLASCore.record(requestedThreads: options.threads).dictionary, "blas_core_same_on_every_rank": same,
+            "options": options.json, "model_fingerprint": modelFingerprint(config: config),
+            "started": ISO8601DateFormatter().string(from: Date()),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+        try writeAtomically(to: out.appendingPathComponent("run.json")) { try $0.write(contentsOf: data) }
     }
 
     /// This step's communication, summed over ranks: bytes per tag, and dispatch rows vs (token, expert) pairs.
@@ -118,12 +142,17 @@ extension Trainer {
     /// `esft export --trained` reads. A routed expert owned by another rank comes over one exchange per
     /// tensor, streamed into the file: rank 0 holds one tensor at a time, and no count approaches 2³¹.
     /// Every rank walks the same list in the same order (the exchanges are collectives).
-    func writeTrainedTensors(_ url: URL, metadata extra: [String: String] = [:]) throws {
+    func writeTrainedTensors(_ url: URL, metadata extra: [String: String] = [:], gradients: Bool = false) throws {
         let specs = trainedNames.sorted { $0.name < $1.name }
         let local = Dictionary(uniqueKeysWithValues: (owned + replicated).map { ($0.name, $0) })
         let exchange = CommunicatorExchange(comm)
         func owner(_ name: String) -> Int {
             ModelDirectoryLayout.routedExpert(name).map { model.placement.owner(of: $0.expert) } ?? 0
+        }
+        /// The values written: the weights, or (for --save-gradients) this step's gradients.
+        func values(_ name: String) -> UnsafeMutablePointer<Float> {
+            let p = local[name]!
+            return gradients ? p.gradPointer! : p.value
         }
         var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(optimizer.step)"]
         if case .experts(let cfg, _) = selection { meta["expert_config"] = String(decoding: cfg.jsonData(), as: UTF8.self) }
@@ -133,13 +162,13 @@ extension Trainer {
         func fetch(_ spec: ParameterSpec, _ emit: (Weight) throws -> Void) throws {
             let count = spec.shape.reduce(1, *), from = owner(spec.name)
             if from == 0 {
-                if comm.rank == 0 { try emit(.f32(local[spec.name]!.value)) }
+                if comm.rank == 0 { try emit(.f32(values(spec.name))) }
                 return
             }
             var send = [Int](repeating: 0, count: comm.size), receive = send
             if comm.rank == from { send[0] = count }
             if comm.rank == 0 { receive[from] = count; if buffer.count < count { buffer = FloatBuffer(count: count, zeroed: false) } }
-            let source = comm.rank == from ? UnsafePointer(local[spec.name]!.value) : UnsafePointer(buffer.pointer)
+            let source = comm.rank == from ? UnsafePointer(values(spec.name)) : UnsafePointer(buffer.pointer)
             try exchange.exchangeRows(send: source, sendCounts: send, receive: buffer.pointer, receiveCounts: receive,
                                       width: 1, tag: "trained tensors")
             if comm.rank == 0 { try emit(.f32(buffer.pointer)) }

@@ -6,6 +6,7 @@ enum BenchCommand {
     static let help = """
     Usage: esft bench --config CONFIG.json [--batch B] [--seq T] [--steps N] [--trainable all|experts|none]
                       [--seed S] [--threads N] [--attention-block R] [--json]
+           esft bench --sgemm N [--threads T] [--steps R]
 
     Measures engine throughput on a randomly initialised model (no files needed): forward only, and
     forward+backward with the chosen parameters trainable. Reports tokens/s per phase as the median over
@@ -20,11 +21,23 @@ enum BenchCommand {
       --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
       --attention-block R  rows per causal attention block (default 256; ≥ --seq computes the full T×T)
       --json             print one JSON object instead of text
+      --sgemm N          instead: the GEMM layer's rate on N×N×N fp32 products (median of R calls after a
+                         warm-up), the peak that utilisation figures are stated against
     """
 
     static func run(_ argv: [String]) throws {
         var args = Arguments(argv, command: "bench")
         if args.wantsHelp { print(help); return }
+        if let n = try args.int("--sgemm", min: 16) {
+            let threads = try args.int("--threads", default: Threads.defaultCount(), min: 1)!
+            let repeats = try args.int("--steps", default: 5, min: 1)!
+            try args.finish()
+            Threads.set(threads)
+            let rate = measureSgemmGFLOPs(n: n, repeats: repeats)
+            print(String(format: "sgemm %d×%d×%d: %.1f GFLOP/s on %d thread(s) (%.1f per thread), median of %d; OpenBLAS %@ kernels, chosen by %@",
+                         n, n, n, rate, threads, rate / Double(threads), repeats, BLASCore.name, BLASCore.origin))
+            return
+        }
         let configPath = try args.required("--config")
         let b = try args.int("--batch", default: 4, min: 1)!, t = try args.int("--seq", default: 256, min: 2)!
         let steps = try args.int("--steps", default: 5, min: 1)!
@@ -71,13 +84,14 @@ enum BenchCommand {
             "threads": threads, "steps": steps,
             "forward_tokens_per_s": tokens / median(forward),
             "forward_backward_tokens_per_s": train.isEmpty ? NSNull() : tokens / median(train) as Any,
-            "activation_bytes": model.activationBytes,
+            "activation_bytes": model.activationBytes, "blas": BLASCore.record(requestedThreads: threads).dictionary,
         ]
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("\(configPath): \(total) parameters (\(trainableCount) trainable), batch \(b)×\(t), \(threads) thread(s)")
+            print("  BLAS: OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin); \(BLASCore.threads) OpenBLAS thread(s)")
             print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(forward), steps, median(forward)))
             if !train.isEmpty {
                 print(String(format: "  forward+backward  %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(train), steps, median(train)))

@@ -32,7 +32,7 @@ enum TokenizeCommand {
         try args.finish()
         if decode && throughput { throw ESFTError("tokenize: --decode and --throughput exclude each other") }
         guard (text == nil) != (input == nil) else { throw ESFTError("tokenize: give exactly one of --text and --input") }
-        let tokenizer = try LoadedTokenizer.load(spec).tokenizer
+        let tokenizer = try LoadedTokenizer.textTokenizer(spec)  // adds no BOS/EOS, so needs none
         let lines: [(where: String, text: String)]
         if let text {
             lines = [("--text", text)]

@@ -10,6 +10,7 @@ enum TrainCommand {
                       [--config TRAIN.json] [--steps N] [--batch-rows B] [--seed S] [--lr LR] [--schedule constant|cosine]
                       [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
+                      [--save-gradients FILE]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
     one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
@@ -41,6 +42,8 @@ enum TrainCommand {
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
       --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
+      --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
+                         safetensors like trained.safetensors) to F: for checking runs against each other
     """
 
     static func run(_ argv: [String]) throws {
@@ -49,6 +52,7 @@ enum TrainCommand {
         let modelPath = try args.required("--model"), dataPath = try args.required("--data"), outPath = try args.required("--out")
         let expertsPath = try args.option("--experts")
         let full = args.flag("--full")
+        let saveGradients = try args.option("--save-gradients")
         var options = TrainOptions()
         if let configPath = try args.option("--config") {
             guard let data = FileManager.default.contents(atPath: configPath),
@@ -72,9 +76,11 @@ enum TrainCommand {
             try comm.barrier(tag: "setup")
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,
                                       options: options, out: out, log: { line in if comm.rank == 0 { print(line); fflush(stdout) } })
+            trainer.saveGradients = saveGradients.map { URL(fileURLWithPath: $0) }
             if comm.rank == 0 {
                 print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
-                      + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0")
+                      + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0; "
+                      + "OpenBLAS \(BLASCore.name) kernels, \(BLASCore.threads) thread(s) per rank")
             }
             let s = try trainer.run()
             if comm.rank == 0 { report(s, out: out) }

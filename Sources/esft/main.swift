@@ -1,6 +1,9 @@
 import ESFTKernels
 import Foundation
 
+// Before anything else (MPI, threads): make OpenBLAS run the best kernels this CPU supports.
+BLASCore.ensureBestCore()
+
 let usage = """
 esft — Expert-Specialized Fine-Tuning of Mixture-of-Experts models on CPU nodes
 
@@ -24,6 +27,11 @@ Commands:
 
 Common options:
   --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
+
+Environment:
+  ESFT_BLAS_AUTOCORE=0   keep the OpenBLAS kernels OpenBLAS chose, even when they are older than the CPU
+                         supports (by default esft re-executes itself once with OPENBLAS_CORETYPE set)
+  OPENBLAS_CORETYPE      always respected when set
 """
 
 let commands: [String: ([String]) throws -> Void] = [

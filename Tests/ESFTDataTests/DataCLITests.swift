@@ -157,4 +157,27 @@ final class DataCLITests: XCTestCase {
         let direct = try HFTokenizer(contentsOf: URL(fileURLWithPath: tok)).encode("Hello world, 你好")
         XCTAssertEqual(ids, "[" + direct.map(String.init).joined(separator: ",") + "]")
     }
+
+    /// `tokenize` adds no special tokens, so a tokenizer.json whose BOS/EOS have other names, or that has
+    /// none, still tokenizes; `data prepare`, which inserts BOS/EOS, keeps its clear error for the latter.
+    func testTokenizeNeedsNoSpecialTokens() throws {
+        let original = try String(contentsOf: Fixtures.root.appendingPathComponent("tokenizer/tokenizer.json"), encoding: .utf8)
+        let renamed = original.replacingOccurrences(of: "<｜begin▁of▁sentence｜>", with: "<|begin|>")
+            .replacingOccurrences(of: "<｜end▁of▁sentence｜>", with: "<|end|>")
+        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(renamed.utf8)) as? [String: Any])
+        json["post_processor"] = NSNull()  // no template either: nothing says which token is BOS
+        json["added_tokens"] = (json["added_tokens"] as? [[String: Any]])?.filter { ($0["id"] as? Int).map { $0 > 1 } ?? true }
+        let none = try file("none.json", String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self))
+        let other = try file("renamed.json", renamed)
+        let expected = try Executables.esft(["tokenize", "--tokenizer", Fixtures.root.appendingPathComponent("tokenizer").path, "--text", "Hello world"])
+        for tok in [other, none] {
+            let r = try Executables.esft(["tokenize", "--tokenizer", tok, "--text", "Hello world"])
+            XCTAssertEqual(r.status, 0, "\(tok): \(r.stderr)")
+            XCTAssertEqual(r.stdout, expected.stdout, "the same ids as with the original names")
+        }
+        let prepare = try Executables.esft(["data", "prepare", "--tokenizer", none, "--input", try file("p.jsonl", good), "--seq-len", "16",
+                                            "--out", dir.appendingPathComponent("none.h5").path])
+        XCTAssertNotEqual(prepare.status, 0)
+        XCTAssertTrue(prepare.stderr.contains("none.json") && prepare.stderr.contains("no BOS token found"), prepare.stderr)
+    }
 }

@@ -1,0 +1,70 @@
+import ESFTKernels
+import ESFTTestSupport
+import Foundation
+import XCTest
+
+/// The re-execution with OPENBLAS_CORETYPE, run for real. OpenBLAS detects the CPUs of most machines, so
+/// ESFT_BLAS_PRETEND_CORE makes esft act as if OpenBLAS had fallen back to Prescott; the re-executed
+/// process must then run the best core this CPU supports, say so once, and record how it got there.
+final class BLASCoreSelectionTests: XCTestCase {
+    static let tiny = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("configs/tiny.json").path
+    let bench = ["bench", "--config", tiny, "--steps", "1", "--batch", "1", "--seq", "8", "--trainable", "none", "--threads", "1", "--json"]
+
+    private func blasRecord(_ r: Executables.Result) throws -> [String: Any] {
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        return try XCTUnwrap(json["blas"] as? [String: Any], "bench output records the BLAS set-up")
+    }
+
+    func testBenchRecordsTheBLASCore() throws {
+        let blas = try blasRecord(try Executables.esft(bench))
+        XCTAssertEqual(blas["threads"] as? Int, 1, "--threads as given")
+        XCTAssertEqual(blas["blas_threads"] as? Int, 1, "OpenBLAS was told --threads")
+        let core = try XCTUnwrap(blas["core"] as? String)
+        XCTAssertFalse(core.isEmpty)
+        // Whatever OpenBLAS detected is never below what this CPU supports, unless the environment says so.
+        if ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, let flags = BLASCore.cpuFlags(),
+           let level = BLASCore.level(ofCore: core) {
+            XCTAssertGreaterThanOrEqual(level, BLASCore.level(ofFlags: flags), "running \(core) on a \(BLASCore.level(ofFlags: flags)) CPU")
+        }
+    }
+
+    func testFallbackIsReexecutedWithTheBestCore() throws {
+        guard let flags = BLASCore.cpuFlags() else { throw XCTSkip("no /proc/cpuinfo flags here") }
+        let best = BLASCore.level(ofFlags: flags)
+        guard let bestCore = best.core else { throw XCTSkip("this CPU has no vector level above SSE: nothing to switch to") }
+        if let user = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            // The environment chose: it is respected, and no re-execution happens.
+            let r = try Executables.esft(bench, environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott"])
+            XCTAssertEqual(try blasRecord(r)["origin"] as? String, "OPENBLAS_CORETYPE")
+            XCTAssertFalse(r.stderr.contains("OpenBLAS chose"), r.stderr)
+            throw XCTSkip("OPENBLAS_CORETYPE=\(user) is set here and was respected; the re-execution itself was not exercised")
+        }
+        let r = try Executables.esft(bench, environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott"])
+        let blas = try blasRecord(r)
+        XCTAssertEqual(blas["core"] as? String, bestCore, "the best core for \(best)")
+        XCTAssertEqual(blas["origin"] as? String, "esft (OpenBLAS chose Prescott)")
+        XCTAssertEqual(r.stderr.components(separatedBy: "OpenBLAS chose its Prescott kernels").count - 1, 1, "one line: \(r.stderr)")
+        // Off switch: OpenBLAS's (pretended) choice stays, nothing is said.
+        let off = try Executables.esft(bench, environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott", "ESFT_BLAS_AUTOCORE": "0"])
+        XCTAssertEqual(try blasRecord(off)["origin"] as? String, "OpenBLAS detection")
+        XCTAssertFalse(off.stderr.contains("OpenBLAS chose"), off.stderr)
+        // A user's own choice, even a worse one, is kept.
+        let user = try Executables.esft(bench, environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott", "OPENBLAS_CORETYPE": "Haswell"])
+        let userBLAS = try blasRecord(user)
+        XCTAssertEqual(userBLAS["core"] as? String, "Haswell")
+        XCTAssertEqual(userBLAS["origin"] as? String, "OPENBLAS_CORETYPE")
+    }
+
+    /// Under mpirun every rank re-executes (same PID, same launcher environment), the job still forms, and
+    /// only rank 0 says so.
+    func testReexecutionUnderMPIRun() throws {
+        if let why = MPIRun.unavailableReason { throw XCTSkip(why) }
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil else { throw XCTSkip("OPENBLAS_CORETYPE is set here") }
+        guard BLASCore.cpuFlags().map({ BLASCore.level(ofFlags: $0).core != nil }) == true else { throw XCTSkip("no better core to switch to") }
+        let r = try MPIRun.run(ranks: 2, arguments: ["mpi-check"], environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott"], timeout: 300)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertEqual(r.stderr.components(separatedBy: "OpenBLAS chose its Prescott kernels").count - 1, 1, r.output)
+    }
+}
