@@ -16,23 +16,23 @@ struct MLAttention {
 
     init(_ p: ParameterSet, layer: Int, config c: ModelConfig) throws {
         cfg = c
-        let a = "model.layers.\(layer).self_attn.", d = c.hiddenSize, h = c.numHeads
+        let d = c.hiddenSize, h = c.numHeads
         if let rq = c.qLoraRank {
             qProj = nil
-            qaProj = try p.require(a + "q_a_proj.weight", shape: [rq, d])
-            qaBias = c.attentionBias ? try p.require(a + "q_a_proj.bias", shape: [rq]) : nil
-            qaNorm = try p.require(a + "q_a_layernorm.weight", shape: [rq])
-            qbProj = try p.require(a + "q_b_proj.weight", shape: [h * c.qkHeadDim, rq])
+            qaProj = try p.require(.attention(.qAProj, layer: layer), shape: [rq, d])
+            qaBias = c.attentionBias ? try p.require(.attention(.qABias, layer: layer), shape: [rq]) : nil
+            qaNorm = try p.require(.attention(.qANorm, layer: layer), shape: [rq])
+            qbProj = try p.require(.attention(.qBProj, layer: layer), shape: [h * c.qkHeadDim, rq])
         } else {
-            qProj = try p.require(a + "q_proj.weight", shape: [h * c.qkHeadDim, d])
+            qProj = try p.require(.attention(.qProj, layer: layer), shape: [h * c.qkHeadDim, d])
             qaProj = nil; qaBias = nil; qaNorm = nil; qbProj = nil
         }
-        kvaProj = try p.require(a + "kv_a_proj_with_mqa.weight", shape: [c.kvLoraRank + c.qkRopeHeadDim, d])
-        kvaBias = c.attentionBias ? try p.require(a + "kv_a_proj_with_mqa.bias", shape: [c.kvLoraRank + c.qkRopeHeadDim]) : nil
-        kvaNorm = try p.require(a + "kv_a_layernorm.weight", shape: [c.kvLoraRank])
-        kvbProj = try p.require(a + "kv_b_proj.weight", shape: [h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank])
-        oProj = try p.require(a + "o_proj.weight", shape: [d, h * c.vHeadDim])
-        oBias = c.attentionBias ? try p.require(a + "o_proj.bias", shape: [d]) : nil
+        kvaProj = try p.require(.attention(.kvAProj, layer: layer), shape: [c.kvLoraRank + c.qkRopeHeadDim, d])
+        kvaBias = c.attentionBias ? try p.require(.attention(.kvABias, layer: layer), shape: [c.kvLoraRank + c.qkRopeHeadDim]) : nil
+        kvaNorm = try p.require(.attention(.kvANorm, layer: layer), shape: [c.kvLoraRank])
+        kvbProj = try p.require(.attention(.kvBProj, layer: layer), shape: [h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank])
+        oProj = try p.require(.attention(.oProj, layer: layer), shape: [d, h * c.vHeadDim])
+        oBias = c.attentionBias ? try p.require(.attention(.oBias, layer: layer), shape: [d]) : nil
     }
 
     /// Whether backward must compute weight gradients here.

@@ -18,13 +18,12 @@ struct DecoderLayer {
     init(_ p: ParameterSet, layer l: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
          counters: DispatchCounters) throws {
         index = l; cfg = c
-        let pre = "model.layers.\(l)."
-        inputNorm = try p.require(pre + "input_layernorm.weight", shape: [c.hiddenSize])
-        postAttentionNorm = try p.require(pre + "post_attention_layernorm.weight", shape: [c.hiddenSize])
+        inputNorm = try p.require(.inputNorm(layer: l), shape: [c.hiddenSize])
+        postAttentionNorm = try p.require(.postAttentionNorm(layer: l), shape: [c.hiddenSize])
         attention = try MLAttention(p, layer: l, config: c)
         feedForward = c.isMoELayer(l)
             ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange, counters: counters))
-            : .dense(try SwiGLUWeights(p, prefix: pre + "mlp.", dim: c.hiddenSize, inner: c.intermediateSize))
+            : .dense(try SwiGLUWeights(p, { .denseMLP($0, layer: l) }, dim: c.hiddenSize, inner: c.intermediateSize))
     }
 
     /// Reads x_ND (kept by the caller while backward may need it), writes out_ND. Returns the aux loss.

@@ -23,7 +23,7 @@ extension ParameterSet {
     public static func randomlyInitialized(_ config: ModelConfig, seed: UInt64) -> ParameterSet {
         let set = ParameterSet()
         for (i, spec) in config.parameterSpecs().enumerated() {
-            let p = Parameter(name: spec.name, shape: spec.shape)
+            let p = Parameter(spec)
             RandomInit.fill(spec, index: i, seed: seed, std: Float(config.initializerRange), into: p.value)
             set.add(p)
         }

@@ -9,10 +9,11 @@ struct SwiGLUWeights {
     let dim: Int
     let inner: Int
 
-    init(_ params: ParameterSet, prefix: String, dim: Int, inner: Int) throws {
-        gate = try params.require(prefix + "gate_proj.weight", shape: [inner, dim])
-        up = try params.require(prefix + "up_proj.weight", shape: [inner, dim])
-        down = try params.require(prefix + "down_proj.weight", shape: [dim, inner])
+    /// `id` names the projections: a dense MLP's, the shared experts', or one routed expert's.
+    init(_ params: ParameterSet, _ id: (ParameterID.Projection) -> ParameterID, dim: Int, inner: Int) throws {
+        gate = try params.require(id(.gate), shape: [inner, dim])
+        up = try params.require(id(.up), shape: [inner, dim])
+        down = try params.require(id(.down), shape: [dim, inner])
         self.dim = dim; self.inner = inner
     }
 

@@ -32,14 +32,13 @@ struct MoELayer {
     init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
          counters: DispatchCounters) throws {
         self.layer = layer; cfg = c; self.placement = placement; self.exchange = exchange; self.counters = counters
-        let m = "model.layers.\(layer).mlp."
-        router = Router(weight: try p.require(m + "gate.weight", shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
+        router = Router(weight: try p.require(.router(layer: layer), shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
         let mine = placement.ranges[exchange.rank]
         experts = try (0..<c.nRoutedExperts).map { e in
-            mine.contains(e) ? try SwiGLUWeights(p, prefix: m + "experts.\(e).", dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
+            mine.contains(e) ? try SwiGLUWeights(p, { .routedExpert($0, layer: layer, expert: e) }, dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
         }
         shared = c.nSharedExperts > 0
-            ? try SwiGLUWeights(p, prefix: m + "shared_experts.", dim: c.hiddenSize, inner: c.moeIntermediateSize * c.nSharedExperts)
+            ? try SwiGLUWeights(p, { .sharedExperts($0, layer: layer) }, dim: c.hiddenSize, inner: c.moeIntermediateSize * c.nSharedExperts)
             : nil
     }
 

@@ -1,45 +1,44 @@
 import ESFTKernels
 import Foundation
 
-/// One model tensor by its Hugging Face name. Its values are either a read-only view into a mapped
+/// One model tensor, known by its `ParameterID`. Its values are either a read-only view into a mapped
 /// file (frozen: fp32, or bf16 that kernels widen block by block at use) or owned fp32 memory; a trainable
-/// parameter always owns fp32 values and a gradient.
+/// parameter always owns fp32 values and a gradient (its own, or views into the trainer's arenas).
 public final class Parameter {
     public enum Storage {
         case f32(UnsafeMutablePointer<Float>)
         case bf16(UnsafePointer<UInt16>)
     }
 
+    public let id: ParameterID
+    /// `id.hfName`, kept because messages and files use it often.
     public let name: String
     public let shape: [Int]
     public let count: Int
     public private(set) var storage: Storage
-    public private(set) var grad: FloatBuffer?
-    /// Keeps the memory behind `storage` alive (a mapping or a FloatBuffer).
+    public private(set) var gradPointer: UnsafeMutablePointer<Float>?
+    /// Keep the memory behind `storage` and `gradPointer` alive (a mapping, a FloatBuffer or an arena).
     private var owner: AnyObject?
+    private var gradOwner: AnyObject?
     public private(set) var ownsValue: Bool
 
-    public init(name: String, shape: [Int], storage: Storage, owner: AnyObject?, owned: Bool) {
-        self.name = name; self.shape = shape; self.count = shape.reduce(1, *)
+    public init(id: ParameterID, shape: [Int], storage: Storage, owner: AnyObject?, owned: Bool) {
+        self.id = id; self.name = id.hfName; self.shape = shape; self.count = shape.reduce(1, *)
         self.storage = storage; self.owner = owner; self.ownsValue = owned
     }
 
-    public convenience init(name: String, shape: [Int], value: UnsafeMutablePointer<Float>, owner: AnyObject?, owned: Bool) {
-        self.init(name: name, shape: shape, storage: .f32(value), owner: owner, owned: owned)
-    }
-
     /// A frozen, read-only view (fp32 or bf16) of memory kept alive by `owner`.
-    public convenience init(name: String, shape: [Int], weight: Weight, owner: AnyObject) {
+    public convenience init(_ spec: ParameterSpec, weight: Weight, owner: AnyObject) {
         switch weight {
-        case .f32(let p): self.init(name: name, shape: shape, storage: .f32(UnsafeMutablePointer(mutating: p)), owner: owner, owned: false)
-        case .bf16(let p): self.init(name: name, shape: shape, storage: .bf16(p), owner: owner, owned: false)
+        case .f32(let p): self.init(id: spec.id, shape: spec.shape, storage: .f32(UnsafeMutablePointer(mutating: p)), owner: owner, owned: false)
+        case .bf16(let p): self.init(id: spec.id, shape: spec.shape, storage: .bf16(p), owner: owner, owned: false)
         }
     }
 
     /// A parameter with owned, zero-initialised values.
-    public convenience init(name: String, shape: [Int]) {
-        let b = FloatBuffer(count: shape.reduce(1, *))
-        self.init(name: name, shape: shape, value: b.pointer, owner: b, owned: true)
+    public convenience init(_ spec: ParameterSpec) {
+        let b = FloatBuffer(count: spec.count)
+        self.init(id: spec.id, shape: spec.shape, storage: .f32(b.pointer), owner: b, owned: true)
     }
 
     /// The operand for matrix products.
@@ -58,18 +57,29 @@ public final class Parameter {
     }
 
     public var isBF16: Bool { if case .bf16 = storage { return true } else { return false } }
-    public var isTrainable: Bool { grad != nil }
-    public var gradPointer: UnsafeMutablePointer<Float>? { grad?.pointer }
+    public var isTrainable: Bool { gradPointer != nil }
+    /// The gradient, for reading (nil when frozen).
+    public var gradient: UnsafeMutableBufferPointer<Float>? { gradPointer.map { .init(start: $0, count: count) } }
 
     /// fp32 copies of rows [row, row+count) of a 2-D tensor (an embedding lookup, for instance).
     public func copyRows(_ row: Int, _ rows: Int, into dst: UnsafeMutablePointer<Float>) {
         weight.widenRows(row, rows, cols: shape.count > 1 ? shape[1...].reduce(1, *) : 1, into: dst)
     }
 
-    /// Moves values into owned fp32 memory (weights that train must be writable, and fp32) and adds a gradient.
+    /// Moves values into owned fp32 memory (weights that train must be writable, and fp32) and adds a
+    /// zeroed gradient of its own (tools and tests; the trainer binds arena views with `bindTrainable`).
     public func makeTrainable() {
         makeOwnedF32()
-        if grad == nil { grad = FloatBuffer(count: count) }
+        if gradPointer == nil { let g = FloatBuffer(count: count); gradPointer = g.pointer; gradOwner = g }
+    }
+
+    /// Makes this parameter train in memory it does not own: its current values are copied (widened from
+    /// bf16 if need be) into `value`, and `grad` is zeroed; both hold `count` floats kept alive by `owner`.
+    public func bindTrainable(value: UnsafeMutablePointer<Float>, grad: UnsafeMutablePointer<Float>, owner arena: AnyObject) {
+        weight.widenRows(0, 1, cols: count, into: value)
+        grad.update(repeating: 0, count: count)
+        storage = .f32(value); owner = arena; ownsValue = true
+        gradPointer = grad; gradOwner = arena
     }
 
     /// Copies (and widens) mapped values into owned fp32 memory.
@@ -80,29 +90,31 @@ public final class Parameter {
         storage = .f32(b.pointer); owner = b; ownsValue = true
     }
 
-    public func zeroGrad() { grad?.zero() }
+    public func zeroGrad() { gradPointer?.update(repeating: 0, count: count) }
 
     /// Bytes of the stored values (2 per element for bf16, 4 for fp32).
     public var storedBytes: Int { isBF16 ? 2 * count : 4 * count }
 }
 
-/// The model's parameters by name, in a stable order (HF's module order).
+/// The model's parameters by identity, in a stable order (HF's module order).
 public final class ParameterSet {
     public private(set) var ordered: [Parameter] = []
-    private var byName: [String: Parameter] = [:]
+    private var byID: [ParameterID: Parameter] = [:]
 
     public init(_ parameters: [Parameter] = []) { for p in parameters { add(p) } }
 
     public func add(_ p: Parameter) {
-        precondition(byName[p.name] == nil, "duplicate parameter \(p.name)")
-        ordered.append(p); byName[p.name] = p
+        precondition(byID[p.id] == nil, "duplicate parameter \(p.name)")
+        ordered.append(p); byID[p.id] = p
     }
 
-    public subscript(name: String) -> Parameter? { byName[name] }
+    public subscript(id: ParameterID) -> Parameter? { byID[id] }
+    /// Lookup by Hugging Face name (tests and user-given names).
+    public subscript(name: String) -> Parameter? { ParameterID(hfName: name).flatMap { byID[$0] } }
 
-    public func require(_ name: String, shape: [Int]) throws -> Parameter {
-        guard let p = byName[name] else { throw ESFTError("missing tensor '\(name)'") }
-        guard p.shape == shape else { throw ESFTError("tensor '\(name)' has shape \(p.shape), expected \(shape) from config.json") }
+    public func require(_ id: ParameterID, shape: [Int]) throws -> Parameter {
+        guard let p = byID[id] else { throw ESFTError("missing tensor '\(id.hfName)'") }
+        guard p.shape == shape else { throw ESFTError("tensor '\(id.hfName)' has shape \(p.shape), expected \(shape) from config.json") }
         return p
     }
 
@@ -110,68 +122,61 @@ public final class ParameterSet {
     public var names: [String] { ordered.map(\.name) }
 }
 
-/// Every tensor of a DeepseekV2ForCausalLM with its HF name and shape, in module order.
-/// Routed experts use the per-expert names of DeepSeek's released checkpoints.
-public struct ParameterSpec: Equatable {
-    public let name: String
+/// Every tensor of a DeepseekV2ForCausalLM with its identity and shape, in module order.
+public struct ParameterSpec: Equatable, Sendable {
+    public let id: ParameterID
     public let shape: [Int]
+    /// `id.hfName`, made once.
+    public let name: String
+    public init(_ id: ParameterID, _ shape: [Int]) { self.id = id; self.shape = shape; self.name = id.hfName }
+    public var count: Int { shape.reduce(1, *) }
 }
 
 extension ModelConfig {
     public func parameterSpecs() -> [ParameterSpec] {
         var specs: [ParameterSpec] = []
-        func add(_ n: String, _ s: [Int]) { specs.append(ParameterSpec(name: n, shape: s)) }
+        func add(_ id: ParameterID, _ s: [Int]) { specs.append(ParameterSpec(id, s)) }
         let d = hiddenSize, h = numHeads
-        add("model.embed_tokens.weight", [vocabSize, d])
+        add(.embedTokens, [vocabSize, d])
         for l in 0..<numLayers {
-            let p = "model.layers.\(l)."
-            let a = p + "self_attn."
+            func attn(_ t: ParameterID.AttentionTensor, _ s: [Int]) { add(.attention(t, layer: l), s) }
             if let rq = qLoraRank {
-                add(a + "q_a_proj.weight", [rq, d])
-                if attentionBias { add(a + "q_a_proj.bias", [rq]) }
-                add(a + "q_a_layernorm.weight", [rq])
-                add(a + "q_b_proj.weight", [h * qkHeadDim, rq])
+                attn(.qAProj, [rq, d])
+                if attentionBias { attn(.qABias, [rq]) }
+                attn(.qANorm, [rq])
+                attn(.qBProj, [h * qkHeadDim, rq])
             } else {
-                add(a + "q_proj.weight", [h * qkHeadDim, d])
+                attn(.qProj, [h * qkHeadDim, d])
             }
-            add(a + "kv_a_proj_with_mqa.weight", [kvLoraRank + qkRopeHeadDim, d])
-            if attentionBias { add(a + "kv_a_proj_with_mqa.bias", [kvLoraRank + qkRopeHeadDim]) }
-            add(a + "kv_a_layernorm.weight", [kvLoraRank])
-            add(a + "kv_b_proj.weight", [h * (qkNopeHeadDim + vHeadDim), kvLoraRank])
-            add(a + "o_proj.weight", [d, h * vHeadDim])
-            if attentionBias { add(a + "o_proj.bias", [d]) }
-            let m = p + "mlp."
+            attn(.kvAProj, [kvLoraRank + qkRopeHeadDim, d])
+            if attentionBias { attn(.kvABias, [kvLoraRank + qkRopeHeadDim]) }
+            attn(.kvANorm, [kvLoraRank])
+            attn(.kvBProj, [h * (qkNopeHeadDim + vHeadDim), kvLoraRank])
+            attn(.oProj, [d, h * vHeadDim])
+            if attentionBias { attn(.oBias, [d]) }
             if isMoELayer(l) {
-                add(m + "gate.weight", [nRoutedExperts, d])
+                add(.router(layer: l), [nRoutedExperts, d])
                 for e in 0..<nRoutedExperts {
-                    for spec in expertSpecs(prefix: m + "experts.\(e).", inner: moeIntermediateSize) { specs.append(spec) }
+                    addMLP(inner: moeIntermediateSize) { .routedExpert($0, layer: l, expert: e) }
                 }
-                if nSharedExperts > 0 {
-                    for spec in expertSpecs(prefix: m + "shared_experts.", inner: moeIntermediateSize * nSharedExperts) {
-                        specs.append(spec)
-                    }
-                }
+                if nSharedExperts > 0 { addMLP(inner: moeIntermediateSize * nSharedExperts) { .sharedExperts($0, layer: l) } }
             } else {
-                for spec in expertSpecs(prefix: m, inner: intermediateSize) { specs.append(spec) }
+                addMLP(inner: intermediateSize) { .denseMLP($0, layer: l) }
             }
-            add(p + "input_layernorm.weight", [d])
-            add(p + "post_attention_layernorm.weight", [d])
+            add(.inputNorm(layer: l), [d])
+            add(.postAttentionNorm(layer: l), [d])
         }
-        add("model.norm.weight", [d])
-        if !tieWordEmbeddings { add("lm_head.weight", [vocabSize, d]) }
+        add(.finalNorm, [d])
+        if !tieWordEmbeddings { add(.lmHead, [vocabSize, d]) }
         return specs
+
+        func addMLP(inner: Int, _ id: (ParameterID.Projection) -> ParameterID) {
+            for (p, shape) in mlpShapes(inner: inner) { add(id(p), shape) }
+        }
     }
 
-    private func expertSpecs(prefix: String, inner: Int) -> [ParameterSpec] {
-        [ParameterSpec(name: prefix + "gate_proj.weight", shape: [inner, hiddenSize]),
-         ParameterSpec(name: prefix + "up_proj.weight", shape: [inner, hiddenSize]),
-         ParameterSpec(name: prefix + "down_proj.weight", shape: [hiddenSize, inner])]
-    }
-
-    /// The decoder layer a tensor belongs to (nil for embeddings, final norm and lm_head).
-    public static func layerIndex(ofParameter name: String) -> Int? {
-        guard name.hasPrefix("model.layers.") else { return nil }
-        let rest = name.dropFirst("model.layers.".count)
-        return Int(rest.prefix { $0.isNumber })
+    /// Shapes of a gated MLP's projections with `inner` hidden units, in HF's module order.
+    public func mlpShapes(inner: Int) -> [(ParameterID.Projection, [Int])] {
+        [(.gate, [inner, hiddenSize]), (.up, [inner, hiddenSize]), (.down, [hiddenSize, inner])]
     }
 }

@@ -73,9 +73,9 @@ public final class DeepseekV2Model {
             throw ESFTError("expert placement over \(self.placement.ranks) ranks, but the exchange has \(exchange.ranks)")
         }
         let d = config.hiddenSize
-        embed = try parameters.require("model.embed_tokens.weight", shape: [config.vocabSize, d])
-        finalNorm = try parameters.require("model.norm.weight", shape: [d])
-        lmHead = config.tieWordEmbeddings ? embed : try parameters.require("lm_head.weight", shape: [config.vocabSize, d])
+        embed = try parameters.require(.embedTokens, shape: [config.vocabSize, d])
+        finalNorm = try parameters.require(.finalNorm, shape: [d])
+        lmHead = config.tieWordEmbeddings ? embed : try parameters.require(.lmHead, shape: [config.vocabSize, d])
         let placement = self.placement, counters = dispatchCounters
         layers = try (0..<config.numLayers).map {
             try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange, counters: counters)
@@ -97,7 +97,7 @@ public final class DeepseekV2Model {
     /// that owns no trainable expert in a layer still passes gradients through its frozen experts there.
     public var lowestTrainableLayer: Int {
         if embed.isTrainable { return 0 }
-        let local = parameters.trainable.compactMap { ModelConfig.layerIndex(ofParameter: $0.name) }.min() ?? config.numLayers
+        let local = parameters.trainable.compactMap(\.id.layer).min() ?? config.numLayers
         return min(local, jobLowestTrainableLayer ?? local)
     }
     public var jobLowestTrainableLayer: Int?

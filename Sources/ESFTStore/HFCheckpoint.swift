@@ -76,17 +76,16 @@ public struct HFCheckpoint {
             }
             return TensorSource(file: file, entry: e, elementOffset: 0, count: e.count)
         }
-        if let (prefix, expert, kind) = Self.splitExpertName(spec.name) {
+        if let fusedName = spec.id.hfFusedExpertName, case .routedExpert(let kind) = spec.id.kind, let expert = spec.id.expert {
             let e = config.nRoutedExperts, i = config.moeIntermediateSize, d = config.hiddenSize
-            let fusedName = prefix + (kind == "down_proj" ? "down_proj" : "gate_up_proj")
             if let file = index[fusedName], let entry = file.entries[fusedName] {
-                let expected = kind == "down_proj" ? [e, d, i] : [e, 2 * i, d]
+                let expected = kind == .down ? [e, d, i] : [e, 2 * i, d]
                 guard entry.shape == expected else {
                     throw ESFTError("\(file.path): tensor '\(fusedName)' has shape \(entry.shape), but config.json implies \(expected)")
                 }
                 let perExpert = i * d
-                let offset = kind == "down_proj" ? expert * perExpert
-                    : expert * 2 * perExpert + (kind == "up_proj" ? perExpert : 0)
+                let offset = kind == .down ? expert * perExpert
+                    : expert * 2 * perExpert + (kind == .up ? perExpert : 0)
                 return TensorSource(file: file, entry: entry, elementOffset: offset, count: perExpert)
             }
         }
@@ -98,9 +97,7 @@ public struct HFCheckpoint {
         var used = Set<String>()
         for spec in config.parameterSpecs() {
             if index[spec.name] != nil { used.insert(spec.name) }
-            else if let (prefix, _, kind) = Self.splitExpertName(spec.name) {
-                used.insert(prefix + (kind == "down_proj" ? "down_proj" : "gate_up_proj"))
-            }
+            else if let fused = spec.id.hfFusedExpertName { used.insert(fused) }
         }
         return index.keys.filter { !used.contains($0) }.sorted()
     }
@@ -113,21 +110,13 @@ public struct HFCheckpoint {
         for spec in config.parameterSpecs() {
             let src = try source(spec)
             if let view = src.view, spec.shape.count > 1 || src.dtype == .f32 {
-                set.add(Parameter(name: spec.name, shape: spec.shape, weight: view, owner: src.file.mapping))
+                set.add(Parameter(spec, weight: view, owner: src.file.mapping))
             } else {
-                let p = Parameter(name: spec.name, shape: spec.shape)
+                let p = Parameter(spec)
                 src.read(into: p.value)
                 set.add(p)
             }
         }
         return (set, unusedTensorNames())
-    }
-
-    /// "model.layers.3.mlp.experts.5.up_proj.weight" → ("model.layers.3.mlp.experts.", 5, "up_proj").
-    static func splitExpertName(_ name: String) -> (String, Int, String)? {
-        guard name.hasSuffix("_proj.weight"), let r = name.range(of: ".mlp.experts.") else { return nil }
-        let rest = name[r.upperBound...].split(separator: ".")
-        guard rest.count == 3, let e = Int(rest[0]) else { return nil }
-        return (String(name[..<r.upperBound]), e, String(rest[1]))
     }
 }

@@ -8,8 +8,9 @@ import Foundation
 /// that owns a range of experts maps only those.
 public final class ModelDirectory {
     public struct TensorInfo {
-        public let name: String
-        public let shape: [Int]
+        public let spec: ParameterSpec
+        public var name: String { spec.name }
+        public var shape: [Int] { spec.shape }
         public let file: String
         public let offset: Int
         public let bytes: Int
@@ -55,8 +56,8 @@ public final class ModelDirectory {
     }
 
     /// The file holding a tensor.
-    public func file(for name: String) -> String {
-        guard let (_, e) = ModelDirectoryLayout.routedExpert(name) else { return ModelDirectoryLayout.nonExpertFile }
+    public func file(for id: ParameterID) -> String {
+        guard let e = id.routedExpert?.expert else { return ModelDirectoryLayout.nonExpertFile }
         return ModelDirectoryLayout.expertFile(expertRanges.firstIndex { $0.contains(e) }!, of: expertRanges.count)
     }
 
@@ -64,7 +65,7 @@ public final class ModelDirectory {
     public func tensorInfos(_ specs: [ParameterSpec]? = nil) throws -> [TensorInfo] {
         var open: [String: H5File] = [:]
         return try (specs ?? config.parameterSpecs()).map { spec in
-            let fileName = file(for: spec.name)
+            let fileName = file(for: spec.id)
             let path = url.appendingPathComponent(fileName).path
             let f = try open[fileName] ?? H5File.openReadOnly(path)
             open[fileName] = f
@@ -83,7 +84,7 @@ public final class ModelDirectory {
             guard d.offset! % want.1 == 0 else {
                 throw ESFTError("\(path): tensor '\(spec.name)' starts at byte \(d.offset!), not a multiple of its element size; rewrite the model with `esft export --format hdf5`")
             }
-            return TensorInfo(name: spec.name, shape: spec.shape, file: fileName, offset: d.offset!,
+            return TensorInfo(spec: spec, file: fileName, offset: d.offset!,
                               bytes: spec.shape.reduce(1, *) * (dtype == .fp32 ? 4 : 2))
         }
     }
@@ -104,7 +105,7 @@ public final class ModelDirectory {
     /// included (and mapped); the rest of the experts are absent from the set.
     public func loadParameters(experts: Range<Int>? = nil) throws -> ParameterSet {
         let specs = config.parameterSpecs().filter { spec in
-            guard let experts, let (_, e) = ModelDirectoryLayout.routedExpert(spec.name) else { return true }
+            guard let experts, let e = spec.id.routedExpert?.expert else { return true }
             return experts.contains(e)
         }
         let infos = try tensorInfos(specs)
@@ -122,13 +123,13 @@ public final class ModelDirectory {
             let mapping = try TensorMapping(fd: fd, path: path, offset: info.offset, bytes: info.bytes, name: info.name)
             if dtype == .bf16 && info.shape.count == 1 {
                 // 1-D (norms): widened into owned fp32; a negligible share of the model.
-                let p = Parameter(name: info.name, shape: info.shape)
+                let p = Parameter(info.spec)
                 widenBF16(mapping.pointer.assumingMemoryBound(to: UInt16.self), count: p.count, into: p.value)
                 set.add(p)
             } else if dtype == .bf16 {
-                set.add(Parameter(name: info.name, shape: info.shape, weight: .bf16(mapping.pointer.assumingMemoryBound(to: UInt16.self)), owner: mapping))
+                set.add(Parameter(info.spec, weight: .bf16(mapping.pointer.assumingMemoryBound(to: UInt16.self)), owner: mapping))
             } else {
-                set.add(Parameter(name: info.name, shape: info.shape, weight: .f32(mapping.pointer.assumingMemoryBound(to: Float.self)), owner: mapping))
+                set.add(Parameter(info.spec, weight: .f32(mapping.pointer.assumingMemoryBound(to: Float.self)), owner: mapping))
             }
         }
         return set

@@ -31,14 +31,6 @@ public enum ModelDirectoryLayout {
 
     /// Contiguous ranges splitting `items` into `parts`, as expert placement does.
     public static func split(_ items: Int, into parts: Int) -> [Range<Int>] { ExpertPlacement.split(items, into: parts) }
-
-    /// (layer, expert) of a routed expert tensor name, or nil for every other tensor.
-    public static func routedExpert(_ name: String) -> (layer: Int, expert: Int)? {
-        guard let l = ModelConfig.layerIndex(ofParameter: name), let r = name.range(of: ".mlp.experts.") else { return nil }
-        let rest = name[r.upperBound...]
-        guard let e = Int(rest.prefix { $0.isNumber }) else { return nil }
-        return (l, e)
-    }
 }
 
 /// Writes a model directory one tensor at a time (memory stays near the largest tensor), under a
@@ -51,7 +43,7 @@ public final class ModelDirectoryWriter {
     private let temporary: URL
     private var nonExpert: H5File
     private var shards: [H5File]
-    private var expected: [String: [Int]]
+    private var expected: [ParameterID: [Int]]
     private var finished = false
     private var scratch = FloatBuffer(count: 0)
     private var scratch16: [UInt16] = []
@@ -73,7 +65,7 @@ public final class ModelDirectoryWriter {
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
             throw ESFTError("\(output.path): cannot create the output directory (\(error.localizedDescription))")
         }
-        expected = Dictionary(uniqueKeysWithValues: config.parameterSpecs().map { ($0.name, $0.shape) })
+        expected = Dictionary(uniqueKeysWithValues: config.parameterSpecs().map { ($0.id, $0.shape) })
         do {
             try configJSON.write(to: temporary.appendingPathComponent("config.json"))
             nonExpert = try H5File.create(temporary.appendingPathComponent(ModelDirectoryLayout.nonExpertFile).path)
@@ -105,13 +97,14 @@ public final class ModelDirectoryWriter {
     }
 
     /// Writes one tensor (fp32 or bf16 source), converting to the directory's dtype.
-    public func write(name: String, shape: [Int], data: Weight) throws {
-        guard let want = expected.removeValue(forKey: name) else {
+    public func write(_ spec: ParameterSpec, data: Weight) throws {
+        let name = spec.name, shape = spec.shape
+        guard let want = expected.removeValue(forKey: spec.id) else {
             throw ESFTError("\(output.path): tensor '\(name)' is not part of this model, or was written twice")
         }
         guard want == shape else { throw ESFTError("\(output.path): tensor '\(name)' has shape \(shape), config.json implies \(want)") }
         let file: H5File
-        if let (_, e) = ModelDirectoryLayout.routedExpert(name) {
+        if let e = spec.id.routedExpert?.expert {
             file = shards[expertRanges.firstIndex { $0.contains(e) }!]
         } else {
             file = nonExpert
@@ -135,7 +128,7 @@ public final class ModelDirectoryWriter {
 
     /// Checks every tensor was written, closes the files and renames the directory into place.
     public func finish() throws {
-        if let missing = expected.keys.sorted().first {
+        if let missing = expected.keys.map(\.hfName).sorted().first {
             throw ESFTError("\(output.path): \(expected.count) tensor(s) not written, e.g. '\(missing)' (nothing was written)")
         }
         try nonExpert.close()

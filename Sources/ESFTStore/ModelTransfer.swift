@@ -22,11 +22,11 @@ public enum ModelImport {
         var owned = FloatBuffer(count: 0)
         for (i, (spec, src)) in zip(specs, sources).enumerated() {
             if let view = src.view {
-                try writer.write(name: spec.name, shape: spec.shape, data: view)
+                try writer.write(spec, data: view)
             } else {  // F16, or unaligned: convert through a buffer the size of the largest such tensor
                 if owned.count < src.count { owned = FloatBuffer(count: src.count, zeroed: false) }
                 src.read(into: owned.pointer)
-                try writer.write(name: spec.name, shape: spec.shape, data: .f32(owned.pointer))
+                try writer.write(spec, data: .f32(owned.pointer))
             }
             src.release()
             if (i + 1) % 200 == 0 || i + 1 == specs.count { progress("imported \(i + 1)/\(specs.count) tensors") }
@@ -48,7 +48,7 @@ public enum ModelInit {
             let count = spec.shape.reduce(1, *)
             if buffer.count < count { buffer = FloatBuffer(count: count, zeroed: false) }
             RandomInit.fill(spec, index: i, seed: seed, std: Float(config.initializerRange), into: buffer.pointer)
-            try writer.write(name: spec.name, shape: spec.shape, data: .f32(buffer.pointer))
+            try writer.write(spec, data: .f32(buffer.pointer))
             if (i + 1) % 200 == 0 || i + 1 == specs.count { progress("initialised \(i + 1)/\(specs.count) tensors") }
         }
         try writer.finish()
@@ -131,9 +131,9 @@ public enum ModelExport {
         let infos = try model.tensorInfos()
         for (i, info) in infos.enumerated() {
             if let trained, let e = trained.entries[info.name] {
-                try writer.write(name: info.name, shape: info.shape, data: .f32(trained.f32View(e)!))
+                try writer.write(info.spec, data: .f32(trained.f32View(e)!))
             } else {
-                try model.withTensor(info) { try writer.write(name: info.name, shape: info.shape, data: $0) }
+                try model.withTensor(info) { try writer.write(info.spec, data: $0) }
             }
             if (i + 1) % 200 == 0 || i + 1 == infos.count { progress("exported \(i + 1)/\(infos.count) tensors") }
         }

@@ -3,8 +3,8 @@ import ESFTModel
 import Foundation
 
 /// AdamW exactly as torch.optim.AdamW computes it, over the trainable parameters only: the state (two
-/// fp32 moments) exists for nothing else. Weight decay applies to matrices, not to norm weights or
-/// biases (as the Hugging Face Trainer groups parameters).
+/// fp32 moments, in the arena) exists for nothing else. Weight decay applies to matrices, not to norm
+/// weights or biases (as the Hugging Face Trainer groups parameters).
 public final class AdamW {
     public struct Hyperparameters: Codable, Equatable, Sendable {
         public var beta1: Double = 0.9
@@ -15,31 +15,29 @@ public final class AdamW {
     }
 
     public let hyper: Hyperparameters
-    public let parameters: [Parameter]
+    public let arena: ParameterArena
     public private(set) var step = 0
-    let firstMoment: [FloatBuffer]
-    let secondMoment: [FloatBuffer]
 
-    public init(_ parameters: [Parameter], hyper: Hyperparameters) {
-        precondition(parameters.allSatisfy(\.isTrainable))
-        self.parameters = parameters; self.hyper = hyper
-        firstMoment = parameters.map { FloatBuffer(count: $0.count) }
-        secondMoment = parameters.map { FloatBuffer(count: $0.count) }
+    public init(_ arena: ParameterArena, hyper: Hyperparameters) {
+        self.arena = arena; self.hyper = hyper
     }
 
     /// Bytes of optimizer state (two moments per trainable parameter).
-    public var stateBytes: Int { firstMoment.reduce(0) { $0 + $1.count * 8 } }
+    public var stateBytes: Int { arena.optimizerStateBytes }
 
-    /// One update with learning rate `lr` from the current gradients.
+    /// One update with learning rate `lr` from the current gradients. Element-wise, so one pass over each
+    /// tensor's views; only the decay differs between tensors.
     public func update(lr: Double) {
         step += 1
         let b1 = Float(hyper.beta1), b2 = Float(hyper.beta2), eps = Float(hyper.eps)
         let bias1 = 1 - pow(hyper.beta1, Double(step)), bias2 = 1 - pow(hyper.beta2, Double(step))
         let stepSize = Float(lr / bias1), bias2Sqrt = Float(bias2.squareRoot())
-        for (i, p) in parameters.enumerated() {
-            let w = p.value, g = p.gradPointer!, m = firstMoment[i].pointer, v = secondMoment[i].pointer
-            let decay: Float = p.shape.count > 1 ? Float(1 - lr * hyper.weightDecay) : 1
-            parallelChunks(p.count, grain: 1 << 14) { range in
+        for view in arena.views {
+            let o = view.offset
+            let w = arena.weights.pointer + o, g = arena.gradients.pointer + o
+            let m = arena.firstMoment.pointer + o, v = arena.secondMoment.pointer + o
+            let decay: Float = view.parameter.shape.count > 1 ? Float(1 - lr * hyper.weightDecay) : 1
+            parallelChunks(view.count, grain: 1 << 14) { range in
                 for j in range {
                     w[j] *= decay
                     m[j] = b1 * m[j] + (1 - b1) * g[j]

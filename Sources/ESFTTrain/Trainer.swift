@@ -27,9 +27,12 @@ public final class Trainer {
     public let model: DeepseekV2Model
     public let dataset: TokenDataset
     public let selection: TrainableSelection
-    /// This rank's trainable tensors: routed experts it owns, and replicated ones (all-reduced).
-    public let owned: [Parameter]
-    public let replicated: [Parameter]
+    /// This rank's trainable state: the routed experts it owns, then the replicated tensors (all-reduced).
+    public let arena: ParameterArena
+    public var owned: [Parameter] { arena.ownedViews.map(\.parameter) }
+    public var replicated: [Parameter] { arena.replicatedViews.map(\.parameter) }
+    /// What the job trains, the same on every rank.
+    public let trainable: TrainableSet
     let optimizer: AdamW
     var sampler: Sampler
     let out: URL
@@ -69,32 +72,27 @@ public final class Trainer {
         model.auxLossAlpha = Float(options.auxAlpha)
         model.auxLossRows = options.batchRows
 
-        let wanted: Set<String>
+        let trainable: TrainableSet
         switch selection {
-        case .full: wanted = Set(probe.parameterSpecs().map(\.name))  // the job's set, the same on every rank
-        case .experts(let cfg, _): wanted = Set(trainableParameterNames(cfg, model: config))
+        case .full: trainable = .all(config)
+        case .experts(let cfg, _): trainable = cfg.trainableSet(model: config)
         }
+        self.trainable = trainable
         // Backward must reach the job's lowest trainable layer on every rank (see DeepseekV2Model).
-        model.jobLowestTrainableLayer = wanted.contains("model.embed_tokens.weight") ? 0
-            : wanted.compactMap { ModelConfig.layerIndex(ofParameter: $0) }.min() ?? config.numLayers
+        model.jobLowestTrainableLayer = trainable.lowestLayer(numLayers: config.numLayers)
         // A rank trains only the routed experts its placement gives it (a Hugging Face directory maps every
         // expert on every rank; the others stay frozen views here and train on their owners).
         let mine = placement.ranges[comm.rank]
         let chosen = loaded.parameters.ordered.filter { p in
-            guard wanted.contains(p.name) else { return false }
-            guard let (_, e) = ModelDirectoryLayout.routedExpert(p.name) else { return true }
+            guard trainable.contains(p.id) else { return false }
+            guard let e = p.id.routedExpert?.expert else { return true }
             return mine.contains(e)
         }
-        for p in chosen { p.makeTrainable() }
-        owned = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) != nil }
-        replicated = chosen.filter { ModelDirectoryLayout.routedExpert($0.name) == nil }
-        optimizer = AdamW(chosen, hyper: options.adam)
+        arena = ParameterArena(owned: chosen.filter { $0.id.routedExpert != nil },
+                               replicated: chosen.filter { $0.id.routedExpert == nil })
+        optimizer = AdamW(arena, hyper: options.adam)
         sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
-        trainedNames = config.parameterSpecs().filter { wanted.contains($0.name) }
     }
-
-    /// Every tensor the job trains, in parameter order (the same list on every rank).
-    let trainedNames: [ParameterSpec]
 
     private func batch(_ rows: ArraySlice<Int>) -> TokenBatch {
         let t = dataset.seqLen
@@ -138,39 +136,24 @@ public final class Trainer {
             throw NonFiniteTraining(message: "the gradient norm became \(norm) (loss \(loss))")
         }
         if options.gradClip > 0 && norm > options.gradClip {
-            let scale = Float(options.gradClip / (norm + 1e-6))
-            for p in optimizer.parameters { let g = p.gradPointer!; for i in 0..<p.count { g[i] *= scale } }
+            arena.scaleGradients(by: Float(options.gradClip / (norm + 1e-6)))
         }
         optimizer.update(lr: lr)
-        for p in optimizer.parameters { p.zeroGrad() }
+        arena.zeroGradients()
         return (loss, sums[1], norm, Int(targets))
     }
 
-    /// Replicated trainable tensors get the same (summed) gradient on every rank: one packed all-reduce.
-    private var packed = FloatBuffer(count: 0)
+    /// Replicated trainable tensors get the same (summed) gradient on every rank: one all-reduce, in place
+    /// on the arena's replicated region.
     private func allReduceReplicatedGradients() throws {
         guard comm.size > 1 else { return }
-        let total = replicated.reduce(0) { $0 + $1.count }
-        if packed.count < total { packed = FloatBuffer(count: total) }
-        var offset = 0
-        for p in replicated { (packed.pointer + offset).update(from: p.gradPointer!, count: p.count); offset += p.count }
-        try comm.allReduceSum(packed.pointer, count: total, tag: "gradients")
-        offset = 0
-        for p in replicated { p.gradPointer!.update(from: packed.pointer + offset, count: p.count); offset += p.count }
+        try comm.allReduceSum(arena.replicatedGradients, count: arena.replicatedCount, tag: "gradients")
     }
 
     /// √(Σ over every trainable tensor of the job of Σ g²): experts counted on their owner, replicated once.
     private func globalGradNorm() throws -> Double {
-        func sumSquares(_ ps: [Parameter]) -> Double {
-            ps.reduce(0.0) { acc, p in
-                let g = p.gradPointer!
-                var s = 0.0
-                for i in 0..<p.count { s += Double(g[i]) * Double(g[i]) }
-                return acc + s
-            }
-        }
-        let experts = try comm.allReduceSum(sumSquares(owned), tag: "grad norm")
-        return (experts + sumSquares(replicated)).squareRoot()
+        let experts = try comm.allReduceSum(arena.gradientSumOfSquares(arena.ownedViews), tag: "grad norm")
+        return (experts + arena.gradientSumOfSquares(arena.replicatedViews)).squareRoot()
     }
 
     /// Mean cross-entropy over (up to `evalRows`) validation rows, sharded across ranks.

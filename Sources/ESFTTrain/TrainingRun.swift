@@ -78,12 +78,11 @@ extension Trainer {
         let gathered = try [memory.rssBytes, memory.anonymousBytes, memory.peakRSSBytes, optimizer.stateBytes].map {
             try comm.allGather(Int64($0), tag: "summary")
         }
-        let trainable = try comm.allReduceSum(Int64(owned.reduce(0) { $0 + $1.count }), tag: "summary")
-            + Int64(replicated.reduce(0) { $0 + $1.count })
+        let trainedCount = try comm.allReduceSum(Int64(arena.ownedCount), tag: "summary") + Int64(arena.replicatedCount)
         let steps = Double(options.steps), seconds = Date().timeIntervalSince(start)
         let summary = TrainingSummary(
             steps: options.steps, firstLoss: first, lastLoss: last, lastValidationLoss: lastVal,
-            tokensPerSecond: tokensPerStep * steps / seconds, trainableParameters: Int(trainable),
+            tokensPerSecond: tokensPerStep * steps / seconds, trainableParameters: Int(trainedCount),
             totalParameters: config.parameterSpecs().reduce(0) { $0 + $1.shape.reduce(1, *) },
             communicationBytesPerStep: commBytes / steps, rowsSentPerStep: rowsSent / steps, tokenExpertPairsPerStep: pairs / steps,
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
@@ -143,16 +142,13 @@ extension Trainer {
     /// tensor, streamed into the file: rank 0 holds one tensor at a time, and no count approaches 2³¹.
     /// Every rank walks the same list in the same order (the exchanges are collectives).
     func writeTrainedTensors(_ url: URL, metadata extra: [String: String] = [:], gradients: Bool = false) throws {
-        let specs = trainedNames.sorted { $0.name < $1.name }
-        let local = Dictionary(uniqueKeysWithValues: (owned + replicated).map { ($0.name, $0) })
+        let specs = trainable.specs(in: config).sorted { $0.name < $1.name }
+        let local = Dictionary(uniqueKeysWithValues: arena.views.map { ($0.id, $0.offset) })
         let exchange = CommunicatorExchange(comm)
-        func owner(_ name: String) -> Int {
-            ModelDirectoryLayout.routedExpert(name).map { model.placement.owner(of: $0.expert) } ?? 0
-        }
+        func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.owner(of: $0.expert) } ?? 0 }
         /// The values written: the weights, or (for --save-gradients) this step's gradients.
-        func values(_ name: String) -> UnsafeMutablePointer<Float> {
-            let p = local[name]!
-            return gradients ? p.gradPointer! : p.value
+        func values(_ id: ParameterID) -> UnsafeMutablePointer<Float> {
+            (gradients ? arena.gradients : arena.weights).pointer + local[id]!
         }
         var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(optimizer.step)"]
         if case .experts(let cfg, _) = selection { meta["expert_config"] = String(decoding: cfg.jsonData(), as: UTF8.self) }
@@ -160,15 +156,15 @@ extension Trainer {
         var buffer = FloatBuffer(count: 0)
         /// Brings tensor i to rank 0 (a no-op elsewhere) and hands rank 0 its values.
         func fetch(_ spec: ParameterSpec, _ emit: (Weight) throws -> Void) throws {
-            let count = spec.shape.reduce(1, *), from = owner(spec.name)
+            let count = spec.count, from = owner(spec.id)
             if from == 0 {
-                if comm.rank == 0 { try emit(.f32(values(spec.name))) }
+                if comm.rank == 0 { try emit(.f32(values(spec.id))) }
                 return
             }
             var send = [Int](repeating: 0, count: comm.size), receive = send
             if comm.rank == from { send[0] = count }
             if comm.rank == 0 { receive[from] = count; if buffer.count < count { buffer = FloatBuffer(count: count, zeroed: false) } }
-            let source = comm.rank == from ? UnsafePointer(values(spec.name)) : UnsafePointer(buffer.pointer)
+            let source = comm.rank == from ? UnsafePointer(values(spec.id)) : UnsafePointer(buffer.pointer)
             try exchange.exchangeRows(send: source, sendCounts: send, receive: buffer.pointer, receiveCounts: receive,
                                       width: 1, tag: "trained tensors")
             if comm.rank == 0 { try emit(.f32(buffer.pointer)) }

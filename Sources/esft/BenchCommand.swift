@@ -54,7 +54,7 @@ enum BenchCommand {
         let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: configPath))
         let params = ParameterSet.randomlyInitialized(config, seed: seed)
         let model = try DeepseekV2Model(config: config, parameters: params)
-        for p in params.ordered where trainable == "all" || (trainable == "experts" && p.name.contains(".mlp.experts.")) {
+        for p in params.ordered where trainable == "all" || (trainable == "experts" && p.id.routedExpert != nil) {
             p.makeTrainable()
         }
         var rng = SplitMix64(seed: seed &+ 1)

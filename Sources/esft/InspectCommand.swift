@@ -37,8 +37,8 @@ enum InspectCommand {
         let specs = config.parameterSpecs()
         func count(_ filter: (ParameterSpec) -> Bool) -> Int { specs.filter(filter).reduce(0) { $0 + $1.shape.reduce(1, *) } }
         let total = count { _ in true }
-        let routed = count { $0.name.contains(".mlp.experts.") }
-        let shared = count { $0.name.contains(".mlp.shared_experts.") }
+        let routed = count { $0.id.routedExpert != nil }
+        let shared = count { $0.id.isSharedExpert }
         let perExpert = 3 * config.moeIntermediateSize * config.hiddenSize
         let onDisk = (try FileManager.default.contentsOfDirectory(atPath: url.path)).reduce(0) { sum, f in
             sum + ((try? FileManager.default.attributesOfItem(atPath: url.appendingPathComponent(f).path)[.size] as? Int) ?? 0)

@@ -85,10 +85,10 @@ final class ExpertConfigTests: XCTestCase {
     }
 
     func testParameterRoles() {
-        XCTAssertEqual(parameterRole("model.layers.3.mlp.experts.12.up_proj.weight"), .routedExpert(layer: 3, expert: 12))
-        XCTAssertEqual(parameterRole("model.layers.3.mlp.shared_experts.up_proj.weight"), .sharedExpert(layer: 3))
-        XCTAssertEqual(parameterRole("model.layers.3.mlp.gate.weight"), .nonExpert)
-        XCTAssertEqual(parameterRole("model.layers.0.mlp.up_proj.weight"), .nonExpert)
-        XCTAssertEqual(parameterRole("lm_head.weight"), .nonExpert)
+        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.experts.12.up_proj.weight")?.esftRole, .routedExpert(layer: 3, expert: 12))
+        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.shared_experts.up_proj.weight")?.esftRole, .sharedExpert(layer: 3))
+        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.gate.weight")?.esftRole, .nonExpert)
+        XCTAssertEqual(ParameterID(hfName: "model.layers.0.mlp.up_proj.weight")?.esftRole, .nonExpert)
+        XCTAssertEqual(ParameterID(hfName: "lm_head.weight")?.esftRole, .nonExpert)
     }
 }

@@ -93,7 +93,7 @@ final class ModelDirectoryTests: XCTestCase {
         let model = dir.appendingPathComponent("m")
         try ModelImport.run(from: f.directory, to: model, dtype: nil, expertShards: 2)
         let params = try ModelDirectory(url: model).loadParameters(experts: 2..<5)
-        let experts = Set(params.names.compactMap { ModelDirectoryLayout.routedExpert($0)?.expert })
+        let experts = Set(params.ordered.compactMap { $0.id.routedExpert?.expert })
         XCTAssertEqual(experts, [2, 3, 4])
         XCTAssertNotNil(params["model.layers.0.self_attn.q_proj.weight"], "non-expert tensors are always there")
         XCTAssertNotNil(params["model.layers.1.mlp.shared_experts.up_proj.weight"])
