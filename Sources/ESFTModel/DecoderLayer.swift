@@ -29,7 +29,7 @@ struct DecoderLayer {
     /// Reads x_ND (kept by the caller while backward may need it), writes out_ND. Returns the aux loss.
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int, rope: RopeTables,
                  auxAlpha: Float, auxRows: Int, acts: Workspace, scratch: Workspace,
-                 observer: ((RoutingView) -> Void)?) throws -> Double {
+                 observer: ((RoutingView) throws -> Void)?) throws -> Double {
         let n = batch * seqLen, d = cfg.hiddenSize
         let xn1 = acts.floats("xn1", n * d), h = acts.floats("h", n * d), xn2 = acts.floats("xn2", n * d)
         RMSNorm.forward(x: x, weight: inputNorm.value, eps: cfg.rmsNormEps, y: xn1, rstd: acts.floats("rstd1", n),

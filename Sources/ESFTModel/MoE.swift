@@ -46,13 +46,13 @@ struct MoELayer {
 
     /// x_ND is the normed input; out_ND is written. Returns the aux loss (0 when alpha is 0).
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int, auxAlpha: Float,
-                 auxRows: Int, acts: Workspace, scratch ws: Workspace, observer: ((RoutingView) -> Void)?) throws -> Double {
+                 auxRows: Int, acts: Workspace, scratch ws: Workspace, observer: ((RoutingView) throws -> Void)?) throws -> Double {
         let n = batch * seqLen, k = cfg.expertsPerToken, e = cfg.nRoutedExperts, d = cfg.hiddenSize
         let inner = cfg.moeIntermediateSize
         let probs = acts.floats("moe.probs", n * e), topkIdx = acts.ints("moe.idx", n * k)
         let topkProb = acts.floats("moe.p", n * k), topkWeight = acts.floats("moe.w", n * k)
         router.forward(x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb, topkWeight: topkWeight, scratch: ws)
-        observer?(RoutingView(layer: layer, tokens: n, k: k, experts: e, topkIdx: topkIdx, topkProb: topkProb))
+        try observer?(RoutingView(layer: layer, tokens: n, k: k, experts: e, topkIdx: topkIdx, topkProb: topkProb))
 
         // Source side: one row per (token, destination rank): [x | local ids | weights].
         let plan = DispatchPlan(acts: acts, tokens: n, k: k, ranks: exchange.ranks)

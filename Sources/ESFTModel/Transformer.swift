@@ -40,8 +40,9 @@ public final class DeepseekV2Model {
     public let parameters: ParameterSet
     /// Weight of the DeepSeek sequence-level auxiliary balance loss (0: off, as for HF parity).
     public var auxLossAlpha: Float = 0
-    /// Called during forward with each MoE layer's routing (relevance scoring listens here).
-    public var routingObserver: ((RoutingView) -> Void)?
+    /// Called during forward with each MoE layer's routing (relevance scoring listens here); an error it
+    /// throws ends the forward.
+    public var routingObserver: ((RoutingView) throws -> Void)?
     /// Rows the aux loss averages over: the global batch when ranks split it (default: this batch).
     public var auxLossRows: Int?
     /// Which rank owns which routed experts, and how rows move between ranks (one rank: a copy).

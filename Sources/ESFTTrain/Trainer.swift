@@ -94,16 +94,7 @@ public final class Trainer {
         sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
     }
 
-    private func batch(_ rows: ArraySlice<Int>) -> TokenBatch {
-        let t = dataset.seqLen
-        var ids: [Int32] = [], labels: [Int32] = []
-        ids.reserveCapacity(rows.count * t); labels.reserveCapacity(rows.count * t)
-        for r in rows {
-            ids += dataset.inputIds[(r * t)..<((r + 1) * t)]
-            labels += dataset.labels[(r * t)..<((r + 1) * t)]
-        }
-        return TokenBatch(batch: rows.count, seqLen: t, inputIds: ids, labels: labels)
-    }
+    private func batch(_ rows: ArraySlice<Int>) -> TokenBatch { dataset.batch(rows: rows) }
 
     /// One optimizer step over the next global batch. Returns (loss, aux loss, grad norm, target tokens).
     func step(lr: Double) throws -> (loss: Double, aux: Double, gradNorm: Double, targets: Int) {
