@@ -69,7 +69,7 @@ struct MoELayer {
             }
         }
         counters.record(layer: layer, rows: sendRows, pairs: n * k)
-        let recvCounts = try exchange.exchangeCounts(plan.sendCounts, tag: "\(tag) forward")
+        let recvCounts = try exchange.exchangeCounts(plan.sendCounts, tag: "\(tag) forward counts")
         plan.store(receiveCounts: recvCounts)
         let m = recvCounts.reduce(0, +)
         let recv = acts.floats("moe.recv", m * width)
