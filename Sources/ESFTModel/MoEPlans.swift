@@ -10,12 +10,12 @@ struct DispatchPlan {
     let tokenRowStart: UnsafeMutablePointer<Int32>  // token t's rows are tokenRows[start[t]..<start[t+1]]
     let tokenRows: UnsafeMutablePointer<Int32>
 
-    init(acts: Workspace, tokens: Int, k: Int, ranks: Int) {
+    init(_ saved: DispatchSaved, tokens: Int, k: Int, ranks: Int) {
         self.tokens = tokens; self.k = k; self.ranks = ranks
-        counts = acts.ints("moe.counts", 2 * ranks)
-        rowToken = acts.ints("moe.row_token", tokens * min(k, ranks))
-        tokenRowStart = acts.ints("moe.token_row_start", tokens + 1)
-        tokenRows = acts.ints("moe.token_rows", tokens * min(k, ranks))
+        counts = saved.counts.reuse(count: 2 * ranks)
+        rowToken = saved.rowToken.reuse(count: tokens * min(k, ranks))
+        tokenRowStart = saved.tokenRowStart.reuse(count: tokens + 1)
+        tokenRows = saved.tokenRows.reuse(count: tokens * min(k, ranks))
     }
 
     var maxRows: Int { tokens * min(k, ranks) }
@@ -106,14 +106,14 @@ struct OwnerPlan {
     let rowStart: UnsafeMutablePointer<Int32>     // row j's assignments: rowAssign[rowStart[j]..<rowStart[j+1]]
     let rowAssign: UnsafeMutablePointer<Int32>
 
-    init(acts: Workspace, rows: Int, k: Int, localExperts: Int) {
+    init(_ saved: DispatchSaved, rows: Int, k: Int, localExperts: Int) {
         self.rows = rows; self.k = k; self.localExperts = localExperts
-        offsets = acts.ints("moe.offsets", localExperts + 1)
-        assignRow = acts.ints("moe.assign_row", rows * k)
-        assignSlot = acts.ints("moe.assign_slot", rows * k)
-        weights = acts.floats("moe.assign_w", rows * k)
-        rowStart = acts.ints("moe.row_start", rows + 1)
-        rowAssign = acts.ints("moe.row_assign", rows * k)
+        offsets = saved.offsets.reuse(count: localExperts + 1)
+        assignRow = saved.assignRow.reuse(count: rows * k)
+        assignSlot = saved.assignSlot.reuse(count: rows * k)
+        weights = saved.assignWeight.reuse(count: rows * k)
+        rowStart = saved.rowStart.reuse(count: rows + 1)
+        rowAssign = saved.rowAssign.reuse(count: rows * k)
     }
 
     var assignments: Int { Int(offsets[localExperts]) }
@@ -186,4 +186,24 @@ struct OwnerPlan {
             }
         }
     }
+}
+
+/// What dispatch keeps from forward for backward: both plans, the received rows (the experts' inputs)
+/// and the experts' pre-activations. A = the (row, slot) assignments to local experts, M received rows.
+final class DispatchSaved: ReusableGroup {
+    // source plan
+    let counts = Reusable<Int32>(), rowToken = Reusable<Int32>(), tokenRowStart = Reusable<Int32>(), tokenRows = Reusable<Int32>()
+    // owner plan
+    let offsets = Reusable<Int32>(), assignRow = Reusable<Int32>(), assignSlot = Reusable<Int32>()
+    let assignWeight = Reusable<Float>(), rowStart = Reusable<Int32>(), rowAssign = Reusable<Int32>()
+    let received_MW = Reusable<Float>()
+    let experts = SwiGLUSaved()  // A rows, grouped per local expert
+}
+
+/// Dispatch temporaries: rows packed to send, gathered per expert, returned; and their gradients.
+final class DispatchScratch: ReusableGroup {
+    let send_SW = Reusable<Float>(), gathered_AD = Reusable<Float>(), expertOut_AD = Reusable<Float>()
+    let combined_MD = Reusable<Float>(), returned_SD = Reusable<Float>()
+    let dSend_SD = Reusable<Float>(), dReceived_MD = Reusable<Float>(), dExpertOut_AD = Reusable<Float>()
+    let dGathered_AD = Reusable<Float>(), dWeight_A = Reusable<Float>(), dCombined_MW = Reusable<Float>(), dReturned_SW = Reusable<Float>()
 }
