@@ -24,8 +24,7 @@ public enum RMSNorm {
     public static func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                 rstd: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                                 dWeight: UnsafeMutablePointer<Float>?, rows: Int, dim: Int,
-                                xStride: Int? = nil, dxStride: Int? = nil, accumulate: Bool,
-                                workspace: Workspace) {
+                                xStride: Int? = nil, dxStride: Int? = nil, accumulate: Bool) {
         let ldx = xStride ?? dim, lddx = dxStride ?? dim
         if let dx {
             parallelChunks(rows, grain: 32) { range in

@@ -25,38 +25,53 @@ public final class FloatBuffer {
     public func toArray() -> [Float] { Array(buffer) }
 }
 
-/// Named scratch buffers that grow to the largest size requested and are then reused, so that
-/// steady-state forward/backward passes allocate nothing.
-public final class Workspace {
-    private var floats: [String: FloatBuffer] = [:]
-    private var ints: [String: UnsafeMutableBufferPointer<Int32>] = [:]
+/// A grow-only buffer: `reuse(count:)` hands out at least `count` elements, reallocating (64-byte
+/// aligned, zeroed) only when more than ever before is asked, so steady-state steps allocate nothing.
+/// Typed saved state (a layer's activations, scratch) is made of these, one named property each.
+public final class Reusable<Element: BitwiseCopyable> {
+    public private(set) var capacity = 0
+    private var storage: UnsafeMutablePointer<Element>?
 
     public init() {}
 
-    deinit { for (_, b) in ints { b.deallocate() } }
+    deinit { free(storage) }
 
-    /// A buffer of at least `count` floats; contents are unspecified unless `zeroed`.
-    public func floats(_ key: String, _ count: Int, zeroed: Bool = false) -> UnsafeMutablePointer<Float> {
-        if let b = floats[key], b.count >= count {
-            if zeroed { b.pointer.update(repeating: 0, count: count) }
-            return b.pointer
+    /// At least `count` elements; contents are what the last user left unless `zeroed`.
+    public func reuse(count: Int, zeroed: Bool = false) -> UnsafeMutablePointer<Element> {
+        precondition(count >= 0, "negative buffer size")
+        if let storage, capacity >= count {
+            if zeroed { UnsafeMutableRawPointer(storage).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<Element>.stride) }
+            return storage
         }
-        let b = FloatBuffer(count: count, zeroed: true)
-        floats[key] = b
-        return b.pointer
+        free(storage)
+        let bytes = max(count, 1) * MemoryLayout<Element>.stride
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        storage = raw.bindMemory(to: Element.self, capacity: max(count, 1))
+        capacity = max(count, 1)
+        return storage!
     }
+}
 
-    public func ints(_ key: String, _ count: Int) -> UnsafeMutablePointer<Int32> {
-        if let b = ints[key], b.count >= count { return b.baseAddress! }
-        ints[key]?.deallocate()
-        let b = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(count, 1))
-        b.initialize(repeating: 0)
-        ints[key] = b
-        return b.baseAddress!
-    }
+/// Something holding `Reusable` buffers, for memory reports.
+public protocol HoldsReusable { var heldBytes: Int { get } }
 
-    /// Bytes currently held (for memory reports).
-    public var bytes: Int {
-        floats.values.reduce(0) { $0 + $1.count * 4 } + ints.values.reduce(0) { $0 + $1.count * 4 }
-    }
+extension Reusable: HoldsReusable {
+    public var heldBytes: Int { capacity * MemoryLayout<Element>.stride }
+}
+
+/// A typed set of buffers (saved state, scratch): its `heldBytes` adds up every `Reusable` among its
+/// stored properties, also inside nested groups, optionals and arrays, so no buffer can be left out.
+public protocol ReusableGroup: AnyObject, HoldsReusable {}
+
+public extension ReusableGroup {
+    var heldBytes: Int { Mirror(reflecting: self).children.reduce(0) { $0 + reusableBytes(in: $1.value) } }
+}
+
+private func reusableBytes(in value: Any) -> Int {
+    if let held = value as? HoldsReusable { return held.heldBytes }
+    let mirror = Mirror(reflecting: value)
+    guard mirror.displayStyle == .optional || mirror.displayStyle == .collection else { return 0 }
+    return mirror.children.reduce(0) { $0 + reusableBytes(in: $1.value) }
 }

@@ -47,32 +47,32 @@ struct MLAttention {
 
     /// x_ND is the normed layer input; out_ND is written.
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch b: Int, seqLen t: Int,
-                 rope: RopeTables, acts: Workspace, scratch: Workspace) {
+                 rope: RopeTables, saved sv: AttentionSaved, scratch: AttentionScratch) {
         let n = b * t, d = cfg.hiddenSize, k = dims
-        let q = acts.floats("attn.q", n * k.ldq)
+        let q = sv.q_NQ.reuse(count: n * k.ldq)
         if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
-            let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
+            let qa = sv.qa_NR.reuse(count: n * rq), qan = sv.qaNormed_NR.reuse(count: n * rq)
             Linear.forward(x: x, weight: qaProj.weight, bias: qaBias?.value, y: qa, n: n, inDim: d, outDim: rq)
             RMSNorm.forward(x: qa, weight: qaNorm.value, eps: ModelConfig.latentNormEps, y: qan,
-                            rstd: acts.floats("attn.qa_rstd", n), rows: n, dim: rq)
+                            rstd: sv.qaRstd_N.reuse(count: n), rows: n, dim: rq)
             Linear.forward(x: qan, weight: qbProj.weight, bias: nil, y: q, n: n, inDim: rq, outDim: k.ldq)
         } else if let qProj {
             Linear.forward(x: x, weight: qProj.weight, bias: nil, y: q, n: n, inDim: d, outDim: k.ldq)
         }
-        let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
+        let ckv = sv.ckv_NC.reuse(count: n * k.ldc), cn = sv.cNormed_NR.reuse(count: n * k.rkv)
         Linear.forward(x: x, weight: kvaProj.weight, bias: kvaBias?.value, y: ckv, n: n, inDim: d, outDim: k.ldc)
         RMSNorm.forward(x: ckv, weight: kvaNorm.value, eps: ModelConfig.latentNormEps, y: cn,
-                        rstd: acts.floats("attn.cn_rstd", n), rows: n, dim: k.rkv, xStride: k.ldc)
-        let kv = acts.floats("attn.kv", n * k.ldkv)
+                        rstd: sv.cRstd_N.reuse(count: n), rows: n, dim: k.rkv, xStride: k.ldc)
+        let kv = sv.kv_NKV.reuse(count: n * k.ldkv)
         Linear.forward(x: cn, weight: kvbProj.weight, bias: nil, y: kv, n: n, inDim: k.rkv, outDim: k.ldkv)
-        let kpe = acts.floats("attn.kpe", n * k.dr)
+        let kpe = sv.kRope_NR.reuse(count: n * k.dr)
         for r in 0..<n { (kpe + r * k.dr).update(from: ckv + r * k.ldc + k.rkv, count: k.dr) }
         RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
         RoPE.rotate(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
                     cos: rope.cos, sin: rope.sin, inverse: false)
 
-        let o = acts.floats("attn.o", n * k.ldo), lse = acts.floats("attn.lse", n * k.h)
-        let s = scratch.floats("attn.s", t * t)
+        let o = sv.o_NO.reuse(count: n * k.ldo), lse = sv.lse_NH.reuse(count: n * k.h)
+        let s = scratch.scores_TT.reuse(count: t * t)
         let blocks = Self.causalBlocks(t)
         for bi in 0..<b {
             for hi in 0..<k.h {
@@ -126,18 +126,18 @@ struct MLAttention {
 
     /// dOut_ND is ∂L/∂out; dx_ND, when given, is written (not accumulated) with ∂L/∂x.
     func backward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
-                  batch b: Int, seqLen t: Int, rope: RopeTables, acts: Workspace, scratch ws: Workspace) {
+                  batch b: Int, seqLen t: Int, rope: RopeTables, saved sv: AttentionSaved, scratch ws: AttentionScratch) {
         let n = b * t, d = cfg.hiddenSize, k = dims
-        let q = acts.floats("attn.q", n * k.ldq), kv = acts.floats("attn.kv", n * k.ldkv)
-        let kpe = acts.floats("attn.kpe", n * k.dr), o = acts.floats("attn.o", n * k.ldo)
-        let lse = acts.floats("attn.lse", n * k.h)
-        let dO = ws.floats("attn.dO", n * k.ldo)
+        let q = sv.q_NQ.reuse(count: n * k.ldq), kv = sv.kv_NKV.reuse(count: n * k.ldkv)
+        let kpe = sv.kRope_NR.reuse(count: n * k.dr), o = sv.o_NO.reuse(count: n * k.ldo)
+        let lse = sv.lse_NH.reuse(count: n * k.h)
+        let dO = ws.dO_NO.reuse(count: n * k.ldo)
         Linear.backward(dy: dOut, x: o, weight: oProj.weight, dx: dO, dWeight: oProj.gradPointer,
                         dBias: oBias?.gradPointer, n: n, inDim: k.ldo, outDim: d)
 
-        let dq = ws.floats("attn.dq", n * k.ldq), dkv = ws.floats("attn.dkv", n * k.ldkv)
-        let dkpe = ws.floats("attn.dkpe", n * k.dr, zeroed: true)
-        let p = ws.floats("attn.s", t * t), dp = ws.floats("attn.ds", t * t), rowDot = ws.floats("attn.rowdot", t)
+        let dq = ws.dq_NQ.reuse(count: n * k.ldq), dkv = ws.dkv_NKV.reuse(count: n * k.ldkv)
+        let dkpe = ws.dkRope_NR.reuse(count: n * k.dr, zeroed: true)
+        let p = ws.scores_TT.reuse(count: t * t), dp = ws.dScores_TT.reuse(count: t * t), rowDot = ws.rowDot_T.reuse(count: t)
         let blocks = Self.causalBlocks(t)
         for bi in 0..<b {
             for hi in 0..<k.h {
@@ -189,24 +189,24 @@ struct MLAttention {
         RoPE.rotate(dkpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: true)
 
         // Back through kv_b, kv_a_layernorm and kv_a (whose output also carried the rope key).
-        let ckv = acts.floats("attn.ckv", n * k.ldc), cn = acts.floats("attn.cn", n * k.rkv)
-        let dckv = ws.floats("attn.dckv", n * k.ldc), dcn = ws.floats("attn.dcn", n * k.rkv)
+        let ckv = sv.ckv_NC.reuse(count: n * k.ldc), cn = sv.cNormed_NR.reuse(count: n * k.rkv)
+        let dckv = ws.dckv_NC.reuse(count: n * k.ldc), dcn = ws.dcNormed_NR.reuse(count: n * k.rkv)
         Linear.backward(dy: dkv, x: cn, weight: kvbProj.weight, dx: dcn, dWeight: kvbProj.gradPointer, dBias: nil,
                         n: n, inDim: k.rkv, outDim: k.ldkv)
-        RMSNorm.backward(dy: dcn, x: ckv, weight: kvaNorm.value, rstd: acts.floats("attn.cn_rstd", n), dx: dckv,
+        RMSNorm.backward(dy: dcn, x: ckv, weight: kvaNorm.value, rstd: sv.cRstd_N.reuse(count: n), dx: dckv,
                          dWeight: kvaNorm.gradPointer, rows: n, dim: k.rkv, xStride: k.ldc, dxStride: k.ldc,
-                         accumulate: false, workspace: ws)
+                         accumulate: false)
         for r in 0..<n { (dckv + r * k.ldc + k.rkv).update(from: dkpe + r * k.dr, count: k.dr) }
         Linear.backward(dy: dckv, x: x, weight: kvaProj.weight, dx: dx, dWeight: kvaProj.gradPointer,
                         dBias: kvaBias?.gradPointer, n: n, inDim: d, outDim: k.ldc)
 
         if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
-            let qa = acts.floats("attn.qa", n * rq), qan = acts.floats("attn.qan", n * rq)
-            let dqan = ws.floats("attn.dqan", n * rq), dqa = ws.floats("attn.dqa", n * rq)
+            let qa = sv.qa_NR.reuse(count: n * rq), qan = sv.qaNormed_NR.reuse(count: n * rq)
+            let dqan = ws.dqaNormed_NR.reuse(count: n * rq), dqa = ws.dqa_NR.reuse(count: n * rq)
             Linear.backward(dy: dq, x: qan, weight: qbProj.weight, dx: dqan, dWeight: qbProj.gradPointer, dBias: nil,
                             n: n, inDim: rq, outDim: k.ldq)
-            RMSNorm.backward(dy: dqan, x: qa, weight: qaNorm.value, rstd: acts.floats("attn.qa_rstd", n), dx: dqa,
-                             dWeight: qaNorm.gradPointer, rows: n, dim: rq, accumulate: false, workspace: ws)
+            RMSNorm.backward(dy: dqan, x: qa, weight: qaNorm.value, rstd: sv.qaRstd_N.reuse(count: n), dx: dqa,
+                             dWeight: qaNorm.gradPointer, rows: n, dim: rq, accumulate: false)
             Linear.backward(dy: dqa, x: x, weight: qaProj.weight, dx: dx, dWeight: qaProj.gradPointer,
                             dBias: qaBias?.gradPointer, n: n, inDim: d, outDim: rq, accumulateDx: true)
         } else if let qProj {
@@ -214,6 +214,22 @@ struct MLAttention {
                             n: n, inDim: d, outDim: k.ldq, accumulateDx: true)
         }
     }
+}
+
+/// What attention keeps for backward (N rows; Q = H·(nope+rope), R a latent rank, C = kv_lora_rank + rope,
+/// KV = H·(nope+v), O = H·v): projections' inputs and outputs, the rotated rope key, each row's log-sum-exp.
+final class AttentionSaved: ReusableGroup {
+    let q_NQ = Reusable<Float>(), qa_NR = Reusable<Float>(), qaNormed_NR = Reusable<Float>(), qaRstd_N = Reusable<Float>()
+    let ckv_NC = Reusable<Float>(), cNormed_NR = Reusable<Float>(), cRstd_N = Reusable<Float>()
+    let kv_NKV = Reusable<Float>(), kRope_NR = Reusable<Float>(), o_NO = Reusable<Float>(), lse_NH = Reusable<Float>()
+}
+
+/// Attention temporaries: one (sequence, head)'s T×T scores (forward) or probabilities (backward), and
+/// backward's gradients.
+final class AttentionScratch: ReusableGroup {
+    let scores_TT = Reusable<Float>(), dScores_TT = Reusable<Float>(), rowDot_T = Reusable<Float>()
+    let dO_NO = Reusable<Float>(), dq_NQ = Reusable<Float>(), dkv_NKV = Reusable<Float>(), dkRope_NR = Reusable<Float>()
+    let dckv_NC = Reusable<Float>(), dcNormed_NR = Reusable<Float>(), dqaNormed_NR = Reusable<Float>(), dqa_NR = Reusable<Float>()
 }
 
 /// RoPE cos/sin for the current sequence length plus the attention softmax scale.

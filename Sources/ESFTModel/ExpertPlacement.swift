@@ -35,30 +35,6 @@ public struct ExpertPlacement: Equatable, Sendable {
     }
 }
 
-/// Moves rows between ranks for expert parallelism. The engine plans the rows; an implementation only
-/// moves them. On one rank the exchange is a copy; the trainer supplies an MPI-backed one.
-public protocol RowExchange: AnyObject {
-    var rank: Int { get }
-    var ranks: Int { get }
-    /// All-to-all of per-destination counts: returns what each source rank will send here.
-    func exchangeCounts(_ sendCounts: [Int], tag: String) throws -> [Int]
-    /// All-to-all-v of rows of `width` floats: `send` grouped by destination, `receive` grouped by source.
-    func exchangeRows(send: UnsafePointer<Float>, sendCounts: [Int], receive: UnsafeMutablePointer<Float>,
-                      receiveCounts: [Int], width: Int, tag: String) throws
-}
-
-/// The one-rank exchange: the identity, and no MPI.
-public final class LocalExchange: RowExchange {
-    public init() {}
-    public var rank: Int { 0 }
-    public var ranks: Int { 1 }
-    public func exchangeCounts(_ sendCounts: [Int], tag: String) throws -> [Int] { sendCounts }
-    public func exchangeRows(send: UnsafePointer<Float>, sendCounts: [Int], receive: UnsafeMutablePointer<Float>,
-                             receiveCounts: [Int], width: Int, tag: String) throws {
-        if send != UnsafePointer(receive) { receive.update(from: send, count: sendCounts[0] * width) }
-    }
-}
-
 /// What expert-parallel dispatch moved, per MoE layer, since the last reset: the (token, rank) rows sent
 /// in forward, next to the (token, expert) pairs routed. Sending a token once per owner rank rather than
 /// once per expert is the difference.

@@ -19,6 +19,11 @@ struct SwiGLUWeights {
 
     var needsWeightGrad: Bool { gate.isTrainable || up.isTrainable || down.isTrainable }
 
+    /// The saved pre-activations for `n` rows: g_NI, u_NI.
+    func saved(_ s: SwiGLUSaved, rows n: Int) -> (g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>) {
+        (s.gate_NI.reuse(count: n * inner), s.up_NI.reuse(count: n * inner))
+    }
+
     /// Saves g_NI and u_NI (pre-activation) for backward; `a_NI` is scratch. y is written, or added to.
     func forward(x: UnsafePointer<Float>, n: Int, g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
                  a: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool) {
@@ -35,10 +40,10 @@ struct SwiGLUWeights {
     func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int,
                   g: UnsafePointer<Float>, u: UnsafePointer<Float>,
                   rowScale: UnsafePointer<Float>? = nil, dRowScale: UnsafeMutablePointer<Float>? = nil,
-                  dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool, scratch ws: Workspace) {
+                  dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool, scratch ws: SwiGLUScratch) {
         guard n > 0 else { return }
-        let a = ws.floats("mlp.a", n * inner), da = ws.floats("mlp.da", n * inner)
-        let dg = ws.floats("mlp.dg", n * inner), du = ws.floats("mlp.du", n * inner)
+        let a = ws.act_NI.reuse(count: n * inner), da = ws.dAct_NI.reuse(count: n * inner)
+        let dg = ws.dGate_NI.reuse(count: n * inner), du = ws.dUp_NI.reuse(count: n * inner)
         SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)  // recomputed: cheaper than keeping it
         Linear.backward(dy: dy, x: a, weight: down.weight, dx: da, dWeight: nil, dBias: nil,
                         n: n, inDim: inner, outDim: dim)
@@ -59,4 +64,14 @@ struct SwiGLUWeights {
         Linear.backward(dy: du, x: x, weight: up.weight, dx: dx, dWeight: up.gradPointer, dBias: nil,
                         n: n, inDim: dim, outDim: inner, accumulateDx: true)
     }
+}
+
+/// What a SwiGLU keeps for backward: the gate and up pre-activations (the product is recomputed).
+final class SwiGLUSaved: ReusableGroup {
+    let gate_NI = Reusable<Float>(), up_NI = Reusable<Float>()
+}
+
+/// SwiGLU temporaries: the product a = silu(g) ⊙ u (forward and backward) and backward's gradients.
+final class SwiGLUScratch: ReusableGroup {
+    let act_NI = Reusable<Float>(), dAct_NI = Reusable<Float>(), dGate_NI = Reusable<Float>(), dUp_NI = Reusable<Float>()
 }

@@ -2,20 +2,20 @@ import ESFTKernels
 
 /// Source side of expert-parallel dispatch: which rows go to which rank. A token is sent once to each
 /// rank owning any of its top-k experts; rows are grouped by destination, in token order within a group.
-/// Kept in the layer's activations (backward retraces the same rows).
-struct DispatchPlan {
+/// Kept in `DispatchSaved` (backward retraces the same rows).
+struct SourcePlan {
     let tokens: Int, k: Int, ranks: Int
     let counts: UnsafeMutablePointer<Int32>      // [send counts (ranks) | receive counts (ranks)]
     let rowToken: UnsafeMutablePointer<Int32>    // send row → token
     let tokenRowStart: UnsafeMutablePointer<Int32>  // token t's rows are tokenRows[start[t]..<start[t+1]]
     let tokenRows: UnsafeMutablePointer<Int32>
 
-    init(acts: Workspace, tokens: Int, k: Int, ranks: Int) {
+    init(_ saved: DispatchSaved, tokens: Int, k: Int, ranks: Int) {
         self.tokens = tokens; self.k = k; self.ranks = ranks
-        counts = acts.ints("moe.counts", 2 * ranks)
-        rowToken = acts.ints("moe.row_token", tokens * min(k, ranks))
-        tokenRowStart = acts.ints("moe.token_row_start", tokens + 1)
-        tokenRows = acts.ints("moe.token_rows", tokens * min(k, ranks))
+        counts = saved.counts.reuse(count: 2 * ranks)
+        rowToken = saved.rowToken.reuse(count: tokens * min(k, ranks))
+        tokenRowStart = saved.tokenRowStart.reuse(count: tokens + 1)
+        tokenRows = saved.tokenRows.reuse(count: tokens * min(k, ranks))
     }
 
     var maxRows: Int { tokens * min(k, ranks) }
@@ -23,10 +23,9 @@ struct DispatchPlan {
     var receiveCounts: [Int] { (0..<ranks).map { Int(counts[ranks + $0]) } }
     func store(receiveCounts: [Int]) { for (r, c) in receiveCounts.enumerated() { counts[ranks + r] = Int32(c) } }
 
-    /// Plans the rows and calls `fill(row, token, slots)` once per row, where slots[j] is the local id of
-    /// the token's j-th expert on that row's rank, or -1. Returns the number of rows.
-    func build(topkIdx: UnsafePointer<Int32>, placement: ExpertPlacement,
-               fill: (Int, Int, UnsafeMutablePointer<Int32>) -> Void) -> Int {
+    /// Plans the rows; slots_SK[row][j] becomes the local id of the token's j-th expert on that row's
+    /// rank, or -1 where another rank owns it. Returns the number of rows S.
+    func build(topkIdx: UnsafePointer<Int32>, placement: ExpertPlacement, slots: UnsafeMutablePointer<Int32>) -> Int {
         var seen = [Int](repeating: -1, count: ranks), next = [Int](repeating: 0, count: ranks)
         for r in 0..<ranks { counts[r] = 0 }
         for t in 0..<tokens {
@@ -37,24 +36,20 @@ struct DispatchPlan {
         }
         var start = 0
         for r in 0..<ranks { next[r] = start; start += Int(counts[r]) }
-        var slots = [Int32](repeating: -1, count: k)
         var cursor = 0
         for r in 0..<ranks { seen[r] = -1 }
-        slots.withUnsafeMutableBufferPointer { slot in
-            for t in 0..<tokens {
-                tokenRowStart[t] = Int32(cursor)
-                for j in 0..<k {
-                    let s = placement.owner(of: Int(topkIdx[t * k + j]))
-                    guard seen[s] != t else { continue }
-                    seen[s] = t
-                    let row = next[s]
-                    next[s] += 1
-                    rowToken[row] = Int32(t); tokenRows[cursor] = Int32(row); cursor += 1
-                    for i in 0..<k {
-                        let e = Int(topkIdx[t * k + i])
-                        slot[i] = placement.owner(of: e) == s ? Int32(placement.localIndex(of: e)) : -1
-                    }
-                    fill(row, t, slot.baseAddress!)
+        for t in 0..<tokens {
+            tokenRowStart[t] = Int32(cursor)
+            for j in 0..<k {
+                let s = placement.owner(of: Int(topkIdx[t * k + j]))
+                guard seen[s] != t else { continue }
+                seen[s] = t
+                let row = next[s]
+                next[s] += 1
+                rowToken[row] = Int32(t); tokenRows[cursor] = Int32(row); cursor += 1
+                for i in 0..<k {
+                    let e = Int(topkIdx[t * k + i])
+                    slots[row * k + i] = placement.owner(of: e) == s ? Int32(placement.localIndex(of: e)) : -1
                 }
             }
         }
@@ -86,17 +81,17 @@ struct DispatchPlan {
         }
     }
 
-    /// dst[row] = src[token of row], rows of `dim` floats.
-    func gatherTokens(_ src: UnsafePointer<Float>, dim: Int, into dst: UnsafeMutablePointer<Float>) {
-        let rows = Int(tokenRowStart[tokens])
+    /// dst[row][0..<dim] = src[token of row], dst rows `stride` floats apart.
+    func gatherTokens(_ src: UnsafePointer<Float>, dim: Int, into dst: UnsafeMutablePointer<Float>, stride: Int? = nil) {
+        let rows = Int(tokenRowStart[tokens]), ld = stride ?? dim
         parallelChunks(rows, grain: 64) { range in
-            for r in range { (dst + r * dim).update(from: src + Int(self.rowToken[r]) * dim, count: dim) }
+            for r in range { (dst + r * ld).update(from: src + Int(self.rowToken[r]) * dim, count: dim) }
         }
     }
 }
 
 /// Owner side: the (received row, slot) pairs addressed to this rank's experts, grouped per local expert
-/// (offsets), with each row's pairs listed for the per-row sums. Kept in the layer's activations.
+/// (offsets), with each row's pairs listed for the per-row sums. Kept in `DispatchSaved`.
 struct OwnerPlan {
     let rows: Int, k: Int, localExperts: Int
     let offsets: UnsafeMutablePointer<Int32>     // local expert le's assignments: offsets[le]..<offsets[le+1]
@@ -106,24 +101,26 @@ struct OwnerPlan {
     let rowStart: UnsafeMutablePointer<Int32>     // row j's assignments: rowAssign[rowStart[j]..<rowStart[j+1]]
     let rowAssign: UnsafeMutablePointer<Int32>
 
-    init(acts: Workspace, rows: Int, k: Int, localExperts: Int) {
+    init(_ saved: DispatchSaved, rows: Int, k: Int, localExperts: Int) {
         self.rows = rows; self.k = k; self.localExperts = localExperts
-        offsets = acts.ints("moe.offsets", localExperts + 1)
-        assignRow = acts.ints("moe.assign_row", rows * k)
-        assignSlot = acts.ints("moe.assign_slot", rows * k)
-        weights = acts.floats("moe.assign_w", rows * k)
-        rowStart = acts.ints("moe.row_start", rows + 1)
-        rowAssign = acts.ints("moe.row_assign", rows * k)
+        offsets = saved.offsets.reuse(count: localExperts + 1)
+        assignRow = saved.assignRow.reuse(count: rows * k)
+        assignSlot = saved.assignSlot.reuse(count: rows * k)
+        weights = saved.assignWeight.reuse(count: rows * k)
+        rowStart = saved.rowStart.reuse(count: rows + 1)
+        rowAssign = saved.rowAssign.reuse(count: rows * k)
     }
 
     var assignments: Int { Int(offsets[localExperts]) }
 
-    /// Reads the slots of the received rows ([x (dim) | ids (k) | weights (k)]).
-    func build(recv: UnsafePointer<Float>, rows m: Int, width: Int, dim d: Int, k: Int) {
+    /// Groups the received rows' slots: slots_MK (local expert id or -1, the Int32 side channel) and
+    /// each slot's weight at `weights[j * width + s]`.
+    func build(slots: UnsafePointer<Int32>, weights rw: UnsafePointer<Float>, width: Int) {
+        let m = rows
         offsets.update(repeating: 0, count: localExperts + 1)
         for j in 0..<m {
             for s in 0..<k {
-                let id = Int(recv[j * width + d + s])
+                let id = Int(slots[j * k + s])
                 if id >= 0 { offsets[id + 1] += 1 }
             }
         }
@@ -132,11 +129,11 @@ struct OwnerPlan {
         rowStart.update(repeating: 0, count: m + 1)
         for j in 0..<m {
             for s in 0..<k {
-                let id = Int(recv[j * width + d + s])
+                let id = Int(slots[j * k + s])
                 guard id >= 0 else { continue }
                 let a = Int(next[id])
                 next[id] += 1
-                assignRow[a] = Int32(j); assignSlot[a] = Int32(s); weights[a] = recv[j * width + d + k + s]
+                assignRow[a] = Int32(j); assignSlot[a] = Int32(s); weights[a] = rw[j * width + s]
                 rowStart[j + 1] += 1
             }
         }
@@ -186,4 +183,27 @@ struct OwnerPlan {
             }
         }
     }
+}
+
+/// What dispatch keeps from forward for backward: both plans, the received rows (the experts' inputs)
+/// and the experts' pre-activations. S rows sent, M received, W = D+K floats a dispatched row, A the
+/// (row, slot) assignments to local experts.
+final class DispatchSaved: ReusableGroup {
+    // source plan
+    let counts = Reusable<Int32>(), rowToken = Reusable<Int32>(), tokenRowStart = Reusable<Int32>(), tokenRows = Reusable<Int32>()
+    // owner plan
+    let offsets = Reusable<Int32>(), assignRow = Reusable<Int32>(), assignSlot = Reusable<Int32>()
+    let assignWeight = Reusable<Float>(), rowStart = Reusable<Int32>(), rowAssign = Reusable<Int32>()
+    let received_MW = Reusable<Float>()
+    let experts = SwiGLUSaved()  // A rows, grouped per local expert
+}
+
+/// Dispatch temporaries: rows packed to send, gathered per expert, returned; and their gradients.
+final class DispatchScratch: ReusableGroup {
+    let send_SW = Reusable<Float>(), sendSlots_SK = Reusable<Int32>(), receivedSlots_MK = Reusable<Int32>()
+    let gathered_AD = Reusable<Float>(), expertOut_AD = Reusable<Float>()
+    let combined_MD = Reusable<Float>(), returned_SD = Reusable<Float>()
+    let dSend_SD = Reusable<Float>(), dReceived_MD = Reusable<Float>(), dExpertOut_AD = Reusable<Float>()
+    let dGathered_AD = Reusable<Float>(), dWeight_A = Reusable<Float>()
+    let dCombined_MW = Reusable<Float>(), dReturned_SW = Reusable<Float>()  // W = D+K here: [∂x | ∂weight per slot]
 }

@@ -14,9 +14,9 @@ struct Router {
     /// Writes probs_NE (saved), topkIdx_NK, topkProb_NK (the raw chosen probabilities) and topkWeight_NK
     /// (what multiplies each expert's output).
     func forward(x: UnsafePointer<Float>, n: Int, probs: UnsafeMutablePointer<Float>, topkIdx: UnsafeMutablePointer<Int32>,
-                 topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>, scratch: Workspace) {
+                 topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>, scratch: RouterScratch) {
         let e = experts, d = cfg.hiddenSize
-        let logits = scratch.floats("router.logits", n * e)
+        let logits = scratch.logits_NE.reuse(count: n * e)
         Linear.forward(x: x, weight: weight.weight, bias: nil, y: logits, n: n, inDim: d, outDim: e)
         Softmax.forward(x: logits, y: probs, rows: n, cols: e)
         let k = self.k, cfg = self.cfg
@@ -78,7 +78,7 @@ struct Router {
     /// gradient), then through the softmax and the gate projection. dx_ND is accumulated.
     func backward(dTopkWeight: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, probs: UnsafePointer<Float>,
                   topkIdx: UnsafePointer<Int32>, topkProb: UnsafePointer<Float>, dProbs: UnsafeMutablePointer<Float>,
-                  dx: UnsafeMutablePointer<Float>?, scratch: Workspace) {
+                  dx: UnsafeMutablePointer<Float>?, scratch: RouterScratch) {
         let e = experts, k = self.k, d = cfg.hiddenSize
         let renorm = cfg.normTopkProb && k > 1, scaling = cfg.routedScalingFactor
         for t in 0..<n {
@@ -92,11 +92,17 @@ struct Router {
                 for j in 0..<k { dProbs[t * e + Int(topkIdx[t * k + j])] += scaling * dw[j] }
             }
         }
-        let dLogits = scratch.floats("router.dlogits", n * e)
+        let dLogits = scratch.dLogits_NE.reuse(count: n * e)
         Softmax.backward(dy: dProbs, y: probs, dx: dLogits, rows: n, cols: e)
         Linear.backward(dy: dLogits, x: x, weight: weight.weight, dx: dx, dWeight: weight.gradPointer, dBias: nil,
                         n: n, inDim: d, outDim: e, accumulateDx: true)
     }
+}
+
+/// Router temporaries: the gate's logits, and backward's gradients (∂L/∂topkWeight, ∂L/∂probs, ∂L/∂logits).
+final class RouterScratch: ReusableGroup {
+    let logits_NE = Reusable<Float>(), dTopkWeight_NK = Reusable<Float>(), dProbs_NE = Reusable<Float>()
+    let dLogits_NE = Reusable<Float>()
 }
 
 /// group_limited_greedy: keep the experts of the topk_group groups with the highest max probability.

@@ -57,10 +57,11 @@ public final class DeepseekV2Model {
     let layers: [DecoderLayer]
     let rope: RoPE
 
-    private var layerActs: [Workspace]
-    private let belowActs = Workspace()   // shared by the layers that need no backward
-    private let modelActs = Workspace()
-    private let scratch = Workspace()
+    private let layerSaved: [LayerSaved]
+    private let belowSaved = LayerSaved()   // shared by the layers that need no backward
+    private let belowInputs = [Reusable<Float>(), Reusable<Float>()]  // their inputs, ping-pong
+    private let head = HeadSaved()
+    private let scratch = Scratch()
     private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
     private var pending: (batch: TokenBatch, lowest: Int)?
 
@@ -82,7 +83,7 @@ public final class DeepseekV2Model {
             try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange, counters: counters)
         }
         rope = RoPE(config: config)
-        layerActs = (0..<config.numLayers).map { _ in Workspace() }
+        layerSaved = (0..<config.numLayers).map { _ in LayerSaved() }
     }
 
     /// Rows per causal attention block (default 256): blocks skip the masked upper triangle. A knob for
@@ -105,7 +106,7 @@ public final class DeepseekV2Model {
 
     /// Logits [B·T, V] of the last forward.
     public func logits(count: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: modelActs.floats("logits", count), count: count)
+        UnsafeBufferPointer(start: head.logits_NV.reuse(count: count), count: count)
     }
 
     /// Runs the model. With `training`, keeps what backward needs and computes ∂loss/∂logits with
@@ -118,17 +119,17 @@ public final class DeepseekV2Model {
         }
         let lowest = training ? lowestTrainableLayer : config.numLayers + 1
         let aux = try runLayers(batch, lowest: lowest)
-        let xf = modelActs.floats("final_in", n * d), fn = modelActs.floats("final_norm", n * d)
-        RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: modelActs.floats("final_rstd", n),
+        let xf = head.finalInput_ND.reuse(count: n * d), fn = head.finalNormed_ND.reuse(count: n * d)
+        RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: head.finalRstd_N.reuse(count: n),
                         rows: n, dim: d)
-        let logits = modelActs.floats("logits", n * v)
+        let logits = head.logits_NV.reuse(count: n * v)
         Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
 
         let targets = batch.targets, count = batch.targetCount
         let denominator = lossDenominator ?? Double(max(count, 1))
         let ceSum = targets.withUnsafeBufferPointer { t in
             CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
-                                         dLogits: training ? scratch.floats("dlogits", n * v) : nil)
+                                         dLogits: training ? head.dLogits_NV.reuse(count: n * v) : nil)
         }
         pending = training ? (batch, lowest) : nil
         return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
@@ -150,14 +151,14 @@ public final class DeepseekV2Model {
         }
     }
 
-    /// Embeds and runs every decoder layer; the last layer's output lands in "final_in". Layers at or
+    /// Embeds and runs every decoder layer; the last layer's output lands in the head's input. Layers at or
     /// above `lowest` keep their activations for backward. Returns the summed aux loss.
     private func runLayers(_ batch: TokenBatch, lowest: Int) throws -> Double {
         let n = batch.batch * batch.seqLen, d = config.hiddenSize
         let tables = ropeTables(length: batch.seqLen)
         func input(_ l: Int) -> UnsafeMutablePointer<Float> {
-            if l == config.numLayers { return modelActs.floats("final_in", n * d) }
-            return l >= lowest ? layerActs[l].floats("x_in", n * d) : belowActs.floats(l % 2 == 0 ? "ping" : "pong", n * d)
+            if l == config.numLayers { return head.finalInput_ND.reuse(count: n * d) }
+            return l >= lowest ? layerSaved[l].input_ND.reuse(count: n * d) : belowInputs[l % 2].reuse(count: n * d)
         }
 
         let x0 = input(0)
@@ -168,7 +169,7 @@ public final class DeepseekV2Model {
         for l in 0..<config.numLayers {
             aux += try layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
                                          auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
-                                         acts: l >= lowest ? layerActs[l] : belowActs, scratch: scratch, observer: routingObserver)
+                                         saved: l >= lowest ? layerSaved[l] : belowSaved, scratch: scratch, observer: routingObserver)
         }
         return aux
     }
@@ -179,22 +180,22 @@ public final class DeepseekV2Model {
         pending = nil
         let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
         let tables = ropeTables(length: batch.seqLen)
-        let fn = modelActs.floats("final_norm", n * d), xf = modelActs.floats("final_in", n * d)
-        let dLogits = scratch.floats("dlogits", n * v), dfn = scratch.floats("dfinal", n * d)
-        let dHidden = scratch.floats("dhidden", n * d)
+        let fn = head.finalNormed_ND.reuse(count: n * d), xf = head.finalInput_ND.reuse(count: n * d)
+        let dLogits = head.dLogits_NV.reuse(count: n * v), dfn = scratch.dFinalNormed_ND.reuse(count: n * d)
+        let dHidden = scratch.dHidden_ND.reuse(count: n * d)
         let needBelowHead = lowest < config.numLayers
         Linear.backward(dy: dLogits, x: fn, weight: lmHead.weight, dx: needBelowHead || finalNorm.isTrainable ? dfn : nil,
                         dWeight: lmHead.gradPointer, dBias: nil, n: n, inDim: d, outDim: v)
         guard needBelowHead || finalNorm.isTrainable else { return }
-        RMSNorm.backward(dy: dfn, x: xf, weight: finalNorm.value, rstd: modelActs.floats("final_rstd", n),
+        RMSNorm.backward(dy: dfn, x: xf, weight: finalNorm.value, rstd: head.finalRstd_N.reuse(count: n),
                          dx: needBelowHead ? dHidden : nil, dWeight: finalNorm.gradPointer, rows: n, dim: d,
-                         accumulate: false, workspace: scratch)
+                         accumulate: false)
         guard needBelowHead else { return }
         for l in stride(from: config.numLayers - 1, through: lowest, by: -1) {
-            let x = layerActs[l].floats("x_in", n * d)
+            let x = layerSaved[l].input_ND.reuse(count: n * d)
             try layers[l].backward(dHidden: dHidden, x: x, batch: batch.batch, seqLen: batch.seqLen, rope: tables,
                                    auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
-                                   needInputGrad: l > lowest || embed.isTrainable, acts: layerActs[l], scratch: scratch)
+                                   needInputGrad: l > lowest || embed.isTrainable, saved: layerSaved[l], scratch: scratch)
         }
         if let dE = embed.gradPointer {
             for t in 0..<n { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }
@@ -215,6 +216,7 @@ public final class DeepseekV2Model {
 
     /// Bytes of activations and scratch currently held (for memory reports).
     public var activationBytes: Int {
-        layerActs.reduce(0) { $0 + $1.bytes } + belowActs.bytes + modelActs.bytes + scratch.bytes
+        layerSaved.reduce(0) { $0 + $1.heldBytes } + belowSaved.heldBytes + belowInputs.reduce(0) { $0 + $1.heldBytes }
+            + head.heldBytes + scratch.heldBytes
     }
 }

@@ -1,18 +1,5 @@
+import ESFTKernels
 import Foundation
-
-/// The element types collectives move. The MPI datatype for each lives in MPICommunicator,
-/// so this public surface names no MPI symbol.
-public protocol CollectiveElement: Equatable, Sendable, BitwiseCopyable {
-    static var elementKind: CollectiveElementKind { get }
-}
-
-public enum CollectiveElementKind: Sendable { case float32, float64, int32, int64, uint8 }
-
-extension Float: CollectiveElement { public static var elementKind: CollectiveElementKind { .float32 } }
-extension Double: CollectiveElement { public static var elementKind: CollectiveElementKind { .float64 } }
-extension Int32: CollectiveElement { public static var elementKind: CollectiveElementKind { .int32 } }
-extension Int64: CollectiveElement { public static var elementKind: CollectiveElementKind { .int64 } }
-extension UInt8: CollectiveElement { public static var elementKind: CollectiveElementKind { .uint8 } }
 
 /// A group of ranks and the collectives the trainer needs.
 ///

@@ -80,8 +80,9 @@ public struct ModelScorer {
         let d = stats.doubleState.count, n = stats.integerState.count
         var rowsTo = [Int](repeating: 0, count: comm.size)
         rowsTo[0] = mine.count
-        let gotDoubles = try doubles.withUnsafeBufferPointer { try comm.exchangeRows($0, rowsTo: rowsTo, width: d, tag: "score gather sums") }
-        let gotIntegers = try integers.withUnsafeBufferPointer { try comm.exchangeRows($0, rowsTo: rowsTo, width: n, tag: "score gather counts") }
+        let exchange = CommunicatorExchange(comm)
+        let gotDoubles = try doubles.withUnsafeBufferPointer { try exchange.exchangeRows($0, rowsTo: rowsTo, width: d, tag: "score gather sums") }
+        let gotIntegers = try integers.withUnsafeBufferPointer { try exchange.exchangeRows($0, rowsTo: rowsTo, width: n, tag: "score gather counts") }
         let seconds = try comm.maxAllReduce(progress.elapsed, tag: "score time")
         guard comm.rank == 0 else { return nil }
 

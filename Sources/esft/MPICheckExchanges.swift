@@ -57,7 +57,7 @@ extension MPICheckSuite {
             let rowsTo = (0..<size).map { (rank + 2 * $0) % 3 }
             var send: [Float] = []
             for s in 0..<size { for row in 0..<rowsTo[s] { for col in 0..<w { send.append(rowValue(from: rank, to: s, row: row, col: col)) } } }
-            let got = try send.withUnsafeBufferPointer { try comm.exchangeRows($0, rowsTo: rowsTo, width: w, tag: "mpi-check exchange") }
+            let got = try send.withUnsafeBufferPointer { try CommunicatorExchange(comm).exchangeRows($0, rowsTo: rowsTo, width: w, tag: "mpi-check exchange") }
             let rowsFrom = (0..<size).map { ($0 + 2 * rank) % 3 }
             var expected: [Float] = []
             for src in 0..<size { for row in 0..<rowsFrom[src] { for col in 0..<w { expected.append(rowValue(from: src, to: rank, row: row, col: col)) } } }

@@ -53,7 +53,7 @@ final class SingleProcessCommunicatorTests: XCTestCase {
                            receive: &empty, receiveCounts: [0], receiveDisplacements: [0])
 
         let rows: [Float] = [1, 2, 3, 4, 5, 6]
-        let got = try rows.withUnsafeBufferPointer { try comm.exchangeRows($0, rowsTo: [2], width: 3, tag: "x") }
+        let got = try rows.withUnsafeBufferPointer { try CommunicatorExchange(comm).exchangeRows($0, rowsTo: [2], width: 3, tag: "x") }
         XCTAssertEqual(got.values, rows)
         XCTAssertEqual(got.rowsFrom, [2])
     }
@@ -80,7 +80,7 @@ final class SingleProcessCommunicatorTests: XCTestCase {
             try comm.allToAllV(send: [Float](repeating: 0, count: 4), sendCounts: [-1], sendDisplacements: [0],
                                receive: &r, receiveCounts: [0], receiveDisplacements: [0])
         }.contains("outside 0..."))
-        XCTAssert(message { _ = try comm.exchangeRows(UnsafeBufferPointer<Float>(start: nil, count: 0), rowsTo: [1], width: 2) }
+        XCTAssert(message { _ = try CommunicatorExchange(comm).exchangeRows(UnsafeBufferPointer<Float>(start: nil, count: 0), rowsTo: [1], width: 2) }
             .contains("do not fill"))
         XCTAssert(message { let _: [Int] = try comm.broadcast(json: nil, from: 0) }.contains("has no value"))
         XCTAssertTrue(comm.stats.isEmpty, "rejected calls are not counted")

@@ -1,8 +1,7 @@
-import ESFTModel
-import ESFTParallel
+import ESFTKernels
 
-/// The engine's row exchange over a communicator: counts with MPI_Alltoall, rows with MPI_Alltoallv.
-/// Every rank calls it for every MoE layer in the same order, with zero rows if it has none.
+/// The row exchange over a communicator: counts with MPI_Alltoall, rows with MPI_Alltoallv, each
+/// counted under the tag given. Every rank calls it in the same order, with zero rows if it has none.
 public final class CommunicatorExchange: RowExchange {
     let comm: Communicator
 
@@ -11,12 +10,12 @@ public final class CommunicatorExchange: RowExchange {
     public var rank: Int { comm.rank }
     public var ranks: Int { comm.size }
 
-    public func exchangeCounts(_ sendCounts: [Int], tag: String) throws -> [Int] {
-        try comm.allToAll(sendCounts.map { Int64($0) }, tag: tag + " counts").map { Int($0) }
+    public func exchangeCounts(_ sendCounts: [Int], tag: String?) throws -> [Int] {
+        try comm.allToAll(sendCounts.map { Int64($0) }, tag: tag).map { Int($0) }
     }
 
-    public func exchangeRows(send: UnsafePointer<Float>, sendCounts: [Int], receive: UnsafeMutablePointer<Float>,
-                             receiveCounts: [Int], width: Int, tag: String) throws {
+    public func exchangeRows<T: CollectiveElement>(send: UnsafePointer<T>?, sendCounts: [Int], receive: UnsafeMutablePointer<T>?,
+                                                   receiveCounts: [Int], width: Int, tag: String?) throws {
         let sendElements = sendCounts.map { $0 * width }, receiveElements = receiveCounts.map { $0 * width }
         try comm.allToAllV(send: UnsafeBufferPointer(start: send, count: sendElements.reduce(0, +)),
                            sendCounts: sendElements, sendDisplacements: packedDisplacements(sendElements),

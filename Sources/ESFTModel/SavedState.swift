@@ -1,0 +1,26 @@
+import ESFTKernels
+
+// Forward and backward meet through typed state, one named property per buffer: what forward keeps for
+// backward (`…Saved`: `LayerSaved` per decoder layer, `HeadSaved` for the final norm, head and loss) and
+// temporaries that live within one call (`Scratch`, shared by every layer). Each buffer is a grow-only
+// `Reusable`: sized on first use, reused afterwards, so steady-state steps allocate nothing. Suffixes
+// give shapes: N rows (B·T tokens), D hidden, V vocabulary, T sequence length.
+
+/// What the head keeps between forward and backward: the last layer's output, its norm, the logits and
+/// ∂loss/∂logits (computed with the loss in forward).
+final class HeadSaved: ReusableGroup {
+    let finalInput_ND = Reusable<Float>(), finalNormed_ND = Reusable<Float>(), finalRstd_N = Reusable<Float>()
+    let logits_NV = Reusable<Float>(), dLogits_NV = Reusable<Float>()
+}
+
+/// Temporaries of one forward or backward call, by the layer that uses them; nothing here outlives the
+/// call that wrote it.
+final class Scratch: ReusableGroup {
+    let attention = AttentionScratch()
+    let swiglu = SwiGLUScratch()
+    let router = RouterScratch()
+    let dispatch = DispatchScratch()
+    /// ∂L/∂(a decoder layer's normed input), first of its feed-forward, then of its attention.
+    let dNormed_ND = Reusable<Float>()
+    let dFinalNormed_ND = Reusable<Float>(), dHidden_ND = Reusable<Float>()
+}
