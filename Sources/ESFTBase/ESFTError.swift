@@ -7,10 +7,3 @@ public struct ESFTError: Error, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
-
-/// Whether a JSONSerialization value is a JSON boolean. On Linux `NSNumber(0) is Bool` is true, so the
-/// test must look at the boxed type: JSON true/false arrive as CFBoolean (objCType "c").
-public func isJSONBoolean(_ value: Any) -> Bool {
-    guard let n = value as? NSNumber else { return value is Bool }
-    return String(cString: n.objCType) == "c"
-}
