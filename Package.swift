@@ -17,23 +17,27 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
-        // The macros Swift cannot import (MPI_COMM_WORLD, H5T_NATIVE_FLOAT, ...), one function each.
-        .target(name: "CShims", dependencies: ["CMPI", "CHDF5"]),
+        // The MPI macros Swift cannot import (MPI_COMM_WORLD, MPI_FLOAT, ...), one function each; for ESFTParallel.
+        .target(name: "CMPIShims", dependencies: ["CMPI"]),
+        // The HDF5 macros Swift cannot import (H5T_NATIVE_FLOAT, H5P_*, ...), one function each; for ESFTHDF5.
+        .target(name: "CHDF5Shims", dependencies: ["CHDF5"]),
 
-        // fp32 buffers, OpenBLAS GEMM, elementwise kernels with their backward, threading.
-        .target(name: "ESFTKernels", dependencies: ["COpenBLAS"]),
+        // Project-wide basics without C: ESFTError, SplitMix64, FNV-1a, the JSON reader, atomic writes, range splits.
+        .target(name: "ESFTBase"),
+        // fp32 buffers, OpenBLAS GEMM, elementwise kernels with their backward, threading. Re-exports ESFTBase.
+        .target(name: "ESFTKernels", dependencies: ["ESFTBase", "COpenBLAS"]),
         // DeepSeek-V2 config, parameters, layers as forward/backward pairs, loss.
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
         // HDF5 files whose datasets can be memory-mapped (contiguous, allocated early, aligned).
-        .target(name: "ESFTHDF5", dependencies: ["ESFTKernels", "CHDF5", "CShims"]),
+        .target(name: "ESFTHDF5", dependencies: ["ESFTBase", "CHDF5", "CHDF5Shims"]),
         // Weight files: safetensors (read/write), HDF5 model directories, import/export.
         .target(name: "ESFTStore", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5"]),
         // Training data: token datasets (HDF5), sampler; tokenizers and chat packing.
-        .target(name: "ESFTData", dependencies: ["ESFTKernels", "ESFTHDF5"]),
+        .target(name: "ESFTData", dependencies: ["ESFTBase", "ESFTHDF5"]),
         // The method: routing statistics, relevance scores, expert selection, expert configs.
-        .target(name: "ESFTMethod", dependencies: ["ESFTKernels", "ESFTModel", "ESFTData"]),
+        .target(name: "ESFTMethod", dependencies: ["ESFTBase", "ESFTModel", "ESFTData"]),
         // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
-        .target(name: "ESFTParallel", dependencies: ["ESFTKernels", "CMPI", "CShims"]),
+        .target(name: "ESFTParallel", dependencies: ["ESFTBase", "CMPI", "CMPIShims"]),
         // Training: expert-parallel loop, AdamW over trainable tensors only, schedules, metrics, outputs.
         .target(name: "ESFTTrain", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTMethod", "ESFTParallel"]),
         // The command-line tool.
@@ -42,6 +46,7 @@ let package = Package(
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData"],
                 path: "Tests/ESFTTestSupport"),
+        .testTarget(name: "ESFTBaseTests", dependencies: ["ESFTBase"]),
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTHDF5", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
         .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),

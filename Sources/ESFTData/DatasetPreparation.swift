@@ -1,5 +1,5 @@
 // `esft data prepare`: JSONL files -> (mix) -> tokens -> packed rows -> split -> token dataset.
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 public struct DatasetPreparation {

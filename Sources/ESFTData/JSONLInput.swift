@@ -1,6 +1,6 @@
 // Reads a chat/text JSONL file into formatted samples, one per non-blank line, with every bad
 // line reported as file:line (or skipped and counted, when asked).
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 public struct JSONLInput {

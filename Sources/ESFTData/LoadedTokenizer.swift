@@ -1,6 +1,6 @@
 // A tokenizer chosen on the command line ("bytes" or a tokenizer.json) with its special ids and
 // the identity a token dataset records (kind and fingerprint).
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 public struct LoadedTokenizer: Sendable {

@@ -1,5 +1,5 @@
 // Greedy packing of tokenized samples into rows of exactly seqLen tokens, in the order given.
-import ESFTKernels
+import ESFTBase
 
 public struct Packer {
     public let seqLen: Int

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 
 /// Deterministic, shardable order over a dataset's rows: epoch e visits the rows in a permutation
 /// seeded by (seed, e); a step takes the next `globalBatch` positions; rank r of R reads a contiguous
@@ -51,8 +51,6 @@ public struct Sampler: Equatable, Sendable {
 
     /// Rank r's contiguous share of a global batch (uneven shares when R does not divide it).
     public static func share(of batch: [Int], rank: Int, ranks: Int) -> ArraySlice<Int> {
-        let base = batch.count / ranks, extra = batch.count % ranks
-        let start = rank * base + min(rank, extra), len = base + (rank < extra ? 1 : 0)
-        return batch[start..<(start + len)]
+        batch[RangeSplit.contiguousBlock(index: rank, count: ranks, total: batch.count)]
     }
 }

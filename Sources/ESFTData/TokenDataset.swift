@@ -1,5 +1,5 @@
+import ESFTBase
 import ESFTHDF5
-import ESFTKernels
 import Foundation
 
 /// A packed token dataset (docs/data.md): rows of exactly `seqLen` tokens with HF-convention labels
@@ -95,8 +95,7 @@ public final class TokenDataset {
                              samples: [Sample]) throws {
         let rows = split.count, t = metadata.seqLen
         precondition(inputIds.count == rows * t && labels.count == rows * t)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        do {
+        try AtomicWrite.create(url) { tmp in
             let f = try H5File.create(tmp.path, alignment: 64)
             let a = f.attributes
             try a.set("esft_format", format); try a.set("esft_format_version", version)
@@ -110,13 +109,6 @@ public final class TokenDataset {
             let flat = samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] }
             try flat.withUnsafeBytes { try f.createDataset("samples", element: .int64, shape: [samples.count, 4]).write($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, element: .int64) }
             try f.close()
-        } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw error
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            try? FileManager.default.removeItem(at: tmp)
-            throw ESFTError("\(url.path): cannot rename into place (\(String(cString: strerror(errno))))")
         }
     }
 }

@@ -1,6 +1,6 @@
 import CHDF5
-import CShims
-import ESFTKernels
+import CHDF5Shims
+import ESFTBase
 import Foundation
 
 /// Element types stored in our HDF5 files. bf16 is stored as little-endian uint16 holding the bf16 bit

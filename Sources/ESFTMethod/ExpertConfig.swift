@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import ESFTModel
 
 /// Which experts train: the reference repository's expert_config.json.

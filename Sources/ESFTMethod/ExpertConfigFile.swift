@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// The JSON form: {"experts": {"1": [8, 26, 55], ...}, "shared_experts": false, "non_expert_modules": false}.

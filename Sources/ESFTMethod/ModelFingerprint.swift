@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import ESFTModel
 
 /// A fingerprint of a model's architecture: FNV-1a 64 over the config fields that change the math and

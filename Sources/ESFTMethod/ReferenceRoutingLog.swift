@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// One `expert_weights_<layer>.txt` written by the reference repository (deepseek-ai/ESFT): one line per

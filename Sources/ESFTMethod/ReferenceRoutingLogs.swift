@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// A directory of reference routing logs, `expert_weights_<layer>.txt` for layers 1...N, turned into

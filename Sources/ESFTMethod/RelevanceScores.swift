@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 
 /// How token contributions are averaged into a score.
 public enum ScoreNormalization: String, CaseIterable, Sendable {

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import ESFTModel
 
 /// Sums over routed tokens from which both relevance scores follow, per MoE layer l and expert i:

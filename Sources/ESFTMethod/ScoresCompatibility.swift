@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import ESFTModel
 
 extension RelevanceScores {

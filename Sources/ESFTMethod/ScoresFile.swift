@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// scores.json: {"format": "esft-scores", "version": 1, "gate_scores": {layer: {expert: score}},

@@ -1,5 +1,5 @@
+import ESFTBase
 import ESFTData
-import ESFTKernels
 
 /// Which samples and rows a model-based scoring run covers, and how they are cut into forward batches.
 ///
@@ -68,9 +68,7 @@ public struct ScoringPlan {
     /// Rank r's contiguous run of batches (uneven when R does not divide the batch count; empty when
     /// there are more ranks than batches).
     public func batches(rank: Int, ranks: Int) -> Range<Int> {
-        let base = batchCount / ranks, extra = batchCount % ranks
-        let start = rank * base + min(rank, extra)
-        return start..<(start + base + (rank < extra ? 1 : 0))
+        RangeSplit.contiguousBlock(index: rank, count: ranks, total: batchCount)
     }
 
     /// Which tokens of batch `b` count and to which sample each belongs (ids local to the batch).

@@ -1,3 +1,4 @@
+import ESFTBase
 import ESFTModel
 import Foundation
 

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 
 /// Which tokens of a forward pass count for relevance scoring and which sample each belongs to.
 /// Built once per batch and shared by every MoE layer's routing of that batch.

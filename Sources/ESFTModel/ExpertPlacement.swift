@@ -1,3 +1,5 @@
+import ESFTKernels
+
 /// Which rank owns each routed expert: rank r owns a contiguous block of global expert ids in every
 /// MoE layer (the first `experts % ranks` blocks one longer). A value, so another placement (e.g.
 /// selection-aware) can replace it later without touching the engine.
@@ -10,7 +12,7 @@ public struct ExpertPlacement: Equatable, Sendable {
     public init(experts: Int, ranks: Int) {
         precondition(ranks >= 1 && (experts == 0 || ranks <= experts), "placement needs 1...experts ranks")
         self.experts = experts; self.ranks = ranks
-        ranges = ExpertPlacement.split(experts, into: ranks)
+        ranges = RangeSplit.contiguousBlocks(count: ranks, total: experts)
         var owners = [Int32](repeating: 0, count: experts)
         for (r, range) in ranges.enumerated() { for e in range { owners[e] = Int32(r) } }
         self.owners = owners
@@ -22,17 +24,6 @@ public struct ExpertPlacement: Equatable, Sendable {
     @inline(__always) public func owner(of expert: Int) -> Int { Int(owners[expert]) }
     @inline(__always) public func localIndex(of expert: Int) -> Int { expert - ranges[owner(of: expert)].lowerBound }
     public func globalId(rank: Int, local: Int) -> Int { ranges[rank].lowerBound + local }
-
-    /// Contiguous ranges splitting `items` into `parts` (the first `items % parts` one longer).
-    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] {
-        let base = items / parts, extra = items % parts
-        var ranges: [Range<Int>] = [], start = 0
-        for p in 0..<parts {
-            let len = base + (p < extra ? 1 : 0)
-            ranges.append(start..<(start + len)); start += len
-        }
-        return ranges
-    }
 }
 
 /// What expert-parallel dispatch moved, per MoE layer, since the last reset: the (token, rank) rows sent

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 
 /// Argument checks shared by both communicators, so a bad call fails the same way on one rank as on
 /// many (and is caught by single-process tests) instead of corrupting memory inside MPI.

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// A group of ranks and the collectives the trainer needs.

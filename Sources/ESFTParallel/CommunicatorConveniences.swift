@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// Array, pointer, untagged and scalar forms of the protocol's collectives.

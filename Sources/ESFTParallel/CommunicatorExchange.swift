@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 
 /// The row exchange over a communicator: counts with MPI_Alltoall, rows with MPI_Alltoallv, each
 /// counted under the tag given. Every rank calls it in the same order, with zero rows if it has none.

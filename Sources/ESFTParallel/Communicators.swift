@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// Chooses the communicator for a command, so every command also works without mpirun.

@@ -1,6 +1,6 @@
 import CMPI
-import CShims
-import ESFTKernels
+import CMPIShims
+import ESFTBase
 import Foundation
 
 /// The MPI communicator: every rank of MPI_COMM_WORLD.

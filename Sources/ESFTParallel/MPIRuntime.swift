@@ -1,6 +1,6 @@
 import CMPI
-import CShims
-import ESFTKernels
+import CMPIShims
+import ESFTBase
 import Foundation
 
 /// Process-wide MPI state: MPI may be initialised once and finalised once per process, ever.

@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// Runs `body`; if it throws on any rank, prints `esft: rank R of N: error: <message>` and aborts

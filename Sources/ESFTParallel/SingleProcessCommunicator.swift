@@ -1,4 +1,4 @@
-import ESFTKernels
+import ESFTBase
 import Foundation
 
 /// One rank, no MPI: every collective is the identity or a copy. Arguments are checked exactly as

@@ -36,31 +36,3 @@ public final class MappedFile {
         madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
     }
 }
-
-/// Writes a file under a temporary name in the same directory and renames it into place when complete,
-/// so a failure leaves nothing half-written behind.
-public func writeAtomically(to url: URL, _ body: (FileHandle) throws -> Void) throws {
-    let dir = url.deletingLastPathComponent()
-    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-        throw ESFTError("\(url.path): cannot create (is the directory \(dir.path) writable?)")
-    }
-    do {
-        let handle = try FileHandle(forWritingTo: tmp)
-        defer { try? handle.close() }
-        try body(handle)
-        try handle.synchronize()
-    } catch let error as ESFTError {
-        try? FileManager.default.removeItem(at: tmp)
-        throw error
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? error.localizedDescription
-        throw ESFTError("\(url.path): cannot write (\(reason)); nothing was left behind")
-    }
-    guard rename(tmp.path, url.path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        try? FileManager.default.removeItem(at: tmp)
-        throw ESFTError("\(url.path): cannot rename temporary file into place (\(reason))")
-    }
-}

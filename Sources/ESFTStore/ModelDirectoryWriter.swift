@@ -30,7 +30,7 @@ public enum ModelDirectoryLayout {
     }
 
     /// Contiguous ranges splitting `items` into `parts`, as expert placement does.
-    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] { ExpertPlacement.split(items, into: parts) }
+    public static func split(_ items: Int, into parts: Int) -> [Range<Int>] { RangeSplit.contiguousBlocks(count: parts, total: items) }
 }
 
 /// Writes a model directory one tensor at a time (memory stays near the largest tensor), under a
@@ -60,7 +60,7 @@ public final class ModelDirectoryWriter {
         }
         self.output = output; self.config = config; self.dtype = dtype
         expertRanges = ModelDirectoryLayout.split(config.nRoutedExperts, into: expertShards)
-        temporary = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).tmp-\(getpid())")
+        temporary = AtomicWrite.temporarySibling(of: output)
         try? fm.removeItem(at: temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
             throw ESFTError("\(output.path): cannot create the output directory (\(error.localizedDescription))")
@@ -133,9 +133,7 @@ public final class ModelDirectoryWriter {
         }
         try nonExpert.close()
         for s in shards { try s.close() }
-        guard rename(temporary.path, output.path) == 0 else {
-            throw ESFTError("\(output.path): cannot move the finished directory into place (\(String(cString: strerror(errno))))")
-        }
+        try AtomicWrite.renameIntoPlace(temporary, as: output)
         finished = true
     }
 }

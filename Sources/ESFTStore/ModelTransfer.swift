@@ -144,15 +144,9 @@ public enum ModelExport {
     static func writeDirectory(_ out: URL, _ body: (URL) throws -> Void) throws {
         let fm = FileManager.default
         guard !fm.fileExists(atPath: out.path) else { throw ESFTError("\(out.path) already exists; choose a new output (nothing was written)") }
-        let tmp = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).tmp-\(getpid())")
-        try? fm.removeItem(at: tmp)
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        do {
+        try AtomicWrite.create(out) { tmp in
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
             try body(tmp)
-            guard rename(tmp.path, out.path) == 0 else { throw ESFTError("\(out.path): cannot move into place (\(String(cString: strerror(errno))))") }
-        } catch {
-            try? fm.removeItem(at: tmp)
-            throw error
         }
     }
 }

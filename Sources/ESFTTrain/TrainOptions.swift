@@ -25,36 +25,47 @@ public struct TrainOptions: Equatable, Sendable {
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
                               "weight_decay"]
 
-    /// Applies a JSON object's keys; unknown keys and wrong types are errors naming the file and the key.
-    public mutating func apply(json: [String: Any], source: String) throws {
-        for (key, value) in json {
+    /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
+    public mutating func apply(_ config: JSONReader) throws {
+        for key in try config.keys() {
             guard Self.keys.contains(key) else {
-                throw ESFTError("\(source): unknown key '\(key)' (known: \(Self.keys.joined(separator: ", ")))")
+                throw ESFTError("\(config.source): unknown key '\(key)' (known: \(Self.keys.joined(separator: ", ")))")
             }
-            try set(key, value, source: source)
+            try set(key, config.field(key))
         }
     }
 
-    /// Sets one option from a config value or a flag's string.
-    public mutating func set(_ key: String, _ value: Any, source: String) throws {
+    /// Sets one option from a flag's text: `--lr 1e-5` reads as the config value "1e-5" would.
+    public mutating func set(_ key: String, flag text: String) throws {
+        try set(key, JSONReader(value: .string(text), source: "--\(key)"))
+    }
+
+    /// Sets one option from a config value; a number may also be given as a string (as flags are).
+    public mutating func set(_ key: String, _ value: JSONReader) throws {
+        let source = value.source
+        let shown: String                                   // as the user typed it
+        if case .string(let s) = value.value { shown = s } else { shown = value.describe }
         func number() throws -> Double {
-            if let s = value as? String, let d = Double(s), d.isFinite { return d }
-            if let n = value as? NSNumber, !isJSONBoolean(value), n.doubleValue.isFinite { return n.doubleValue }
-            throw ESFTError("\(source): '\(key)' must be a number, got \(value)")
+            switch value.value {
+            case .string(let s): if let d = Double(s), d.isFinite { return d }
+            case .number(let text): if let d = Double(text), d.isFinite { return d }
+            default: break
+            }
+            throw ESFTError("\(source): '\(key)' must be a number, got \(shown)")
         }
         func integer(min: Int) throws -> Int {
             let d = try number()
-            guard d == d.rounded(), d >= Double(min), d < 1e12 else { throw ESFTError("\(source): '\(key)' must be an integer ≥ \(min), got \(value)") }
+            guard d == d.rounded(), d >= Double(min), d < 1e12 else { throw ESFTError("\(source): '\(key)' must be an integer ≥ \(min), got \(shown)") }
             return Int(d)
         }
         func positive() throws -> Double {
             let d = try number()
-            guard d > 0 else { throw ESFTError("\(source): '\(key)' must be positive, got \(value)") }
+            guard d > 0 else { throw ESFTError("\(source): '\(key)' must be positive, got \(shown)") }
             return d
         }
         func nonNegative() throws -> Double {
             let d = try number()
-            guard d >= 0 else { throw ESFTError("\(source): '\(key)' must be ≥ 0, got \(value)") }
+            guard d >= 0 else { throw ESFTError("\(source): '\(key)' must be ≥ 0, got \(shown)") }
             return d
         }
         switch key {
@@ -64,8 +75,8 @@ public struct TrainOptions: Equatable, Sendable {
         case "lr": lr = try positive()
         case "min_lr": minLR = try nonNegative()
         case "schedule":
-            guard let s = value as? String, ["constant", "cosine"].contains(s) else {
-                throw ESFTError("\(source): 'schedule' must be constant or cosine, got \(value)")
+            guard case .string(let s) = value.value, ["constant", "cosine"].contains(s) else {
+                throw ESFTError("\(source): 'schedule' must be constant or cosine, got \(shown)")
             }
             schedule = s
         case "warmup": warmup = try integer(min: 0)
@@ -77,7 +88,7 @@ public struct TrainOptions: Equatable, Sendable {
         case "threads": threads = try integer(min: 0)
         case "beta1", "beta2":
             let b = try nonNegative()
-            guard b < 1 else { throw ESFTError("\(source): '\(key)' must be in [0, 1), got \(value)") }
+            guard b < 1 else { throw ESFTError("\(source): '\(key)' must be in [0, 1), got \(shown)") }
             if key == "beta1" { adam.beta1 = b } else { adam.beta2 = b }
         case "eps": adam.eps = try positive()
         case "weight_decay": adam.weightDecay = try nonNegative()

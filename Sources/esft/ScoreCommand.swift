@@ -80,7 +80,7 @@ enum ScoreCommand {
         let scores = try RelevanceScores(statistics: input.statistics, normalize: normalize, source: input.source,
                                          modelFingerprint: input.modelFingerprint, dataDigest: input.dataDigest,
                                          seed: input.seed, ranks: input.ranks)
-        try writeFile(scores.jsonData(), to: out)
+        try AtomicWrite.write(scores.jsonData(), to: out)
         let m = scores.metadata
         return "scored \(m.layers.count) MoE layers × \(m.experts) experts (top-\(m.topK)) over \(m.samples) samples, \(m.tokens) tokens; normalize \(m.normalize.rawValue); wrote \(out.path)"
     }

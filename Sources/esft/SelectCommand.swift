@@ -92,7 +92,7 @@ enum SelectCommand {
         let report = SelectionReport(options: options, layers: selection, experts: scores.metadata.experts,
                                      config: config, model: model, scoresSource: scoresPath)
         let reportURL = reportPath(for: out)
-        try writeFiles([(out, config.jsonData()), (reportURL, report.jsonData())])
+        try AtomicWrite.writeFiles([(out, config.jsonData()), (reportURL, report.jsonData())])
         print(report.text)
         print("wrote \(out.path) and \(reportURL.path)")
     }

@@ -55,14 +55,10 @@ enum TrainCommand {
         let saveGradients = try args.option("--save-gradients")
         var options = TrainOptions()
         if let configPath = try args.option("--config") {
-            guard let data = FileManager.default.contents(atPath: configPath),
-                  let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-                throw ESFTError("\(configPath): not a JSON object")
-            }
-            try options.apply(json: json, source: configPath)
+            try options.apply(JSONReader.load(URL(fileURLWithPath: configPath), what: "training config"))
         }
         for key in TrainOptions.keys {
-            if let v = try args.option("--" + key.replacingOccurrences(of: "_", with: "-")) { try options.set(key, v, source: "--\(key)") }
+            if let v = try args.option("--" + key.replacingOccurrences(of: "_", with: "-")) { try options.set(key, flag: v) }
         }
         try args.finish()
         guard (expertsPath != nil) != full else { throw ESFTError("train: give exactly one of --experts CFG.json or --full") }

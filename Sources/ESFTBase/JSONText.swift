@@ -2,8 +2,8 @@ import Foundation
 
 /// Hand-written JSON output: layer and expert keys in numeric order (JSONSerialization would sort
 /// "10" before "2") and one layer per line, so files diff and read well.
-enum JSONText {
-    static func string(_ s: String) -> String {
+public enum JSONText {
+    public static func string(_ s: String) -> String {
         var out = "\""
         for u in s.unicodeScalars {
             switch u {
@@ -20,22 +20,22 @@ enum JSONText {
     }
 
     /// Shortest spelling that reads back to the same Double; scores are always finite.
-    static func number(_ x: Double) -> String {
+    public static func number(_ x: Double) -> String {
         precondition(x.isFinite, "JSON cannot hold \(x)")
         return "\(x)"
     }
 
-    static func optionalString(_ s: String?) -> String { s.map(string) ?? "null" }
-    static func optionalInt(_ i: Int?) -> String { i.map { "\($0)" } ?? "null" }
-    static func intList(_ xs: [Int]) -> String { "[" + xs.map(String.init).joined(separator: ", ") + "]" }
+    public static func optionalString(_ s: String?) -> String { s.map(string) ?? "null" }
+    public static func optionalInt(_ i: Int?) -> String { i.map { "\($0)" } ?? "null" }
+    public static func intList(_ xs: [Int]) -> String { "[" + xs.map(String.init).joined(separator: ", ") + "]" }
 
     /// {"0": v0, "1": v1, ...}: a per-expert map on one line.
-    static func expertMap(_ values: [Double]) -> String {
+    public static func expertMap(_ values: [Double]) -> String {
         "{" + values.enumerated().map { "\"\($0.offset)\": \(number($0.element))" }.joined(separator: ", ") + "}"
     }
 
     /// An object whose members are already rendered, one per line at the given indent.
-    static func object(_ members: [(String, String)], indent: String = "") -> String {
+    public static func object(_ members: [(String, String)], indent: String = "") -> String {
         if members.isEmpty { return "{}" }
         let inner = indent + "  "
         return "{\n" + members.map { inner + string($0.0) + ": " + $0.1 }.joined(separator: ",\n") + "\n" + indent + "}"

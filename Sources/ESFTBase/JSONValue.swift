@@ -1,11 +1,11 @@
-import ESFTKernels
 import Foundation
 
-/// A parsed JSON value for files whose fields we check one by one (scores, expert configs).
+/// A parsed JSON value for files whose fields we check one by one (scores, expert configs, config.json,
+/// training configs).
 /// Parsing goes through Foundation's JSONDecoder, which reads doubles exactly (JSONSerialization on
 /// Linux rounds about a third of 17-digit doubles to a neighbour, and a scores file must read back bit
 /// for bit). Numbers keep a text form that Double(String) and Int(String) read back exactly.
-enum JSONValue: Decodable {
+public enum JSONValue: Decodable, Equatable, Sendable {
     case null
     case bool(Bool)
     case number(String)
@@ -13,7 +13,7 @@ enum JSONValue: Decodable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    init(from decoder: Decoder) throws {
+    public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
@@ -25,7 +25,7 @@ enum JSONValue: Decodable {
     }
 
     /// Parses a whole document; syntax errors name the file and say where.
-    static func parse(_ data: Data, source: String) throws -> JSONValue {
+    public static func parse(_ data: Data, source: String) throws -> JSONValue {
         do {
             return try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {

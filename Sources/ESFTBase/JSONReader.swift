@@ -1,14 +1,19 @@
-import ESFTKernels
 import Foundation
 
 /// Typed reads from a parsed JSON document; every error names the file and the field path.
-struct JSONReader {
-    let value: JSONValue
-    let source: String
-    let path: String
+public struct JSONReader {
+    public let value: JSONValue
+    /// The file (or flag) the value came from, named in every error.
+    public let source: String
+    /// Where in the document: "" for the top level, else "a.b[2].c".
+    public let path: String
+
+    public init(value: JSONValue, source: String, path: String = "") {
+        self.value = value; self.source = source; self.path = path
+    }
 
     /// Parses a whole file; `what` says what the file should be ("scores file").
-    static func load(_ url: URL, what: String) throws -> JSONReader {
+    public static func load(_ url: URL, what: String) throws -> JSONReader {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw ESFTError("\(url.path): cannot read \(what) (\(error.localizedDescription))")
@@ -16,13 +21,13 @@ struct JSONReader {
         return try parse(data, source: url.path, what: what)
     }
 
-    static func parse(_ data: Data, source: String, what: String) throws -> JSONReader {
+    public static func parse(_ data: Data, source: String, what: String) throws -> JSONReader {
         let v = try JSONValue.parse(data, source: source)
         guard case .object = v else { throw ESFTError("\(source): expected a JSON object at the top level (a \(what))") }
-        return JSONReader(value: v, source: source, path: "")
+        return JSONReader(value: v, source: source)
     }
 
-    func fail(_ what: String) -> ESFTError {
+    public func fail(_ what: String) -> ESFTError {
         ESFTError(path.isEmpty ? "\(source): \(what)" : "\(source): field '\(path)' \(what)")
     }
 
@@ -30,14 +35,14 @@ struct JSONReader {
         JSONReader(value: v, source: source, path: path.isEmpty ? key : path + "." + key)
     }
 
-    func object() throws -> [String: JSONValue] {
+    public func object() throws -> [String: JSONValue] {
         guard case .object(let d) = value else { throw fail("must be an object, got \(describe)") }
         return d
     }
 
-    func keys() throws -> [String] { Array(try object().keys) }
+    public func keys() throws -> [String] { Array(try object().keys) }
 
-    func field(_ key: String) throws -> JSONReader {
+    public func field(_ key: String) throws -> JSONReader {
         guard let v = try object()[key] else {
             throw ESFTError(path.isEmpty ? "\(source): field '\(key)' is missing" : "\(source): field '\(path).\(key)' is missing")
         }
@@ -45,42 +50,43 @@ struct JSONReader {
     }
 
     /// nil when the field is absent or null.
-    func optionalField(_ key: String) throws -> JSONReader? {
+    public func optionalField(_ key: String) throws -> JSONReader? {
         guard let v = try object()[key] else { return nil }
         if case .null = v { return nil }
         return child(v, key)
     }
 
-    func items() throws -> [JSONReader] {
+    public func items() throws -> [JSONReader] {
         guard case .array(let a) = value else { throw fail("must be a list, got \(describe)") }
         return a.enumerated().map { JSONReader(value: $0.element, source: source, path: "\(path)[\($0.offset)]") }
     }
 
-    func string() throws -> String {
+    public func string() throws -> String {
         guard case .string(let s) = value else { throw fail("must be a string, got \(describe)") }
         return s
     }
 
-    func bool() throws -> Bool {
+    public func bool() throws -> Bool {
         guard case .bool(let b) = value else { throw fail("must be true or false, got \(describe)") }
         return b
     }
 
-    func double() throws -> Double {
+    public func double() throws -> Double {
         guard case .number(let text) = value, let d = Double(text), d.isFinite else {
             throw fail("must be a finite number, got \(describe)")
         }
         return d
     }
 
-    func int() throws -> Int {
+    public func int() throws -> Int {
         guard case .number(let text) = value else { throw fail("must be an integer, got \(describe)") }
         if let i = Int(text) { return i }
         guard let d = Double(text), d == d.rounded(), abs(d) < 9e15 else { throw fail("must be an integer, got \(text)") }
         return Int(d)
     }
 
-    private var describe: String {
+    /// The value as an error message shows it (strings quoted and cut at 40 characters).
+    public var describe: String {
         switch value {
         case .null: return "null"
         case .bool(let b): return "\(b)"
