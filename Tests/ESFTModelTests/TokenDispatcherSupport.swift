@@ -16,15 +16,15 @@ struct DispatchFixture {
         self.n = n; self.d = d; self.inner = inner; self.e = e; self.k = k
         var rng = SplitMix64(seed: seed)
         for ex in 0..<e {
-            for (proj, shape) in [("gate_proj", [inner, d]), ("up_proj", [inner, d]), ("down_proj", [d, inner])] {
-                let p = Parameter(name: "experts.\(ex).\(proj).weight", shape: shape)
+            for (proj, shape) in [(ParameterID.Projection.gate, [inner, d]), (.up, [inner, d]), (.down, [d, inner])] {
+                let p = Parameter(ParameterSpec(.routedExpert(proj, layer: 0, expert: ex), shape))
                 for i in 0..<p.count { p.value[i] = Float(rng.nextGaussian() * 0.5) }
                 p.makeTrainable()
                 parameters.add(p)
             }
         }
         let params = parameters
-        experts = (0..<e).map { try! SwiGLUWeights(params, prefix: "experts.\($0).", dim: d, inner: inner) }
+        experts = (0..<e).map { ex in try! SwiGLUWeights(params, { .routedExpert($0, layer: 0, expert: ex) }, dim: d, inner: inner) }
         x = (0..<(n * d)).map { _ in Float(rng.nextGaussian()) }
         topkIdx = []; topkWeight = []
         for _ in 0..<n {
