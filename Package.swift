@@ -22,11 +22,13 @@ let package = Package(
         // The HDF5 macros Swift cannot import (H5T_NATIVE_FLOAT, H5P_*, ...), one function each; for ESFTHDF5.
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"]),
 
-        // Project-wide basics without C: ESFTError, SplitMix64, FNV-1a, the JSON reader, atomic writes, range splits.
+        // Project-wide basics without C: ESFTError, SplitMix64, FNV-1a, the JSON reader, atomic writes, range splits,
+        // the RowExchange protocol (identity on one process).
         .target(name: "ESFTBase"),
         // fp32 buffers, OpenBLAS GEMM, elementwise kernels with their backward, threading. Re-exports ESFTBase.
         .target(name: "ESFTKernels", dependencies: ["ESFTBase", "COpenBLAS"]),
-        // DeepSeek-V2 config, parameters, layers as forward/backward pairs, loss.
+        // DeepSeek-V2 config, ParameterID (the one tensor identity), layers as forward/backward pairs with typed saved
+        // state, the TokenDispatcher (expert-parallel MoE phases), loss.
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),
         // HDF5 files whose datasets can be memory-mapped (contiguous, allocated early, aligned).
         .target(name: "ESFTHDF5", dependencies: ["ESFTBase", "CHDF5", "CHDF5Shims"]),
@@ -36,9 +38,11 @@ let package = Package(
         .target(name: "ESFTData", dependencies: ["ESFTBase", "ESFTHDF5"]),
         // The method: routing statistics, relevance scores, expert selection, expert configs.
         .target(name: "ESFTMethod", dependencies: ["ESFTBase", "ESFTModel", "ESFTData"]),
-        // Communicator (MPI or single process), collectives with byte/time counters. The only module that uses MPI.
+        // Communicator (MPI or single process), collectives with byte/time counters, CommunicatorExchange. The only
+        // module that uses MPI.
         .target(name: "ESFTParallel", dependencies: ["ESFTBase", "CMPI", "CMPIShims"]),
-        // Training: expert-parallel loop, AdamW over trainable tensors only, schedules, metrics, outputs.
+        // Training: expert-parallel loop, ParameterArena + AdamW over trainable tensors only, schedules, metrics, outputs;
+        // ModelScorer (distributed scoring).
         .target(name: "ESFTTrain", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTMethod", "ESFTParallel"]),
         // The command-line tool.
         .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain"]),

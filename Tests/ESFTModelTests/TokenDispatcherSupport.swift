@@ -57,7 +57,7 @@ struct DispatchFixture {
     }
 
     func values(_ expert: Int, _ proj: String) -> [Double] {
-        let p = parameters["experts.\(expert).\(proj).weight"]!
+        let p = parameters["model.layers.0.mlp.experts.\(expert).\(proj).weight"]!
         return (0..<p.count).map { Double(p.value[$0]) }
     }
 

@@ -143,12 +143,12 @@ final class TokenDispatcherTests: XCTestCase {
         let loads = (0..<f.e).map { ex in f.topkIdx.filter { $0 == ex }.count }
         let busiest = loads.firstIndex(of: loads.max()!)!
         for proj in ["gate_proj", "up_proj", "down_proj"] {
-            let p = f.parameters["experts.\(busiest).\(proj).weight"]!
+            let p = f.parameters["model.layers.0.mlp.experts.\(busiest).\(proj).weight"]!
             let g = Array(UnsafeBufferPointer(start: p.gradPointer, count: p.count))
             try check(p.name, gradient: g, linear: proj == "down_proj") { dir, step in for i in 0..<p.count { p.value[i] += step * dir[i] } }
         }
         XCTAssertEqual(loads[4], 0, "the fixture's unused expert had zero rows")
-        let unused = f.parameters["experts.4.up_proj.weight"]!
+        let unused = f.parameters["model.layers.0.mlp.experts.4.up_proj.weight"]!
         XCTAssert(UnsafeBufferPointer(start: unused.gradPointer, count: unused.count).allSatisfy { $0 == 0 }, "no rows, no gradient")
     }
 
