@@ -146,8 +146,9 @@ extension Trainer {
         if options.schedule == "cosine" && saved.steps != options.steps {
             throw CheckpointMismatch(message: "\(name): --steps was \(saved.steps) and the cosine schedule depends on it; this run has \(options.steps)")
         }
-        guard m.step < options.steps else {
-            throw CheckpointMismatch(message: "\(name): is at step \(m.step); --steps \(options.steps) leaves nothing to train")
+        // A checkpoint at the last step (the run died before its final outputs) resumes into writing them.
+        guard m.step <= options.steps else {
+            throw CheckpointMismatch(message: "\(name): is at step \(m.step), past --steps \(options.steps)")
         }
         let threads = try m.reader.field("threads").int(), core = try m.reader.field("blas_core").string()
         if threads != BLASCore.threads || core != BLASCore.name || m.ranks != comm.size {

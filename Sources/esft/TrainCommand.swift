@@ -132,7 +132,14 @@ enum TrainCommand {
 
     static func prepareOutputDirectory(_ out: URL, resuming: Bool) throws {
         let fm = FileManager.default
-        if resuming && fm.fileExists(atPath: out.path) { return }   // the interrupted run's directory
+        if resuming && fm.fileExists(atPath: out.path) {
+            // The interrupted run's directory: only the temporaries of its own outputs go (a killed writer's).
+            let outputs = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
+            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputs.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
+                try? fm.removeItem(at: out.appendingPathComponent(name))
+            }
+            return
+        }
         if fm.fileExists(atPath: out.path) {
             guard (try fm.contentsOfDirectory(atPath: out.path)).isEmpty else {
                 throw ESFTError("\(out.path) is not empty; choose a new output directory")

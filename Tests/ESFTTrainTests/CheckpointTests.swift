@@ -243,4 +243,16 @@ final class CheckpointTests: TrainTestCase {
             XCTAssertEqual(try Data(contentsOf: fromCheckpoint.appendingPathComponent(f)), try Data(contentsOf: fromFile.appendingPathComponent(f)), f)
         }
     }
+
+    /// The always-on variant of scripts/fault-injection.sh: three random kill -9 points over 1–3 ranks,
+    /// each resumed to the end and compared byte for byte with the uninterrupted run.
+    func testRandomKillsResumeToTheUninterruptedBytes() throws {
+        if let why = MPIRun.unavailableReason { throw XCTSkip(why) }
+        let script = Self.configsDir.deletingLastPathComponent().appendingPathComponent("scripts/fault-injection.sh")
+        let r = try Executables.run(URL(fileURLWithPath: "/bin/bash"), [script.path, "3"],
+                                    environment: ["ESFT": Executables.esft.path, "STEPS": "20", "SEED": "11"])
+        print(r.stdout)
+        XCTAssertEqual(r.status, 0, "\(r.stdout)\n\(r.stderr)")
+        XCTAssertTrue(r.stdout.contains("identical: 3/3"), r.stdout)
+    }
 }
