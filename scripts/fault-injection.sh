@@ -5,7 +5,7 @@
 #
 #   scripts/fault-injection.sh [KILLS]      (default 20; ranks drawn from 1–3)
 #
-# A trial whose kill comes after the run has ended is reported and not counted: the script goes on until
+# A trial whose kill finds no rank (mpirun not yet started them, or the run had ended) is reported and not counted: the script goes on until
 # KILLS kills have landed in running jobs (at most 3 × KILLS trials).
 #
 # Environment: ESFT (default .build/release/esft), SEED (default 1: the same kill points every time),
@@ -68,7 +68,7 @@ while [ "$landed" -lt "$trials" ] && [ "$t" -lt $((3 * trials)) ]; do
     sleep "$delay"
     if [ "$ranks" -eq 1 ]; then victims=$job; else victims=$(pgrep -P "$job" -x esft || true); fi
     victim=$(echo "$victims" | tr ' ' '\n' | sed '/^$/d' | shuf -n 1 --random-source=<(yes "$RANDOM") || true)
-    killed_at=$(date +%s.%N); where="after the end"
+    killed_at=$(date +%s.%N); where="missed: no rank running"
     if [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null; then
         where="training"
         if interrupted_checkpoint "$out"; then where="checkpoint write"; fi
@@ -79,20 +79,20 @@ while [ "$landed" -lt "$trials" ] && [ "$t" -lt $((3 * trials)) ]; do
     fi
     wait "$job" 2>/dev/null || true
     down=$(echo "$(date +%s.%N) - $killed_at" | bc)
-    if [ "$(echo "$down > $slowest_down" | bc)" -eq 1 ] && [ "$where" != "after the end" ]; then slowest_down=$down; fi
-    case $where in "checkpoint write") in_checkpoint=$((in_checkpoint + 1));; "before the first checkpoint") before_first=$((before_first + 1));; "after the end") late=$((late + 1));; esac
-    [ "$where" = "after the end" ] || landed=$((landed + 1))
+    if [ "$(echo "$down > $slowest_down" | bc)" -eq 1 ] && [ "$where" != "missed: no rank running" ]; then slowest_down=$down; fi
+    case $where in "checkpoint write") in_checkpoint=$((in_checkpoint + 1));; "before the first checkpoint") before_first=$((before_first + 1));; "missed: no rank running") late=$((late + 1));; esac
+    [ "$where" = "missed: no rank running" ] || landed=$((landed + 1))
     # Resume until the run completes (no more kills).
     for attempt in 1 2 3; do
         [ -f "$out/summary.json" ] && break
         launch "$ranks" "$out" --resume auto; wait "$job" 2>/dev/null || true
     done
     if cmp -s "$out/trained.safetensors" "$work/base-$ranks/trained.safetensors"; then
-        [ "$where" = "after the end" ] || identical=$((identical + 1)); verdict=identical
+        [ "$where" = "missed: no rank running" ] || identical=$((identical + 1)); verdict=identical
     else verdict="DIFFERENT (see $out.log)"; fi
     printf 'trial %2d: %d rank(s), kill at %5.2fs (%s), job down in %.2fs: %s\n' "$t" "$ranks" "$delay" "$where" "$down" "$verdict"
 done
-echo "kills: $landed landed in $t trials ($in_checkpoint during a checkpoint write, $before_first before the first checkpoint; $late trials had ended before their kill)"
+echo "kills: $landed landed in $t trials ($in_checkpoint during a checkpoint write, $before_first before the first checkpoint; $late trials missed: no rank was running yet or any more)"
 echo "slowest job teardown after a kill: ${slowest_down}s"
 echo "seed $seed, $steps steps, checkpoint every step, ESFT with shared experts on a tiny model"
 echo "identical: $identical/$landed"

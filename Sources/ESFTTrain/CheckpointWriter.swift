@@ -89,7 +89,7 @@ extension Trainer {
         } catch let e as ESFTError { failure = e.message } catch { failure = "\(error)" }
         let payload = try JSONSerialization.data(withJSONObject: failure.map { ["error": $0] } ?? ["files": records.map(\.json)])
         let gathered = try comm.gather(payload, toRoot: 0, tag: "checkpoint")
-        var problems: [String] = [], files: [Any] = []
+        var problems: [String] = [], files: [[String: Any]] = []
         for (r, data) in gathered.enumerated() {
             let reply = try JSONReader.parse(data, source: "rank \(r)", what: "checkpoint record")
             if let e = try reply.optionalField("error") { problems.append("rank \(r): \(try e.string())") } else {
@@ -99,13 +99,15 @@ extension Trainer {
         let verdict = try comm.broadcast(problems.joined(separator: "; "), from: 0, tag: "checkpoint")
         guard verdict.isEmpty else { throw ESFTError("step \(step): the checkpoint was not written: \(verdict)") }
         if comm.rank == 0 {
+            // Rank files in rank order, then replicated.h5 (the names sort that way).
+            files.sort { ($0["file"] as! String) < ($1["file"] as! String) }
             try writeManifest(folder: folder, step: step, counters: counters, validationLoss: validationLoss, files: files)
         }
         try comm.barrier(tag: "checkpoint")
         return folder
     }
 
-    private func writeManifest(folder: URL, step: Int, counters: RunCounters, validationLoss: Double?, files: [Any]) throws {
+    private func writeManifest(folder: URL, step: Int, counters: RunCounters, validationLoss: Double?, files: [[String: Any]]) throws {
         var manifest: [String: Any] = [
             "format": CheckpointManifest.format, "version": CheckpointManifest.version, "esft_version": ESFTVersion.string,
             "step": step, "ranks": comm.size, "threads": BLASCore.threads, "blas_core": BLASCore.name,
