@@ -45,6 +45,7 @@ skip() { echo "netns-mpirun: SKIP: $*" >&2; exit 77; }
 command -v ip >/dev/null || skip "the ip command is missing (install iproute2)"
 
 sw="$prefix-sw"
+echo "netns-mpirun: namespaces $prefix-* (nodes $prefix-n0...$prefix-n$((nodes - 1)), bridge $sw), subnet $subnet.0/24" >&2
 ip netns add "$sw" 2>"$work/err" || skip "ip netns add failed: $(cat "$work/err")"
 created+=("$sw")
 ip -n "$sw" link add br0 type bridge || skip "cannot create a bridge in a namespace"
