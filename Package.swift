@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),
-        .testTarget(name: "ESFTTrainTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTrain", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTTrainTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTTrain", "ESFTTestSupport"]),
         // Real SLURM (one-node slurmctld/slurmd) and multi-host MPI over TCP between network namespaces.
         .testTarget(name: "ESFTClusterTests", dependencies: ["ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),

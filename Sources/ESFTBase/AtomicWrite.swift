@@ -31,6 +31,15 @@ public enum AtomicWrite {
         try renameIntoPlace(temporary, as: url)
     }
 
+    /// fsync(2) of a file or directory by path: a file written by a library (HDF5) reaches the disk before it
+    /// is renamed, and a directory's new entries (a rename) survive a crash once the directory is synced.
+    public static func sync(_ url: URL) throws {
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw ESFTError("\(url.path): cannot open to sync (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw ESFTError("\(url.path): fsync failed (\(String(cString: strerror(errno))))") }
+    }
+
     /// Writes a file through a handle, synced to disk before the rename.
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         try create(url) { temporary in

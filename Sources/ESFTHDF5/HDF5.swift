@@ -99,19 +99,30 @@ public final class H5File {
         return H5Dataset(file: self, name: name, id: d)
     }
 
-    /// Names of the datasets at the root, in name order.
-    public func datasetNames() throws -> [String] {
+    /// A new group (a folder of datasets, e.g. "exp_avg"); datasets in it are created as "group/name".
+    public func createGroup(_ name: String) throws {
+        let g = H5Gcreate2(id, name, 0, 0, 0)
+        guard g >= 0 else { throw ESFTError("\(path): cannot create group '\(name)'") }
+        H5Gclose(g)
+    }
+
+    /// Whether a group or dataset of that path exists.
+    public func exists(_ name: String) -> Bool { H5Lexists(id, name, 0) > 0 }
+
+    /// Names of the datasets in a group (the root by default), in name order.
+    public func datasetNames(in group: String = ".") throws -> [String] {
         var info = H5G_info_t()
-        guard H5Gget_info(id, &info) >= 0 else { throw ESFTError("\(path): cannot list datasets") }
+        guard H5Gget_info_by_name(id, group, &info, 0) >= 0 else { throw ESFTError("\(path): cannot list datasets of '\(group)'") }
         var names: [String] = []
         for i in 0..<info.nlinks {
-            let len = H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
-            guard len >= 0 else { throw ESFTError("\(path): cannot read link \(i)") }
+            let len = H5Lget_name_by_idx(id, group, H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
+            guard len >= 0 else { throw ESFTError("\(path): cannot read link \(i) of '\(group)'") }
             var buf = [CChar](repeating: 0, count: Int(len) + 1)
-            H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, Int(len) + 1, 0)
+            H5Lget_name_by_idx(id, group, H5_INDEX_NAME, H5_ITER_INC, i, &buf, Int(len) + 1, 0)
             let name = String(cString: buf)
             var oinfo = H5O_info_t()
-            if H5Oget_info_by_name2(id, name, &oinfo, UInt32(H5O_INFO_BASIC), 0) >= 0, oinfo.type == H5O_TYPE_DATASET {
+            let full = group == "." ? name : "\(group)/\(name)"
+            if H5Oget_info_by_name2(id, full, &oinfo, UInt32(H5O_INFO_BASIC), 0) >= 0, oinfo.type == H5O_TYPE_DATASET {
                 names.append(name)
             }
         }

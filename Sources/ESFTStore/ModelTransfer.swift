@@ -57,22 +57,8 @@ public enum ModelInit {
 
 /// esft model directory (+ trained tensors) → Hugging Face directory, ESFT adapter, or model directory.
 public enum ModelExport {
-    /// Trained tensors (F32 safetensors by HF name, as `esft train` writes them) checked against the model.
-    public static func trainedTensors(_ path: String, model: ModelDirectory) throws -> SafetensorsFile {
-        let file = try SafetensorsFile(path: path)
-        let shapes = Dictionary(uniqueKeysWithValues: model.config.parameterSpecs().map { ($0.name, $0.shape) })
-        for (name, e) in file.entries {
-            guard let shape = shapes[name] else { throw ESFTError("\(path): tensor '\(name)' is not a parameter of the model in \(model.url.path)") }
-            guard shape == e.shape else { throw ESFTError("\(path): tensor '\(name)' has shape \(e.shape), the model has \(shape)") }
-            guard e.dtype == .f32, file.f32View(e) != nil || e.count == 0 else {
-                throw ESFTError("\(path): tensor '\(name)' must be aligned F32 (trained tensors are written by esft train)")
-            }
-        }
-        return file
-    }
-
     /// A Hugging Face directory: config.json, model-0000i-of-0000N.safetensors, model.safetensors.index.json.
-    public static func safetensors(model: ModelDirectory, trained: SafetensorsFile?, to out: URL, dtype: StoredDType?,
+    public static func safetensors(model: ModelDirectory, trained: TrainedTensors?, to out: URL, dtype: StoredDType?,
                                    maxShardBytes: Int, progress: ProgressReporter = { _ in }) throws {
         let target: TensorDType = (dtype ?? model.dtype) == .fp32 ? .f32 : .bf16
         let infos = try model.tensorInfos()
@@ -92,8 +78,8 @@ public enum ModelExport {
                 let headers = shard.map { TensorHeader(name: $0.name, shape: $0.shape, dtype: target) }
                 try SafetensorsWriter.write(headers, metadata: ["format": "pt"], to: tmp.appendingPathComponent(name)) { i, emit in
                     let info = shard[i]
-                    if let trained, let e = trained.entries[info.name] {
-                        try emit(.f32(trained.f32View(e)!))
+                    if let t = trained?.tensors[info.name] {
+                        try emit(.f32(t.values))
                     } else {
                         try model.withTensor(info) { try emit($0) }
                     }
@@ -110,28 +96,27 @@ public enum ModelExport {
 
     /// The ESFT reference's adapter: expert_cfg.json + model.safetensors with exactly the trained tensors
     /// (full HF names, as the reference's trainer saves them; its `add_adapter` loads them strictly).
-    public static func adapter(trained: SafetensorsFile, expertConfigJSON: Data, to out: URL) throws {
+    public static func adapter(trained: TrainedTensors, expertConfigJSON: Data, to out: URL) throws {
         try writeDirectory(out) { tmp in
             try expertConfigJSON.write(to: tmp.appendingPathComponent("expert_cfg.json"))
-            let names = trained.entries.keys.sorted()
-            let tensors = names.map { n -> TensorToWrite in
-                let e = trained.entries[n]!
-                return TensorToWrite(name: n, shape: e.shape, data: .f32(trained.f32View(e)!))
+            let tensors = trained.tensors.keys.sorted().map { n -> TensorToWrite in
+                let t = trained.tensors[n]!
+                return TensorToWrite(name: n, shape: t.shape, data: t.values)
             }
             try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("model.safetensors"))
         }
     }
 
     /// A new esft model directory with the trained tensors merged in.
-    public static func modelDirectory(model: ModelDirectory, trained: SafetensorsFile?, to out: URL, dtype: StoredDType?,
+    public static func modelDirectory(model: ModelDirectory, trained: TrainedTensors?, to out: URL, dtype: StoredDType?,
                                       expertShards: Int?, progress: ProgressReporter = { _ in }) throws {
         let configJSON = try Data(contentsOf: model.url.appendingPathComponent("config.json"))
         let writer = try ModelDirectoryWriter(output: out, config: model.config, configJSON: configJSON,
                                               dtype: dtype ?? model.dtype, expertShards: expertShards ?? model.expertRanges.count)
         let infos = try model.tensorInfos()
         for (i, info) in infos.enumerated() {
-            if let trained, let e = trained.entries[info.name] {
-                try writer.write(info.spec, data: .f32(trained.f32View(e)!))
+            if let t = trained?.tensors[info.name] {
+                try writer.write(info.spec, data: .f32(t.values))
             } else {
                 try model.withTensor(info) { try writer.write(info.spec, data: $0) }
             }

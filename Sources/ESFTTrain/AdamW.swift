@@ -22,6 +22,9 @@ public final class AdamW {
         self.arena = arena; self.hyper = hyper
     }
 
+    /// Continues from a checkpoint: the moments are in the arena, the bias corrections need the step.
+    func restore(step: Int) { self.step = step }
+
     /// Bytes of optimizer state (two moments per trainable parameter).
     public var stateBytes: Int { arena.optimizerStateBytes }
 

@@ -25,19 +25,38 @@ public struct TrainingSummary: Codable {
     public var blas: BLASCore.Record
 }
 
+/// How a call to `Trainer.run` ended.
+public enum TrainingOutcome {
+    case finished(TrainingSummary)
+    /// A stop signal: every rank stopped after `step` and the checkpoint was written.
+    case preempted(step: Int, signal: String, checkpoint: URL)
+}
+
+/// What a run does besides training: checkpoints, resuming, and stopping on request.
+public struct RunControl {
+    public var checkpoints = CheckpointPolicy()
+    public var resume: ResumeRequest?
+    /// The signal that asks this rank to stop, if one came (StopSignals); ranks agree on it every step.
+    public var stopSignal: () -> Int32? = { nil }
+    public init() {}
+}
+
 extension Trainer {
-    /// Trains for `options.steps` steps; rank 0 writes DIR/metrics.jsonl as it goes, then
-    /// DIR/trained.safetensors, DIR/summary.json (and DIR/expert_config.json for ESFT).
-    public func run() throws -> TrainingSummary {
-        try writeRunRecord()
-        let metrics = comm.rank == 0 ? try MetricsFile(out.appendingPathComponent("metrics.jsonl")) : nil
+    /// Trains for `options.steps` steps (from a checkpoint's step when resuming); rank 0 writes
+    /// DIR/metrics.jsonl as it goes, checkpoints as `control` says, then DIR/trained.safetensors,
+    /// DIR/summary.json (and DIR/expert_config.json for ESFT).
+    public func run(_ control: RunControl = RunControl()) throws -> TrainingOutcome {
+        let restored = try control.resume.flatMap { try restore($0) }
+        var counters = restored?.counters ?? RunCounters()
+        let startStep = restored?.step ?? 0
+        try writeRunRecord(resumedFrom: restored)
+        let metrics = comm.rank == 0 ? try MetricsFile(out.appendingPathComponent("metrics.jsonl"), keepingStepsThrough: startStep, log: log) : nil
         let schedule = options.lrSchedule
         let start = Date()
-        var first = Double.nan, last = Double.nan, lastVal: Double? = nil
-        var commBytes = 0.0, rowsSent = 0.0, pairs = 0.0
+        var last = Double.nan
         let tokensPerStep = Double(options.batchRows * dataset.seqLen)
         _ = comm.takeStats()
-        for s in 0..<options.steps {
+        for s in startStep..<options.steps {
             model.dispatchCounters.reset()
             let stepStart = Date()
             let lr = schedule.lr(at: s)
@@ -48,14 +67,17 @@ extension Trainer {
                 try writeTrainedTensors(file, metadata: ["stopped": "step \(s + 1): \(stop.message)"])
                 throw ESFTError("step \(s + 1): \(stop.message); stopped before its update. The state after step \(s) is in \(file.path)")
             }
+            // Ranks agree to stop at this boundary if any of them got a signal (SLURM signals every task,
+            // mpirun forwards to every rank, but a stray kill may reach one).
+            let signal = try comm.maxAllReduce(Double(control.stopSignal() ?? 0), tag: "stop")
             let seconds = try comm.maxAllReduce(Date().timeIntervalSince(stepStart), tag: "metrics")
             let c = try stepCommunication()
             let comms = (total: c.total, byTag: c.byTag), dispatch = c.dispatch
-            if s == 0 { first = r.loss }
+            if s == 0 { counters.firstLoss = r.loss }
             last = r.loss
-            commBytes += comms.total; rowsSent += dispatch.rows; pairs += dispatch.pairs
-            let elapsed = Date().timeIntervalSince(start)
-            let eta = elapsed / Double(s + 1) * Double(options.steps - s - 1)
+            counters.commBytes += comms.total; counters.rowsSent += dispatch.rows; counters.pairs += dispatch.pairs
+            let elapsed = counters.seconds + Date().timeIntervalSince(start)
+            let eta = Date().timeIntervalSince(start) / Double(s + 1 - startStep) * Double(options.steps - s - 1)
             var line: [String: Any] = [
                 "step": s + 1, "loss": r.loss, "aux_loss": r.aux, "lr": lr, "grad_norm": r.gradNorm,
                 "tokens": Int(tokensPerStep), "target_tokens": r.targets, "tokens_per_s": tokensPerStep / seconds,
@@ -65,21 +87,42 @@ extension Trainer {
             ]
             log(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  comm %.2f MB  ETA %.0fs",
                        s + 1, options.steps, r.loss, lr, r.gradNorm, tokensPerStep / seconds, comms.total / 1e6, eta))
+            var validation: Double?
             if options.evalEvery > 0 && ((s + 1) % options.evalEvery == 0 || s + 1 == options.steps), let v = try validate() {
-                lastVal = v.loss
+                counters.lastValidationLoss = v.loss; validation = v.loss
                 line["val_loss"] = v.loss; line["val_target_tokens"] = v.targets
                 log(String(format: "step %d/%d  validation loss %.4f over %d tokens", s + 1, options.steps, v.loss, v.targets))
                 _ = comm.takeStats()
             }
             try metrics?.append(line)
+            let every = control.checkpoints.every
+            let stopping = signal > 0 && s + 1 < options.steps
+            if stopping || (every > 0 && (s + 1) % every == 0) {
+                var saved = counters
+                saved.seconds = elapsed
+                let folder = try writeCheckpoint(step: s + 1, counters: saved, validationLoss: validation)
+                log("esft train: checkpoint \(folder.path)")
+                pruneCheckpoints(control.checkpoints)
+                _ = comm.takeStats()
+                if stopping { return .preempted(step: s + 1, signal: StopSignals.name(Int32(signal)), checkpoint: folder) }
+            }
         }
+        counters.seconds += Date().timeIntervalSince(start)
+        return .finished(try finish(counters: counters, lastLoss: last, resumedAt: startStep))
+    }
+
+    /// trained.safetensors and summary.json (collective: ranks send their experts and memory to rank 0).
+    private func finish(counters: RunCounters, lastLoss last: Double, resumedAt startStep: Int) throws -> TrainingSummary {
+        let tokensPerStep = Double(options.batchRows * dataset.seqLen)
+        let first = counters.firstLoss, lastVal = counters.lastValidationLoss
+        let commBytes = counters.commBytes, rowsSent = counters.rowsSent, pairs = counters.pairs
         try writeTrainedTensors(out.appendingPathComponent("trained.safetensors"))
         let memory = MemoryUsage.current()
         let gathered = try [memory.rssBytes, memory.anonymousBytes, memory.peakRSSBytes, optimizer.stateBytes].map {
             try comm.allGather(Int64($0), tag: "summary")
         }
         let trainedCount = try comm.allReduceSum(Int64(arena.ownedCount), tag: "summary") + Int64(arena.replicatedCount)
-        let steps = Double(options.steps), seconds = Date().timeIntervalSince(start)
+        let steps = Double(options.steps), seconds = counters.seconds
         let summary = TrainingSummary(
             steps: options.steps, firstLoss: first, lastLoss: last, lastValidationLoss: lastVal,
             tokensPerSecond: tokensPerStep * steps / seconds, trainableParameters: Int(trainedCount),
@@ -103,7 +146,7 @@ extension Trainer {
     /// DIR/run.json, written by rank 0 before the first step: what ran, where, and with which BLAS kernels.
     /// Ranks compare their OpenBLAS core names (a hash each): different kernels sum in different orders, so
     /// a job whose ranks differ is not bitwise reproducible, and the record says so.
-    private func writeRunRecord() throws {
+    private func writeRunRecord(resumedFrom restored: RestoredRun?) throws {
         var hash = FNV1a64()
         hash.add(BLASCore.name)
         let cores = try comm.allGather(Int64(bitPattern: hash.value), tag: "run record")
@@ -114,7 +157,8 @@ extension Trainer {
             "command": CommandLine.arguments, "ranks": comm.size, "mpi": comm.implementationName,
             "blas": BLASCore.record(requestedThreads: options.threads).dictionary, "blas_core_same_on_every_rank": same,
             "options": options.json, "model_fingerprint": modelFingerprint(config: config),
-            "started": ISO8601DateFormatter().string(from: Date()),
+            "started": ISO8601DateFormatter().string(from: Date()), "esft_version": ESFTVersion.string,
+            "resumed_from": restored.map { ["checkpoint": $0.folder.path, "step": $0.step] as [String: Any] } ?? NSNull(),
         ]
         let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(to: out.appendingPathComponent("run.json")) { try $0.write(contentsOf: data) }
@@ -178,12 +222,25 @@ extension Trainer {
     }
 }
 
-/// DIR/metrics.jsonl, one JSON object per line, flushed as each step ends.
+/// DIR/metrics.jsonl, one JSON object per line, flushed as each step ends. A resumed run keeps the lines
+/// of the steps its checkpoint covers and drops the interrupted run's later ones, so no step appears twice.
 final class MetricsFile {
     let handle: FileHandle
-    init(_ url: URL) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else { throw ESFTError("\(url.path): cannot create") }
-        handle = try FileHandle(forWritingTo: url)
+    init(_ url: URL, keepingStepsThrough kept: Int, log: (String) -> Void) throws {
+        var text = ""
+        if kept > 0, let old = try? String(contentsOf: url, encoding: .utf8) {
+            let lines = old.split(separator: "\n", omittingEmptySubsequences: true)
+            let keep = lines.filter { line in
+                guard let r = try? JSONReader.parse(Data(line.utf8), source: url.path, what: "metrics line"),
+                      let step = try? r.field("step").int() else { return false }
+                return step <= kept
+            }
+            if keep.count < lines.count { log("esft train: metrics.jsonl: dropped \(lines.count - keep.count) line(s) after step \(kept) from the interrupted run") }
+            text = keep.map { $0 + "\n" }.joined()
+        }
+        try AtomicWrite.write(Data(text.utf8), to: url)
+        do { handle = try FileHandle(forWritingTo: url) } catch { throw ESFTError("\(url.path): cannot open for writing (\(error.localizedDescription))") }
+        try handle.seekToEnd()
     }
     deinit { try? handle.close() }
     func append(_ object: [String: Any]) throws {

@@ -32,6 +32,21 @@ struct Arguments {
         return value
     }
 
+    /// `--name` alone (.some(nil)), `--name VALUE` / `--name=VALUE` (.some(value)), or absent (nil).
+    mutating func optionalValue(_ name: String) -> String?? {
+        if let i = args.firstIndex(where: { $0.hasPrefix(name + "=") }) {
+            defer { args.remove(at: i) }
+            return .some(String(args[i].dropFirst(name.count + 1)))
+        }
+        guard let i = args.firstIndex(of: name) else { return nil }
+        if i + 1 < args.count, !args[i + 1].hasPrefix("-") {
+            defer { args.removeSubrange(i...(i + 1)) }
+            return .some(args[i + 1])
+        }
+        args.remove(at: i)
+        return .some(nil)
+    }
+
     mutating func required(_ name: String) throws -> String {
         guard let v = try option(name) else { throw ESFTError("\(command): \(name) is required (see esft \(command) --help)") }
         return v

@@ -7,11 +7,14 @@ import Foundation
 enum InspectCommand {
     static let help = """
     Usage: esft inspect MODEL_DIR [--experts CFG.json] [--json]
+           esft inspect CHECKPOINT_DIR [--json]
 
     Describes an esft model directory (or a Hugging Face one): architecture, expert shards, dtype,
     parameter counts (total, per routed expert, routed, shared, non-expert) and bytes on disk. With an
     expert config (from esft select), also the trainable parameters it implies and the optimizer memory
     training needs: 16 bytes per trainable parameter (fp32 weight copy, gradient, two AdamW moments).
+    A checkpoint folder (OUT/checkpoints/step-NNNNNN from esft train --checkpoint-every) is described and
+    every array in it checked against the manifest's checksum; a corrupt or incomplete one is an error.
     """
 
     static func run(_ argv: [String]) throws {
@@ -22,6 +25,7 @@ enum InspectCommand {
         let dirPath = try args.positional(1, names: "MODEL_DIR")[0]
         try args.finish()
         let url = URL(fileURLWithPath: dirPath)
+        if InspectCheckpoint.isCheckpoint(url) { return try InspectCheckpoint.run(url, json: json) }
         let isESFT = LoadedModel.isModelDirectory(url)
         let config: ModelConfig
         var dtype = "", shards: [String] = []

@@ -83,7 +83,8 @@ enum ExportCommand {
                              (the reference's esft.add_adapter / load_esft_model read it); needs
                              --trained and --experts
 
-      --trained FILE      trained tensors (F32 safetensors by HF name, as esft train writes them)
+      --trained FILE      trained tensors (F32 safetensors by HF name, as esft train writes them), or a
+                          checkpoint folder OUT/checkpoints/step-NNNNNN (its weights; export without finishing)
       --experts CFG       the expert config the tensors were trained with (for --adapter; default: the one
                           esft train recorded in the trained file, which must agree with CFG if both exist)
       --dtype D           output dtype (default: the model's)
@@ -108,7 +109,7 @@ enum ExportCommand {
         guard maxShardGB > 0 else { throw ESFTError("--max-shard-size must be positive") }
         let model = try ModelDirectory(url: URL(fileURLWithPath: positional[0]))
         let out = URL(fileURLWithPath: positional[1])
-        let trained = try trainedPath.map { try ModelExport.trainedTensors($0, model: model) }
+        let trained = try trainedPath.map { try TrainedTensors($0, model: model) }
         if let trained, let trainedPath, let recorded = trained.metadata["model_fingerprint"],
            recorded != modelFingerprint(config: model.config) {
             throw ESFTError("\(trainedPath): trained for a different model (fingerprint \(recorded), \(positional[0]) has \(modelFingerprint(config: model.config)))")
@@ -124,13 +125,13 @@ enum ExportCommand {
                 throw ESFTError("\(expertsPath!): differs from the expert config \(trainedPath) was trained with")
             }
             try cfg.validate(against: model.config, source: expertsPath ?? trainedPath)
-            let expected = Set(trainableParameterNames(cfg, model: model.config)), present = Set(trained.entries.keys)
+            let expected = Set(trainableParameterNames(cfg, model: model.config)), present = Set(trained.tensors.keys)
             guard expected == present else {
                 let missing = expected.subtracting(present).sorted().first, extra = present.subtracting(expected).sorted().first
                 throw ESFTError("\(trainedPath): its tensors do not match the expert config (\(missing.map { "missing \($0)" } ?? "extra \(extra!)"))")
             }
             try ModelExport.adapter(trained: trained, expertConfigJSON: cfg.jsonData(), to: out)
-            print("wrote adapter with \(trained.entries.count) tensors to \(out.path)")
+            print("wrote adapter with \(trained.tensors.count) tensors to \(out.path)")
             return
         }
         if format == "hdf5" {
@@ -140,6 +141,6 @@ enum ExportCommand {
             try ModelExport.safetensors(model: model, trained: trained, to: out, dtype: dtype,
                                         maxShardBytes: Int(maxShardGB * 1e9), progress: progressLine("export"))
         }
-        print("exported \(positional[0])\(trained.map { " with \($0.entries.count) trained tensors" } ?? "") to \(out.path) (\(format))")
+        print("exported \(positional[0])\(trained.map { " with \($0.tensors.count) trained tensors" } ?? "") to \(out.path) (\(format))")
     }
 }

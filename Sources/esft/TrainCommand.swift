@@ -10,7 +10,7 @@ enum TrainCommand {
                       [--config TRAIN.json] [--steps N] [--batch-rows B] [--seed S] [--lr LR] [--schedule constant|cosine]
                       [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
-                      [--save-gradients FILE]
+                      [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
     one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
@@ -44,7 +44,27 @@ enum TrainCommand {
       --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
       --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
                          safetensors like trained.safetensors) to F: for checking runs against each other
+
+    Checkpoints and resuming (docs/training.md; the layout is in docs/formats.md):
+      --checkpoint-every N   write DIR/checkpoints/step-NNNNNN/ every N steps: each rank's experts with their
+                             AdamW moments, the replicated tensors once, and manifest.json (written last; a
+                             folder without one is incomplete and never resumed from). DIR must be on a file
+                             system every rank sees.
+      --keep K               keep only the newest K complete checkpoints (default: all)
+      --keep-best            also keep the checkpoint with the lowest validation loss (with --eval-every)
+      --resume               continue the run in DIR from its newest complete checkpoint (corrupt ones are
+                             reported and the next older is used); DIR may then be non-empty. Options that
+                             change the arithmetic must be as they were; the rank count may differ (experts are
+                             re-assigned by name). metrics.jsonl continues from the checkpoint's step.
+      --resume auto          the same, but start from step 0 when DIR holds no checkpoint (job scripts)
+      --resume PATH          continue from that checkpoint folder
+
+    SIGTERM or SIGUSR1 (SLURM sends them before a kill or requeue; mpirun forwards SIGUSR1) makes every rank
+    stop after the current step, write a checkpoint and exit with status 75; --resume continues from it.
     """
+
+    /// Exit status after a stop signal and its checkpoint (EX_TEMPFAIL: try again, with --resume).
+    static let preemptedStatus: Int32 = 75
 
     static func run(_ argv: [String]) throws {
         var args = Arguments(argv, command: "train")
@@ -53,6 +73,16 @@ enum TrainCommand {
         let expertsPath = try args.option("--experts")
         let full = args.flag("--full")
         let saveGradients = try args.option("--save-gradients")
+        var control = RunControl()
+        control.checkpoints.every = try args.int("--checkpoint-every", default: 0, min: 1) ?? 0
+        control.checkpoints.keep = try args.int("--keep", default: 0, min: 1) ?? 0
+        control.checkpoints.keepBest = args.flag("--keep-best")
+        switch args.optionalValue("--resume") {
+        case .none: break
+        case .some(.none), .some(.some("latest")): control.resume = .newest(required: true)
+        case .some(.some("auto")): control.resume = .newest(required: false)
+        case .some(.some(let path)): control.resume = .path(URL(fileURLWithPath: path))
+        }
         var options = TrainOptions()
         if let configPath = try args.option("--config") {
             try options.apply(JSONReader.load(URL(fileURLWithPath: configPath), what: "training config"))
@@ -61,6 +91,11 @@ enum TrainCommand {
             if let v = try args.option("--" + key.replacingOccurrences(of: "_", with: "-")) { try options.set(key, flag: v) }
         }
         try args.finish()
+        if control.checkpoints.keepBest {
+            guard options.evalEvery > 0, control.checkpoints.every > 0, control.checkpoints.every % options.evalEvery == 0 else {
+                throw ESFTError("train: --keep-best needs --checkpoint-every N and --eval-every K with N a multiple of K (so each checkpoint has a validation loss)")
+            }
+        }
         guard (expertsPath != nil) != full else { throw ESFTError("train: give exactly one of --experts CFG.json or --full") }
         let selection: TrainableSelection = try expertsPath.map { .experts(try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)), source: $0) } ?? .full
 
@@ -68,7 +103,7 @@ enum TrainCommand {
         Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
         let out = URL(fileURLWithPath: outPath)
         runRanked(comm) {
-            if comm.rank == 0 { try prepareOutputDirectory(out) }
+            if comm.rank == 0 { try prepareOutputDirectory(out, resuming: control.resume != nil) }
             try comm.barrier(tag: "setup")
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,
                                       options: options, out: out, log: { line in if comm.rank == 0 { print(line); fflush(stdout) } })
@@ -78,14 +113,33 @@ enum TrainCommand {
                       + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0; "
                       + "OpenBLAS \(BLASCore.name) kernels, \(BLASCore.threads) thread(s) per rank")
             }
-            let s = try trainer.run()
-            if comm.rank == 0 { report(s, out: out) }
+            let signals = StopSignals { line in if comm.rank == 0 { print(line); fflush(stdout) } }
+            control.stopSignal = { signals.receivedSignal }
+            switch try trainer.run(control) {
+            case .finished(let s):
+                if comm.rank == 0 { report(s, out: out) }
+            case .preempted(let step, let signal, let folder):
+                if comm.rank == 0 {
+                    print("esft train: preempted by \(signal) after step \(step); checkpoint \(folder.path). Resume with the same command and --resume (or --resume \(folder.path))")
+                    fflush(stdout)
+                }
+                try comm.finalize()
+                exit(preemptedStatus)
+            }
         }
         try comm.finalize()
     }
 
-    static func prepareOutputDirectory(_ out: URL) throws {
+    static func prepareOutputDirectory(_ out: URL, resuming: Bool) throws {
         let fm = FileManager.default
+        if resuming && fm.fileExists(atPath: out.path) {
+            // The interrupted run's directory: only the temporaries of its own outputs go (a killed writer's).
+            let outputs = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
+            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputs.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
+                try? fm.removeItem(at: out.appendingPathComponent(name))
+            }
+            return
+        }
         if fm.fileExists(atPath: out.path) {
             guard (try fm.contentsOfDirectory(atPath: out.path)).isEmpty else {
                 throw ESFTError("\(out.path) is not empty; choose a new output directory")

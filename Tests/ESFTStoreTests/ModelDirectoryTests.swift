@@ -69,7 +69,7 @@ final class ModelDirectoryTests: XCTestCase {
         let trainedFile = dir.appendingPathComponent("trained.safetensors")
         try trainedValues.withUnsafeBufferPointer { try SafetensorsWriter.write([TensorToWrite(name: name, shape: shape, data: $0.baseAddress!)], to: trainedFile) }
         let directory = try ModelDirectory(url: model)
-        let trained = try ModelExport.trainedTensors(trainedFile.path, model: directory)
+        let trained = try TrainedTensors(trainedFile.path, model: directory)
         let merged = dir.appendingPathComponent("merged")
         try ModelExport.modelDirectory(model: directory, trained: trained, to: merged, dtype: nil, expertShards: 2)
         let back = try ModelDirectory(url: merged)

@@ -15,7 +15,9 @@ public enum Executables {
     }
 
     /// Runs a command to completion, capturing its output (read concurrently so pipes never fill up).
-    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    /// `started` gets the child's PID as soon as it runs (a test that signals it).
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                           started: (Int32) -> Void = { _ in }) throws -> Result {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -24,6 +26,7 @@ public enum Executables {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        started(process.processIdentifier)
         let outBox = DataBox()
         let group = DispatchGroup()
         group.enter()

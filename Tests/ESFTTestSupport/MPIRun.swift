@@ -46,7 +46,7 @@ public enum MPIRun {
     /// that mark a process as a rank of a running job are removed, so tests also work under a launcher.
     public static func run(ranks: Int, arguments: [String], executable: URL = esftExecutable,
                            mpirunOptions: [String] = [], environment: [String: String] = [:],
-                           timeout: TimeInterval = 300) throws -> Result {
+                           timeout: TimeInterval = 300, started: (Int32) -> Void = { _ in }) throws -> Result {
         guard let mpirun else { throw MPIRunError("mpirun is not on PATH") }
         let process = Process()
         process.executableURL = mpirun
@@ -66,6 +66,7 @@ public enum MPIRun {
         process.terminationHandler = { _ in exited.signal() }
         let start = Date()
         try process.run()
+        started(process.processIdentifier)
         // Drain both pipes concurrently so a chatty job never blocks on a full pipe.
         let outBox = DataBox(), errBox = DataBox(), readers = DispatchGroup()
         for (pipe, box) in [(out, outBox), (err, errBox)] {
