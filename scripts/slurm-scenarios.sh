@@ -9,7 +9,7 @@
 #   WORK/sbatch/{score,train,pipeline}/  and  WORK/mpirun/{score,train,export}/
 #   WORK/results/<scenario>.job          `scontrol show job -o` of each job when it ended
 #   WORK/results/<scenario>.status       sbatch --wait's exit status
-# Requeue: esft-train.sbatch is interrupted twice while it trains, by `scontrol requeue` (SIGTERM to
+# Requeue: esft-train.sbatch (300 steps) is interrupted twice while it trains, by `scontrol requeue` (SIGTERM to
 # the ranks) and by `scancel --signal=USR1` (the script requeues itself), and must resume and finish:
 #   WORK/sbatch/requeue-{term,usr1}/, WORK/mpirun/long/ (the uninterrupted run). Without checkpoints
 # in this esft (`esft train --help` has no --resume), WORK/results/requeue.skip says so instead.
@@ -68,24 +68,26 @@ say "pipeline: exit $st"
 submit_wait failure -n 2 --wrap "srun --mpi=pmix $esft mpi-check --size-mib 1 --fail-on-rank 1"
 
 # --- requeue after preemption --------------------------------------------------------------------
-if ! "$esft" train --help 2>/dev/null | grep -q -- '--resume'; then
+if [[ $("$esft" train --help 2>/dev/null) != *--resume* ]]; then
     echo "esft train has no --resume option (checkpoints and resume: issue 10); requeue scenarios not run" \
         >results/requeue.skip
     say "$(cat results/requeue.skip)"
     exit 0
 fi
-long_opts=(--steps 40 --batch-rows 4 --lr 1e-4 --aux-alpha 0.001)
+# 300 steps of ~15 ms: the interruption, sent within 0.05 s of the first checkpoint (step 10), lands seconds
+# before the end even on a much faster machine (a slower or loaded one only widens the window).
+long_opts=(--steps 300 --batch-rows 4 --lr 1e-4 --aux-alpha 0.001)
 mpirun -n 2 --oversubscribe "$esft" train --model in/model --data in/data.h5 --experts mpirun/score/experts.json \
     --out mpirun/long --threads 1 "${long_opts[@]}" >logs/mpirun-long.log 2>&1
 
 state_of() { scontrol show job -o "$1" | sed -nE 's/.*JobState=([A-Z_]+).*/\1/p'; }
 interrupt() {   # interrupt NAME HOW: submit, wait for a checkpoint, interrupt with HOW, wait for the end
     local name=$1 how=$2 id out=sbatch/$1 i
-    id=$(ESFT_CHECKPOINT_EVERY=4 sbatch --parsable -n 2 -o "logs/$name-%j.log" "$repo/cluster/esft-train.sbatch" \
-        in/model in/data.h5 mpirun/score/experts.json "$out" "${long_opts[@]}")
-    for i in $(seq 1 1200); do   # hang guard only: 10 minutes
-        ls "$out"/checkpoints/step-*/manifest.json >/dev/null 2>&1 && break
-        sleep 0.5
+    id=$(ESFT_CHECKPOINT_EVERY=10 sbatch --parsable -n 2 -o "logs/$name-%j.log" "$repo/cluster/esft-train.sbatch" \
+        in/model in/data.h5 mpirun/score/experts.json "$out" "${long_opts[@]}" --keep 2)
+    for i in $(seq 1 12000); do   # hang guard only: 10 minutes
+        compgen -G "$out/checkpoints/step-*/manifest.json" >/dev/null && break
+        sleep 0.05
     done
     local lines; lines=$(wc -l <"$out/metrics.jsonl" 2>/dev/null || echo 0)
     say "$name: job $id has a checkpoint after $lines steps; interrupting with $how"
@@ -97,7 +99,11 @@ interrupt() {   # interrupt NAME HOW: submit, wait for a checkpoint, interrupt w
     for i in $(seq 1 1200); do
         case $(state_of "$id") in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) break ;; esac
         # A requeued job may be held until its begin time; let it start again at once.
-        [ "$(state_of "$id")" = PENDING ] && scontrol update jobid="$id" StartTime=now 2>/dev/null || true
+        # Only once the first run's processes are gone: a start released while they end can fail at launch.
+        if [ "$(state_of "$id")" = PENDING ] && [ -z "$(squeue -h -t completing -o %i)" ] && ! pgrep -x slurmstepd >/dev/null; then
+            sleep 1
+            scontrol update jobid="$id" StartTime=now 2>/dev/null || true
+        fi
         sleep 0.5
     done
     record "$name" "$id" "$(scontrol show job -o "$id" | sed -nE 's/.*ExitCode=([0-9]+):.*/\1/p')"
