@@ -58,6 +58,8 @@ let package = Package(
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),
         .testTarget(name: "ESFTTrainTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTTrain", "ESFTTestSupport"]),
+        // Real SLURM (one-node slurmctld/slurmd) and multi-host MPI over TCP between network namespaces.
+        .testTarget(name: "ESFTClusterTests", dependencies: ["ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
