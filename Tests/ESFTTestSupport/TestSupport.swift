@@ -65,3 +65,16 @@ public func relativeToMax(_ a: UnsafeBufferPointer<Float>, _ b: [Float]) -> Doub
     for i in 0..<b.count { diff = max(diff, Double(abs(a[i] - b[i]))); scale = max(scale, Double(abs(b[i]))) }
     return scale == 0 ? diff : diff / scale
 }
+
+
+/// Every tensor of a safetensors file as fp32 arrays by name (trained.safetensors, gradients).
+public func readSafetensorsFloats(_ file: URL) throws -> [String: [Float]] {
+    let f = try SafetensorsFile(path: file.path)
+    var result: [String: [Float]] = [:]
+    for (name, e) in f.entries {
+        var v = [Float](repeating: 0, count: e.count)
+        v.withUnsafeMutableBufferPointer { f.readFloats(e, count: e.count, into: $0.baseAddress!) }
+        result[name] = v
+    }
+    return result
+}

@@ -59,14 +59,7 @@ class TrainTestCase: XCTestCase {
     }
 
     func tensors(_ file: URL) throws -> [String: [Float]] {
-        let f = try SafetensorsFile(path: file.path)
-        var result: [String: [Float]] = [:]
-        for (name, e) in f.entries {
-            var v = [Float](repeating: 0, count: e.count)
-            v.withUnsafeMutableBufferPointer { f.readFloats(e, count: e.count, into: $0.baseAddress!) }
-            result[name] = v
-        }
-        return result
+        try readSafetensorsFloats(file)
     }
 
     func trained(_ run: Run) throws -> [String: [Float]] { try tensors(run.out.appendingPathComponent("trained.safetensors")) }
