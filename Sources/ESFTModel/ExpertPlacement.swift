@@ -25,20 +25,3 @@ public struct ExpertPlacement: Equatable, Sendable {
     @inline(__always) public func localIndex(of expert: Int) -> Int { expert - ranges[owner(of: expert)].lowerBound }
     public func globalId(rank: Int, local: Int) -> Int { ranges[rank].lowerBound + local }
 }
-
-/// What expert-parallel dispatch moved, per MoE layer, since the last reset: the (token, rank) rows sent
-/// in forward, next to the (token, expert) pairs routed. Sending a token once per owner rank rather than
-/// once per expert is the difference.
-public final class DispatchCounters {
-    public private(set) var rowsSent: [Int: Int] = [:]
-    public private(set) var pairs: [Int: Int] = [:]
-
-    public init() {}
-
-    func record(layer: Int, rows: Int, pairs p: Int) {
-        rowsSent[layer, default: 0] += rows
-        pairs[layer, default: 0] += p
-    }
-
-    public func reset() { rowsSent = [:]; pairs = [:] }
-}

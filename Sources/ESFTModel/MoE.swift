@@ -76,6 +76,7 @@ struct MoELayer {
             dx.update(repeating: 0, count: n * cfg.hiddenSize)
         }
         let dTopk = ws.router.dTopkWeight_NK.reuse(count: n * k)
+        dispatcher.recordBackwardRouting(topkIdx: topkIdx, tokens: n)
         try dispatcher.backward(dOut: dOut, tokens: n, dx: dx, dTopkWeight: dTopk, saved: sv.dispatch, scratch: ws)
         let dProbs = ws.router.dProbs_NE.reuse(count: n * e, zeroed: true)
         if auxAlpha > 0 {

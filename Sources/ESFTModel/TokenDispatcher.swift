@@ -48,12 +48,18 @@ struct TokenDispatcher {
 
     // MARK: plan (source) — no backward
 
+    /// The analytic minimum of backward's rows, from the routing (not from the plan backward retraces).
+    func recordBackwardRouting(topkIdx: UnsafePointer<Int32>, tokens n: Int) {
+        counters.recordRouting(layer: layer, .backward, topkIdx: topkIdx, tokens: n, k: k, placement: placement, rank: exchange.rank)
+    }
+
     /// One row per (token, owner rank), deduplicated: a token whose K experts live on 2 ranks gets 2 rows.
     /// Writes the rows' expert slots (sendSlots_SK) and records rows vs (token, expert) pairs.
     func plan(topkIdx: UnsafePointer<Int32>, tokens n: Int, saved: DispatchSaved, scratch: DispatchScratch) -> SourcePlan {
         let source = SourcePlan(saved, tokens: n, k: k, ranks: exchange.ranks)
         let rows = source.build(topkIdx: topkIdx, placement: placement, slots: scratch.sendSlots_SK.reuse(count: source.maxRows * k))
         counters.record(layer: layer, rows: rows, pairs: n * k)
+        counters.recordRouting(layer: layer, .forward, topkIdx: topkIdx, tokens: n, k: k, placement: placement, rank: exchange.rank)
         return source
     }
 
@@ -80,6 +86,8 @@ struct TokenDispatcher {
                 for j in 0..<k { send[r * w + d + j] = slots[r * k + j] >= 0 ? topkWeight[t * k + j] : 0 }
             }
         }
+        counters.recordSent(layer: layer, .forwardDispatch, rowsTo: sendCounts,
+                            rowBytes: MemoryLayout<Float>.stride * w + MemoryLayout<Int32>.stride * k)
         try exchange.exchangeRows(send: send, sendCounts: sendCounts, receive: saved.received_MW.reuse(count: m * w),
                                   receiveCounts: receiveCounts, width: w, tag: "\(tag) forward dispatch")
         try exchange.exchangeRows(send: slots, sendCounts: sendCounts, receive: scratch.receivedSlots_MK.reuse(count: m * k),
@@ -95,6 +103,7 @@ struct TokenDispatcher {
         let dCombined = scratch.dCombined_MW.reuse(count: m * w), dReturned = scratch.dReturned_SW.reuse(count: s * w)
         owner.combineBackward(scratch.dGathered_AD.reuse(count: a * d), dWeights: scratch.dWeight_A.reuse(count: a),
                               into: dCombined, dim: d, k: k)
+        counters.recordSent(layer: layer, .backwardCombine, rowsTo: receiveCounts, rowBytes: MemoryLayout<Float>.stride * w)
         try exchange.exchangeRows(send: dCombined, sendCounts: receiveCounts, receive: dReturned, receiveCounts: sendCounts,
                                   width: w, tag: "\(tag) backward combine")
         source.sumRowsPerToken(dReturned, width: w, into: dx, dim: d, accumulate: true)
@@ -148,6 +157,7 @@ struct TokenDispatcher {
         let s = sendCounts.reduce(0, +), m = owner.rows, d = dim
         let combined = scratch.combined_MD.reuse(count: m * d), returned = scratch.returned_SD.reuse(count: s * d)
         owner.combine(scratch.expertOut_AD.reuse(count: owner.assignments * d), weights: owner.weights, into: combined, dim: d)
+        counters.recordSent(layer: layer, .forwardCombine, rowsTo: receiveCounts, rowBytes: MemoryLayout<Float>.stride * d)
         try exchange.exchangeRows(send: combined, sendCounts: receiveCounts, receive: returned, receiveCounts: sendCounts,
                                   width: d, tag: "\(tag) forward combine")
         source.sumRowsPerToken(returned, width: d, into: out, dim: d, accumulate: false)
@@ -160,6 +170,7 @@ struct TokenDispatcher {
         let s = sendCounts.reduce(0, +), m = owner.rows, d = dim
         let dSend = scratch.dSend_SD.reuse(count: s * d), dReceived = scratch.dReceived_MD.reuse(count: m * d)
         source.gatherTokens(dOut, dim: d, into: dSend)
+        counters.recordSent(layer: layer, .backwardDispatch, rowsTo: sendCounts, rowBytes: MemoryLayout<Float>.stride * d)
         try exchange.exchangeRows(send: dSend, sendCounts: sendCounts, receive: dReceived, receiveCounts: receiveCounts,
                                   width: d, tag: "\(tag) backward dispatch")
         owner.gather(from: dReceived, stride: d, into: scratch.dExpertOut_AD.reuse(count: owner.assignments * d), dim: d)

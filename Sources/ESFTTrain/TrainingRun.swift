@@ -55,6 +55,7 @@ extension Trainer {
         let start = Date()
         var last = Double.nan
         let tokensPerStep = Double(options.batchRows * dataset.seqLen)
+        let profile = RunProfileRecorder(layers: config.numLayers, ranks: comm.size)
         _ = comm.takeStats()
         for s in startStep..<options.steps {
             model.dispatchCounters.reset()
@@ -71,7 +72,7 @@ extension Trainer {
             // mpirun forwards to every rank, but a stray kill may reach one).
             let signal = try comm.maxAllReduce(Double(control.stopSignal() ?? 0), tag: "stop")
             let seconds = try comm.maxAllReduce(Date().timeIntervalSince(stepStart), tag: "metrics")
-            let c = try stepCommunication()
+            let c = try stepCommunication(profile, stepSeconds: Date().timeIntervalSince(stepStart))
             let comms = (total: c.total, byTag: c.byTag), dispatch = c.dispatch
             if s == 0 { counters.firstLoss = r.loss }
             last = r.loss
@@ -108,15 +109,18 @@ extension Trainer {
             }
         }
         counters.seconds += Date().timeIntervalSince(start)
-        return .finished(try finish(counters: counters, lastLoss: last, resumedAt: startStep))
+        return .finished(try finish(counters: counters, lastLoss: last, resumedAt: startStep, profile: profile))
     }
 
     /// trained.safetensors and summary.json (collective: ranks send their experts and memory to rank 0).
-    private func finish(counters: RunCounters, lastLoss last: Double, resumedAt startStep: Int) throws -> TrainingSummary {
+    private func finish(counters: RunCounters, lastLoss last: Double, resumedAt startStep: Int,
+                        profile: RunProfileRecorder) throws -> TrainingSummary {
         let tokensPerStep = Double(options.batchRows * dataset.seqLen)
         let first = counters.firstLoss, lastVal = counters.lastValidationLoss
         let commBytes = counters.commBytes, rowsSent = counters.rowsSent, pairs = counters.pairs
         try writeTrainedTensors(out.appendingPathComponent("trained.safetensors"))
+        try profile.write(out.appendingPathComponent("profile.json"), comm: comm, model: model, firstStep: startStep + 1,
+                          tokensPerStep: options.batchRows * dataset.seqLen)
         let memory = MemoryUsage.current()
         let gathered = try [memory.rssBytes, memory.anonymousBytes, memory.peakRSSBytes, optimizer.stateBytes].map {
             try comm.allGather(Int64($0), tag: "summary")
@@ -165,8 +169,10 @@ extension Trainer {
     }
 
     /// This step's communication, summed over ranks: bytes per tag, and dispatch rows vs (token, expert) pairs.
-    private func stepCommunication() throws -> (total: Double, byTag: [String: Double], dispatch: (rows: Double, pairs: Double, byLayer: [String: [String: Double]])) {
+    /// The rank's own counters go to `profile` first (no collective there).
+    private func stepCommunication(_ profile: RunProfileRecorder, stepSeconds: Double) throws -> (total: Double, byTag: [String: Double], dispatch: (rows: Double, pairs: Double, byLayer: [String: [String: Double]])) {
         let stats = comm.takeStats()
+        profile.add(step: model.dispatchCounters, stats: stats, wallSeconds: stepSeconds)
         let keys = stats.counters.keys.sorted()
         var bytes = keys.map { Double(stats.counters[$0]!.bytesSent) }
         let layers = model.dispatchCounters.rowsSent.keys.sorted()

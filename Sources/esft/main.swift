@@ -22,6 +22,8 @@ Commands:
   tokenize   Print the token ids of text or JSONL lines (or decode ids), with 'bytes' or a tokenizer.json.
   data       data prepare: chat/text JSONL -> packed token dataset (HDF5) for training.
   bench      Measure forward and forward+backward throughput on a random model from a config.
+  profile    Report what a run's expert-parallel exchanges moved (per layer, direction, pair of ranks)
+             against the analytic minimum, and draw it as PNG pictures into RUN_DIR/profile/.
   mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
@@ -47,6 +49,7 @@ let commands: [String: ([String]) throws -> Void] = [
     "data": DataCommand.run,
     "bench": BenchCommand.run,
     "mpi-check": MPICheckCommand.run,
+    "profile": ProfileCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())
