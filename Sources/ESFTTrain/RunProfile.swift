@@ -118,13 +118,13 @@ final class RunProfileRecorder {
             let inCollectives = seconds.values.reduce(0, +)
             // Waiting: time in a kind of collective beyond the least any rank spent in it (a lower
             // bound per rank: summed over the run, not per call).
-            var waiting = 0.0
+            var waiting: [String: Double] = [:]
             for c in Self.timeCategories {
                 let least = records.map { rr in rr.collectives.collectives.filter { Self.timeCategory($0.tag) == c }.reduce(0.0) { $0 + $1.seconds } }.min() ?? 0
-                waiting += seconds[c]! - least
+                waiting[c] = seconds[c]! - least
             }
             return ["rank": rank, "wall_seconds": r.wallSeconds, "compute_seconds": max(0, r.wallSeconds - inCollectives),
-                    "collective_seconds": seconds, "waiting_seconds": waiting]
+                    "collective_seconds": seconds, "waiting_seconds": waiting.values.reduce(0, +), "waiting_seconds_by_collective": waiting]
         }
         let collectives: [[[String: Any]]] = records.map { r in
             r.collectives.collectives.map { ["collective": $0.collective, "tag": $0.tag ?? NSNull(), "calls": $0.calls,
