@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 scripts/setup.sh
-# Light Python readers for the tests that check our files with h5py and safetensors (no torch).
+# Light Python readers for the tests that check our files with h5py and safetensors, and matplotlib for
+# the pictures of esft profile (no torch).
 if command -v python3 >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors 2>/dev/null \
-        || echo "test: could not install numpy/h5py/safetensors; the Python-reader tests will be skipped"
+    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors matplotlib 2>/dev/null \
+        || echo "test: could not install numpy/h5py/safetensors/matplotlib; the Python-reader and profile-picture tests will be skipped"
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -24,6 +24,11 @@ final class TokenDispatcherTests: XCTestCase {
         XCTAssertEqual(plan.sendCounts, [4, 4, 3], "rows per destination rank")
         XCTAssertEqual(counters.rowsSent[2], 11, "11 rows for 15 (token, expert) pairs")
         XCTAssertEqual(counters.pairs[2], 15)
+        // The analytic minimum, from the routing alone: tokens 0, 1, 2, 4 need rank 1, tokens 1, 2, 3 rank 2;
+        // 9 of the 15 slots name an expert off rank 0 (1 + 3 + 2 + 1 + 2).
+        XCTAssertEqual(counters.minimumRows(layer: 2, .forward), [0, 4, 3])
+        XCTAssertEqual(counters.minimumRows(layer: 2, .backward), [0, 0, 0], "no backward ran")
+        XCTAssertEqual(counters.pairsOffRank(layer: 2), 9)
         // Grouped by destination, in token order within a group.
         XCTAssertEqual((0..<11).map { plan.rowToken[$0] }, [0, 2, 3, 4,  0, 1, 2, 4,  1, 2, 3])
         // Each token's rows, in the order its slots first name a rank.
