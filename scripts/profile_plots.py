@@ -32,7 +32,7 @@ def save(fig, path):
 def heatmap(plt, matrix, title, path):
     ranks = len(matrix)
     fig, ax = plt.subplots(figsize=HEATMAP_INCHES)
-    im = ax.imshow(matrix, cmap="viridis")
+    im = ax.imshow(matrix, cmap="viridis", vmin=0)  # from 0: colours in proportion to bytes
     fig.colorbar(im, ax=ax, label="bytes per step")
     ax.set_xticks(range(ranks))
     ax.set_yticks(range(ranks))
@@ -99,7 +99,8 @@ def main():
     ax.set_xlabel("MoE layer")
     ax.set_ylabel("bytes per step sent to other ranks")
     ax.set_title("expert-parallel bytes per layer and direction")
-    ax.legend(loc="lower right")
+    fig.subplots_adjust(bottom=0.2)
+    fig.legend(loc="lower center", ncol=5, fontsize=9)
     save(fig, os.path.join(out, "bytes_per_layer_direction.png"))
     plt.close(fig)
 
@@ -116,7 +117,8 @@ def main():
     ax.set_xlabel("MoE layer")
     ax.set_ylabel("rows received per step (forward dispatch)")
     ax.set_title("load per rank (imbalance = max / mean)")
-    ax.legend()
+    fig.subplots_adjust(bottom=0.2)
+    fig.legend(loc="lower center", ncol=min(ranks + 1, 8), fontsize=9)
     save(fig, os.path.join(out, "rows_received.png"))
     plt.close(fig)
 

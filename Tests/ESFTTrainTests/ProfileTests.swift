@@ -71,6 +71,10 @@ final class ProfileTests: TrainTestCase {
             offRows += off(dispatched); offPairs += pairsOff
         }
         XCTAssertGreaterThan(offRows, 0, "random routing over 2 ranks sends rows across")
+        // Every collective of the steps: the ranks' counters in the profile sum to metrics' comm_bytes (integers, exact).
+        let collectives = try XCTUnwrap(p["collectives"] as? [[[String: Any]]])
+        XCTAssertEqual(collectives.joined().reduce(0) { $0 + ($1["bytes_sent"] as! Int) },
+                       lines.reduce(0) { $0 + Int($1["comm_bytes"] as! Double) })
         let totals = try XCTUnwrap(p["totals"] as? [String: Any])
         XCTAssertEqual(totals["bytes_off_rank"] as? Int, offBytes)
         XCTAssertEqual(totals["minimum_bytes"] as? Int, minimumBytes)
@@ -89,12 +93,15 @@ final class ProfileTests: TrainTestCase {
         // The report: every number from the file's matrices.
         let r = try Executables.esft(["profile", run.out.path])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let report = r.stdout
+        let report = r.stdout, reportLines = report.split(separator: "\n").map(String.init)
+        func hasLine(_ head: String, total: Int) -> Bool {
+            reportLines.contains { $0.hasPrefix("  " + head.padding(toLength: 18, withPad: " ", startingAt: 0)) && $0.hasSuffix("(total \(total))") }
+        }
         for dir in Self.directions {
             let total = layers.reduce(0) { $0 + off(($1["bytes"] as! [String: [[Int]]])[dir]!) }
-            XCTAssert(report.contains("  \(dir.padding(toLength: 18, withPad: " ", startingAt: 0))") && report.contains("(total \(total))"), "\(dir) \(total):\n\(report)")
+            XCTAssert(hasLine(dir, total: total), "\(dir) \(total):\n\(report)")
         }
-        XCTAssert(report.contains("all directions") && report.contains("(total \(offBytes))"), report)
+        XCTAssert(hasLine("all directions", total: offBytes), report)
         let ratio = String(format: "%.4f", Double(offRows) / Double(offPairs))
         XCTAssert(report.contains("Dedup ratio: \(offRows) rows sent off-rank ÷ \(offPairs) (token, expert) pairs routed off-rank = \(ratio)"), report)
         XCTAssert(report.contains("Analytic minimum: \(minimumBytes) bytes"), report)
