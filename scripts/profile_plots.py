@@ -78,6 +78,11 @@ def main():
         for s in range(ranks):
             for t in range(ranks):
                 total[s][t] += m[s][t]
+    # A per-layer heatmap of an earlier profile in this folder whose layer this one lacks would mislead.
+    current = {f"heatmap_layer_{layer['layer']}.png" for layer in layers}
+    for name in os.listdir(out):
+        if name.startswith("heatmap_layer_") and name.endswith(".png") and name not in current:
+            os.remove(os.path.join(out, name))
     heatmap(plt, total, f"bytes per step, all MoE layers ({ranks} ranks; diagonal: rows a rank keeps)",
             os.path.join(out, "heatmap_all_layers.png"))
     for layer in layers:
