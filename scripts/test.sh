@@ -7,8 +7,8 @@ command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 scripts/setup.sh
 # Light Python readers for the tests that check our files with h5py and safetensors (no torch).
 if command -v python3 >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors 2>/dev/null \
-        || echo "test: could not install numpy/h5py/safetensors; the Python-reader tests will be skipped"
+    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors tokenizers 2>/dev/null \
+        || echo "test: could not install numpy/h5py/safetensors/tokenizers; the Python-reader tests will be skipped"
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
