@@ -61,4 +61,26 @@ public struct PythonRandom {
         let a = Double(nextUInt32() >> 5), b = Double(nextUInt32() >> 6)
         return (a * 67_108_864 + b) * (1.0 / 9_007_199_254_740_992.0)
     }
+
+    /// `random.getrandbits(k)` for 1 ≤ k ≤ 32: the top k bits of one output.
+    public mutating func bits(_ k: Int) -> UInt32 {
+        precondition((1...32).contains(k))
+        return nextUInt32() >> UInt32(32 - k)
+    }
+
+    /// `random._randbelow(n)`: rejection sampling on bit_length(n) bits, so the draws match CPython's.
+    public mutating func below(_ n: Int) -> Int {
+        precondition(n >= 1 && n <= Int(UInt32.max))
+        let k = Int.bitWidth - n.leadingZeroBitCount
+        while true {
+            let r = Int(bits(k))
+            if r < n { return r }
+        }
+    }
+
+    /// `random.shuffle(x)` (Fisher–Yates from the end, as CPython 3.x).
+    public mutating func shuffle<T>(_ x: inout [T]) {
+        guard x.count > 1 else { return }
+        for i in stride(from: x.count - 1, to: 0, by: -1) { x.swapAt(i, below(i + 1)) }
+    }
 }

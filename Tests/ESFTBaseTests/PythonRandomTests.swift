@@ -19,4 +19,17 @@ final class PythonRandomTests: XCTestCase {
         for _ in 0..<1000 { _ = g.random() }
         XCTAssertEqual(g.random(), 0.7660660571562674)
     }
+
+    /// `random.seed(5934875); random.shuffle(x)` in CPython 3.11 (the reference's scoring order of its samples).
+    func testShuffleMatchesCPython() {
+        var g = PythonRandom(seed: 5_934_875)
+        var x = Array(0..<20)
+        g.shuffle(&x)
+        XCTAssertEqual(x, [15, 3, 1, 0, 17, 14, 12, 18, 9, 16, 7, 8, 13, 19, 11, 5, 10, 2, 6, 4])
+        var h = PythonRandom(seed: 5_934_875)
+        var y = Array(0..<7280)   // intent.jsonl's line count: 13-bit draws, some rejected
+        h.shuffle(&y)
+        XCTAssertEqual(Array(y.prefix(8)), [3294, 6761, 5543, 5813, 6240, 6997, 4659, 5914])
+        XCTAssertEqual(Array(y.suffix(3)), [4769, 1667, 1155])
+    }
 }
