@@ -1,3 +1,5 @@
+import ESFTBase
+
 // The ESFT reference's chat layout, as token-level parts with a trained/masked flag each. The
 // parts are tokenized separately and concatenated, so the mask lines up with the ids exactly.
 //
@@ -57,7 +59,7 @@ public enum ChatFormat {
             guard let role = roleValue as? String else { throw FieldError("messages[\(i)].role is not a string") }
             guard let contentValue = message["content"] else { throw FieldError("messages[\(i)].content is missing") }
             guard var content = contentValue as? String else { throw FieldError("messages[\(i)].content is not a string") }
-            if style.strip && role != "system" { content = pythonStripped(content) }
+            if style.strip && role != "system" { content = content.pythonStripped }
             switch role {
             case "system":
                 guard previous == "none" || previous == "system" else { throw FieldError("messages[\(i)]: a system turn must come first") }
@@ -88,15 +90,6 @@ public enum ChatFormat {
         if let n = value as? Double, n == 0 || n == 1 { return n == 1 }
         if let b = value as? Bool { return b }  // Python: True == 1
         throw FieldError("messages[\(i)].mask is \(value), expected 0 or 1")
-    }
-
-    /// Python's `str.strip()`: whitespace is Unicode White_Space plus the separators U+001C...U+001F.
-    static func pythonStripped(_ s: String) -> String {
-        let scalars = s.unicodeScalars
-        func isSpace(_ c: Unicode.Scalar) -> Bool { c.properties.isWhitespace || (0x1C...0x1F).contains(c.value) }
-        guard let first = scalars.firstIndex(where: { !isSpace($0) }) else { return "" }
-        let last = scalars.lastIndex(where: { !isSpace($0) })!
-        return String(scalars[first...last])
     }
 
     /// The text of the parts, special tokens left out (what `esft tokenize` encodes for a JSONL line).
