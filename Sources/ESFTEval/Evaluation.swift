@@ -27,23 +27,28 @@ public struct Completer {
     }
 
     public let model: DeepseekV2Model
-    public let tokenizer: LoadedTokenizer
+    /// For text prompts and decoded completions; id prompts need none.
+    public let tokenizer: LoadedTokenizer?
     public let options: Options
 
-    public init(model: DeepseekV2Model, tokenizer: LoadedTokenizer, options: Options) throws {
+    public init(model: DeepseekV2Model, tokenizer: LoadedTokenizer?, options: Options) throws {
         guard options.maxNewTokens >= 1 else { throw ESFTError("--max-new-tokens must be ≥ 1") }
         guard options.batch >= 1 else { throw ESFTError("--batch must be ≥ 1") }
-        guard tokenizer.vocabSize <= model.config.vocabSize else {
+        if let tokenizer, tokenizer.vocabSize > model.config.vocabSize {
             throw ESFTError("the tokenizer has \(tokenizer.vocabSize) ids, more than the model's vocab_size \(model.config.vocabSize)")
         }
         self.model = model; self.tokenizer = tokenizer; self.options = options
     }
 
-    public func ids(of prompt: String) -> [Int32] { (options.addBOS ? [tokenizer.bosId] : []) + tokenizer.tokenizer.encode(prompt) }
-
-    /// Completions of `prompts`, in order; `progress(done)` after each batch.
+    /// Text prompts: BOS (unless `addBOS` is off) and the tokenizer's ids; stops at its EOS.
     public func complete(_ prompts: [String], progress: (Int) -> Void = { _ in }) throws -> [Completion] {
-        let encoded = prompts.map(ids(of:))
+        guard let tokenizer else { throw ESFTError("text prompts need --tokenizer") }
+        let encoded = prompts.map { (options.addBOS ? [tokenizer.bosId] : []) + tokenizer.tokenizer.encode($0) }
+        return try complete(ids: encoded, stop: [tokenizer.eosId], progress: progress)
+    }
+
+    /// Prompts as ids, used as given; a stop token ends a sequence (and is not decoded into its text).
+    public func complete(ids encoded: [[Int32]], stop: Set<Int32>, progress: (Int) -> Void = { _ in }) throws -> [Completion] {
         let limit = model.config.maxPositionEmbeddings
         if let i = encoded.firstIndex(where: { $0.count + options.maxNewTokens - 1 > limit }) {
             throw ESFTError("prompt \(i + 1): \(encoded[i].count) tokens + --max-new-tokens \(options.maxNewTokens) exceed the model's max_position_embeddings \(limit)")
@@ -54,7 +59,7 @@ public struct Completer {
                                              capacity: longest + options.maxNewTokens - 1)
         for start in stride(from: 0, to: encoded.count, by: options.batch) {
             let batch = Array(encoded[start..<min(encoded.count, start + options.batch)])
-            let outs = try GreedyGeneration.run(decoder, prompts: batch, maxNewTokens: options.maxNewTokens, stop: [tokenizer.eosId])
+            let outs = try GreedyGeneration.run(decoder, prompts: batch, maxNewTokens: options.maxNewTokens, stop: stop)
             for (prompt, out) in zip(batch, outs) {
                 let visible = out.stopped ? Array(out.tokens.dropLast()) : out.tokens
                 results.append(Completion(promptTokens: prompt.count, tokens: out.tokens, text: text(of: visible), stopped: out.stopped))
@@ -64,8 +69,9 @@ public struct Completer {
         return results
     }
 
-    /// Decoded text with special tokens left out.
+    /// Decoded text with special tokens left out ("" without a tokenizer).
     func text(of ids: [Int32]) -> String {
+        guard let tokenizer else { return "" }
         let special: Set<Int32> = [tokenizer.bosId, tokenizer.eosId, tokenizer.padId]
         if let hf = tokenizer.tokenizer as? HFTokenizer { return hf.decode(ids.filter { !special.contains($0) }, skipSpecialTokens: true) }
         return tokenizer.tokenizer.decode(ids.filter { !special.contains($0) })

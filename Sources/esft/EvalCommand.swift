@@ -45,7 +45,9 @@ enum EvalCommand {
         // Every input is read and checked before MPI starts and before anything is written.
         let records = metric == "exact-json" ? try EvalRecord.load(data) : []
         let chat = metric == "loss" ? try JSONLInput(path: data, skipBad: false, style: recipe == .reference ? .reference : .esft) : nil
-        let (model, tokenizer, format) = try setup.load()
+        guard setup.tokenizerSpec != nil else { throw ESFTError("eval: --tokenizer T is required") }
+        let (model, loadedTokenizer, format) = try setup.load()
+        let tokenizer = loadedTokenizer!
         let comm = try Communicators.fromEnvironment()
         let say: (String) -> Void = { line in if comm.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         runRanked(comm) {

@@ -15,7 +15,8 @@ struct InferenceSetup {
                             mapped (each rank holds the whole model: records, not experts, are split)
       --trained FILE|DIR    trained tensors to use instead of the stored ones: esft train's trained.safetensors
                             or a checkpoint folder (mapped read-only, nothing copied)
-      --tokenizer T         'bytes' or a tokenizer.json (or a directory holding one): the model's
+      --tokenizer T         'bytes' or a tokenizer.json (or a directory holding one): the model's (needed for
+                            text; esft generate --prompt-ids runs without one)
       --bos-token/--eos-token/--pad-token TOK   special tokens by spelling or id (as in esft data prepare);
                             generation stops at EOS
       --max-new-tokens N    new tokens per prompt at most (default 128, the reference's eval default)
@@ -24,7 +25,7 @@ struct InferenceSetup {
       --threads T           kernel and OpenBLAS threads per rank (default: the cores it may use)
     """
 
-    let modelPath: String, trainedPath: String?, tokenizerSpec: String
+    let modelPath: String, trainedPath: String?, tokenizerSpec: String?
     let bos: String?, eos: String?, pad: String?
     var completion = Completer.Options()
     let threads: Int?
@@ -33,7 +34,7 @@ struct InferenceSetup {
     init(_ args: inout Arguments) throws {
         modelPath = try args.required("--model")
         trainedPath = try args.option("--trained")
-        tokenizerSpec = try args.required("--tokenizer")
+        tokenizerSpec = try args.option("--tokenizer")
         bos = try args.option("--bos-token"); eos = try args.option("--eos-token"); pad = try args.option("--pad-token")
         completion.maxNewTokens = try args.int("--max-new-tokens", default: 128, min: 1)!
         completion.batch = try args.int("--batch", default: 8, min: 1)!
@@ -42,7 +43,7 @@ struct InferenceSetup {
     }
 
     /// Opens everything (inputs are all checked here, before any output exists).
-    func load() throws -> (model: DeepseekV2Model, tokenizer: LoadedTokenizer, description: String) {
+    func load() throws -> (model: DeepseekV2Model, tokenizer: LoadedTokenizer?, description: String) {
         Threads.set(threads ?? Threads.defaultCount())
         let url = URL(fileURLWithPath: modelPath)
         var loaded = try LoadedModel.open(url)
@@ -53,7 +54,7 @@ struct InferenceSetup {
             let trained = try TrainedTensors(trainedPath, model: try ModelDirectory(url: url))
             loaded = try loaded.overlaying(trained, fingerprint: modelFingerprint(config: loaded.config))
         }
-        let tokenizer = try LoadedTokenizer.load(tokenizerSpec, bos: bos, eos: eos, pad: pad)
+        let tokenizer = try tokenizerSpec.map { try LoadedTokenizer.load($0, bos: bos, eos: eos, pad: pad) }
         let model = try DeepseekV2Model(config: loaded.config, parameters: loaded.parameters)
         return (model, tokenizer, loaded.format)
     }
