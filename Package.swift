@@ -44,8 +44,11 @@ let package = Package(
         // Training: expert-parallel loop, ParameterArena + AdamW over trainable tensors only, schedules, metrics, outputs;
         // ModelScorer (distributed scoring).
         .target(name: "ESFTTrain", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTMethod", "ESFTParallel"]),
+        // Evaluation: greedy generation with the KV cache over eval records (the reference's exact-json intent metric)
+        // and held-out loss on chat JSONL; records split round-robin over ranks, results gathered by rank 0.
+        .target(name: "ESFTEval", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTParallel"]),
         // The command-line tool.
-        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain"]),
+        .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain", "ESFTEval"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData"],
@@ -60,6 +63,7 @@ let package = Package(
         .testTarget(name: "ESFTTrainTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTTrain", "ESFTTestSupport"]),
         // Real SLURM (one-node slurmctld/slurmd) and multi-host MPI over TCP between network namespaces.
         .testTarget(name: "ESFTClusterTests", dependencies: ["ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTEvalTests", dependencies: ["ESFTEval", "ESFTData", "ESFTModel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTScoreTests", dependencies: ["ESFTMethod", "ESFTData", "ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

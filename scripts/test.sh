@@ -8,8 +8,8 @@ scripts/setup.sh
 # Light Python readers for the tests that check our files with h5py and safetensors, and matplotlib for
 # the pictures of esft profile (no torch).
 if command -v python3 >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors matplotlib 2>/dev/null \
-        || echo "test: could not install numpy/h5py/safetensors/matplotlib; the Python-reader and profile-picture tests will be skipped"
+    python3 -m pip install --quiet --disable-pip-version-check numpy h5py safetensors matplotlib tokenizers 2>/dev/null \
+        || echo "test: could not install numpy/h5py/safetensors/matplotlib/tokenizers; the Python-reader, profile-picture and reference-packing tests will be skipped"
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -9,6 +9,11 @@ public struct DatasetPreparation {
         public var seqLen: Int
         public var output: URL
         public var validationFraction: Double? // nil: 0.05 if rows >= 20, else 0
+        /// How many rows the fraction holds out: esft rounds f·rows; the reference (torch `random_split`
+        /// with [int(rows·(1−f)), rest]) truncates the train count.
+        public var splitRounding: SplitRounding = .nearest
+        public var chatStyle: ChatStyle = .esft
+        public var packMode: PackMode = .whole
         public var seed: UInt64 = 0
         public var dropBOS: Double = 0
         public var skipBad = false
@@ -16,6 +21,8 @@ public struct DatasetPreparation {
         public var modelVocab: (size: Int, file: String)? = nil
         public init(inputs: [String], seqLen: Int, output: URL) { self.inputs = inputs; self.seqLen = seqLen; self.output = output }
     }
+
+    public enum SplitRounding: String, Sendable { case nearest, reference }
 
     public struct Summary {
         public var samples: [Int] = []        // per source
@@ -59,7 +66,7 @@ public struct DatasetPreparation {
         var summary = Summary()
         var files = [JSONLInput]()
         for path in o.inputs {
-            let input = try JSONLInput(path: path, skipBad: o.skipBad)
+            let input = try JSONLInput(path: path, skipBad: o.skipBad, style: o.chatStyle)
             progress("\(path): \(input.records.count) samples from \(input.lines) lines" + (input.skipped > 0 ? ", \(input.skipped) bad lines skipped" : ""))
             files.append(input)
             summary.skipped.append(input.skipped); summary.skippedReasons += input.skippedReasons
@@ -67,7 +74,8 @@ public struct DatasetPreparation {
         let order = mixOrder(files.map(\.records.count), mix: o.mix, seed: o.seed, warnings: &summary.warnings)
         summary.samples = (0..<files.count).map { s in order.filter { $0.source == s }.count }
 
-        var packer = Packer(seqLen: o.seqLen, padId: tokenizer.padId, bosId: tokenizer.bosId, dropBOS: o.dropBOS, seed: o.seed)
+        var packer = Packer(seqLen: o.seqLen, padId: tokenizer.padId, bosId: tokenizer.bosId, mode: o.packMode, dropBOS: o.dropBOS,
+                            seed: o.seed)
         for (done, item) in order.enumerated() {
             let file = files[item.source], record = file.records[item.index]
             let (ids, labels) = ChatFormat.tokenize(record.parts, with: tokenizer)
@@ -79,7 +87,7 @@ public struct DatasetPreparation {
         }
         summary.truncated = packer.truncated; summary.droppedBOS = packer.droppedBOS
         let packed = packer.finish()
-        let split = splitRows(packed.rows, fraction: o.validationFraction, seed: o.seed)
+        let split = splitRows(packed.rows, fraction: o.validationFraction, rounding: o.splitRounding, seed: o.seed)
 
         summary.totalTokens = packed.inputIds.count
         summary.tokens = packed.samples.reduce(0) { $0 + $1.length }
@@ -90,7 +98,7 @@ public struct DatasetPreparation {
         let metadata = TokenDataset.Metadata(
             seqLen: o.seqLen, vocabSize: o.modelVocab?.size ?? tokenizer.vocabSize, padId: tokenizer.padId,
             bosId: tokenizer.bosId, eosId: tokenizer.eosId, tokenizer: tokenizer.kind, tokenizerFingerprint: tokenizer.fingerprint,
-            sourcesJSON: sourcesJSON(files, summary: summary, mix: o.mix), seed: Int64(bitPattern: o.seed))
+            sourcesJSON: sourcesJSON(files, summary: summary, options: o), seed: Int64(bitPattern: o.seed))
         try TokenDataset.write(to: o.output, metadata: metadata, inputIds: packed.inputIds, labels: packed.labels,
                                split: split, samples: packed.samples)
         return summary
@@ -120,11 +128,13 @@ public struct DatasetPreparation {
         }
     }
 
-    /// split[r] = 1 for validation rows: round(fraction * rows) rows chosen by a seeded shuffle,
-    /// at least one row left for training. Default fraction: 0.05 with 20 rows or more, else 0.
-    static func splitRows(_ rows: Int, fraction: Double?, seed: UInt64) -> [UInt8] {
+    /// split[r] = 1 for validation rows: round(fraction * rows) rows (reference rounding: rows −
+    /// ⌊rows·(1 − fraction)⌋) chosen by a seeded shuffle, at least one row left for training. Default
+    /// fraction: 0.05 with 20 rows or more, else 0.
+    static func splitRows(_ rows: Int, fraction: Double?, rounding: SplitRounding = .nearest, seed: UInt64) -> [UInt8] {
         let f = fraction ?? (rows >= 20 ? 0.05 : 0)
-        let count = min(Int((f * Double(rows)).rounded()), max(rows - 1, 0))
+        let held = rounding == .nearest ? Int((f * Double(rows)).rounded()) : rows - Int(Double(rows) * (1 - f))
+        let count = min(held, max(rows - 1, 0))
         var order = Array(0..<rows)
         var rng = SplitMix64.stream(seed: seed, index: 2)
         shuffle(&order, &rng)
@@ -138,14 +148,17 @@ public struct DatasetPreparation {
         for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
     }
 
-    static func sourcesJSON(_ files: [JSONLInput], summary: Summary, mix: (Int, Int)) -> String {
+    static func sourcesJSON(_ files: [JSONLInput], summary: Summary, options o: Options) -> String {
         var list = [[String: Any]]()
         for (i, f) in files.enumerated() {
             list.append(["source": i, "file": URL(fileURLWithPath: f.path).lastPathComponent, "bytes": f.bytes, "digest": f.digest,
                          "lines": f.lines, "records": f.records.count, "samples": summary.samples[i], "skipped": f.skipped])
         }
-        var root: [String: Any] = ["inputs": list]
-        if files.count > 1 { root["mix"] = "\(mix.0):\(mix.1)" }
+        // How the rows were made, so a reader can tell an esft dataset from a reference-recipe one.
+        let preparation: [String: Any] = ["pack": o.packMode.rawValue, "strip": o.chatStyle.strip, "bos_label": o.chatStyle.bosLabel,
+                                          "drop_bos": o.dropBOS, "split_rounding": o.splitRounding.rawValue]
+        var root: [String: Any] = ["inputs": list, "preparation": preparation]
+        if files.count > 1 { root["mix"] = "\(o.mix.0):\(o.mix.1)" }
         let data = (try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }

@@ -18,7 +18,7 @@ public struct JSONLInput {
     public let skipped: Int
     public let skippedReasons: [String]
 
-    public init(path: String, skipBad: Bool) throws {
+    public init(path: String, skipBad: Bool, style: ChatStyle = .esft) throws {
         self.path = path
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
@@ -31,7 +31,7 @@ public struct JSONLInput {
         for slice in all.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             do {
-                guard let parts = try Self.parse(slice) else { continue }
+                guard let parts = try Self.parse(slice, style: style) else { continue }
                 records.append(Record(line: lineNumber, parts: parts))
             } catch let e as FieldError {
                 let message = "\(path):\(lineNumber): \(e.description)"
@@ -49,7 +49,7 @@ public struct JSONLInput {
     }
 
     /// nil for a blank line.
-    static func parse(_ line: ArraySlice<UInt8>) throws -> [SamplePart]? {
+    static func parse(_ line: ArraySlice<UInt8>, style: ChatStyle) throws -> [SamplePart]? {
         var bytes = line
         if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
         guard let text = String(validating: bytes, as: UTF8.self) else {
@@ -61,7 +61,7 @@ public struct JSONLInput {
         do { json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) } catch {
             throw FieldError("malformed JSON (\(Self.reason(error)))")
         }
-        return try ChatFormat.parts(of: json)
+        return try ChatFormat.parts(of: json, style: style)
     }
 
     static func reason(_ error: Error) -> String {

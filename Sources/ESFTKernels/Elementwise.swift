@@ -114,8 +114,19 @@ public enum CrossEntropy {
     public static func forwardBackward(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int,
                                        vocab: Int, denominator: Double,
                                        dLogits: UnsafeMutablePointer<Float>?) -> Double {
+        withUnsafePointer(to: denominator) { d in
+            forwardBackward(logits: logits, targets: targets, rows: rows, vocab: vocab, rowLength: rows, denominators: d,
+                            dLogits: dLogits).sum
+        }
+    }
+
+    /// The same with a denominator per sequence of `rowLength` positions (position r uses
+    /// denominators[r / rowLength]): every sequence can weigh the same whatever its count of targets.
+    /// Returns the plain sum of the terms and the sum of term/denominator (the loss this batch adds).
+    public static func forwardBackward(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int,
+                                       vocab: Int, rowLength: Int, denominators: UnsafePointer<Double>,
+                                       dLogits: UnsafeMutablePointer<Float>?) -> (sum: Double, weighted: Double) {
         var partial = [Double](repeating: 0, count: rows)
-        let scale = Float(1 / denominator)
         partial.withUnsafeMutableBufferPointer { part in
             parallelChunks(rows, grain: 8) { range in
                 for r in range {
@@ -132,13 +143,18 @@ public enum CrossEntropy {
                     part[r] = lse - Double(lr[Int(t)])
                     if let dLogits {
                         let dr = dLogits + r * vocab
-                        let lseF = Float(lse)
+                        let lseF = Float(lse), scale = Float(1 / denominators[r / rowLength])
                         for i in 0..<vocab { dr[i] = expf(lr[i] - lseF) * scale }
                         dr[Int(t)] -= scale
                     }
                 }
             }
         }
-        return partial.reduce(0, +)
+        var sum = 0.0, weighted = 0.0
+        for r in 0..<rows {
+            sum += partial[r]
+            if targets[r] != ignoreIndex { weighted += partial[r] / denominators[r / rowLength] }
+        }
+        return (sum, weighted)
     }
 }

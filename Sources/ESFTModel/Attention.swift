@@ -40,7 +40,7 @@ struct MLAttention {
         [qProj, qaProj, qaBias, qaNorm, qbProj, kvaProj, kvaBias, kvaNorm, kvbProj, oProj, oBias].contains { $0?.isTrainable == true }
     }
 
-    private var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
+    var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
         let h = cfg.numHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim
         return (h, dn, dr, dv, dn + dr, cfg.kvLoraRank, h * (dn + dr), h * (dn + dv), h * dv, cfg.kvLoraRank + dr)
     }
@@ -49,6 +49,32 @@ struct MLAttention {
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch b: Int, seqLen t: Int,
                  rope: RopeTables, saved sv: AttentionSaved, scratch: AttentionScratch) {
         let n = b * t, d = cfg.hiddenSize, k = dims
+        let (q, kv, kpe) = project(x: x, rows: n, saved: sv)
+        RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
+        RoPE.rotate(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
+                    cos: rope.cos, sin: rope.sin, inverse: false)
+        let o = sv.o_NO.reuse(count: n * k.ldo), lse = sv.lse_NH.reuse(count: n * k.h)
+        let s = scratch.scores_TT.reuse(count: t * t)
+        let blocks = Self.causalBlocks(t)
+        for bi in 0..<b {
+            for hi in 0..<k.h {
+                let qn = q + bi * t * k.ldq + hi * k.dqk, kn = kv + bi * t * k.ldkv + hi * (k.dn + k.dv)
+                for (r0, rows) in blocks { scores(qn: qn, kn: kn, kr: kpe + bi * t * k.dr, s: s, t: t, row: r0, rows: rows) }
+                causalSoftmax(s, t: t, scale: rope.softmaxScale, lse: lse + (bi * k.h + hi) * t)
+                for (r0, rows) in blocks {
+                    sgemm(m: rows, n: k.dv, k: r0 + rows, a: s + r0 * t, lda: t, b: kn + k.dn, ldb: k.ldkv,
+                          c: o + (bi * t + r0) * k.ldo + hi * k.dv, ldc: k.ldo)
+                }
+            }
+        }
+        Linear.forward(x: o, weight: oProj.weight, bias: oBias?.value, y: out, n: n, inDim: k.ldo, outDim: d)
+    }
+
+    /// q [N, H·(nope+rope)], kv [N, H·(nope+v)] and the rope key [N, rope] (not yet rotated) of N rows of
+    /// the normed input, into the saved buffers; also kv_a's output and the latent norm, for backward.
+    func project(x: UnsafePointer<Float>, rows n: Int, saved sv: AttentionSaved)
+        -> (q: UnsafeMutablePointer<Float>, kv: UnsafeMutablePointer<Float>, kpe: UnsafeMutablePointer<Float>) {
+        let d = cfg.hiddenSize, k = dims
         let q = sv.q_NQ.reuse(count: n * k.ldq)
         if let qaProj, let qbProj, let qaNorm, let rq = cfg.qLoraRank {
             let qa = sv.qa_NR.reuse(count: n * rq), qan = sv.qaNormed_NR.reuse(count: n * rq)
@@ -67,25 +93,7 @@ struct MLAttention {
         Linear.forward(x: cn, weight: kvbProj.weight, bias: nil, y: kv, n: n, inDim: k.rkv, outDim: k.ldkv)
         let kpe = sv.kRope_NR.reuse(count: n * k.dr)
         for r in 0..<n { (kpe + r * k.dr).update(from: ckv + r * k.ldc + k.rkv, count: k.dr) }
-        RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
-        RoPE.rotate(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
-                    cos: rope.cos, sin: rope.sin, inverse: false)
-
-        let o = sv.o_NO.reuse(count: n * k.ldo), lse = sv.lse_NH.reuse(count: n * k.h)
-        let s = scratch.scores_TT.reuse(count: t * t)
-        let blocks = Self.causalBlocks(t)
-        for bi in 0..<b {
-            for hi in 0..<k.h {
-                let qn = q + bi * t * k.ldq + hi * k.dqk, kn = kv + bi * t * k.ldkv + hi * (k.dn + k.dv)
-                for (r0, rows) in blocks { scores(qn: qn, kn: kn, kr: kpe + bi * t * k.dr, s: s, t: t, row: r0, rows: rows) }
-                causalSoftmax(s, t: t, scale: rope.softmaxScale, lse: lse + (bi * k.h + hi) * t)
-                for (r0, rows) in blocks {
-                    sgemm(m: rows, n: k.dv, k: r0 + rows, a: s + r0 * t, lda: t, b: kn + k.dn, ldb: k.ldkv,
-                          c: o + (bi * t + r0) * k.ldo + hi * k.dv, ldc: k.ldo)
-                }
-            }
-        }
-        Linear.forward(x: o, weight: oProj.weight, bias: oBias?.value, y: out, n: n, inDim: k.ldo, outDim: d)
+        return (q, kv, kpe)
     }
 
     /// Rows per causal block: row block [r0, r0+rows) only sees keys [0, r0+rows), so the masked upper

@@ -30,11 +30,32 @@ struct DecoderLayer {
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int, rope: RopeTables,
                  auxAlpha: Float, auxRows: Int, saved sv: LayerSaved, scratch: Scratch,
                  observer: ((RoutingView) throws -> Void)?) throws -> Double {
+        try run(x: x, out: out, batch: batch, seqLen: seqLen, auxAlpha: auxAlpha, auxRows: auxRows, saved: sv, scratch: scratch,
+                observer: observer) { xn1, h in
+            attention.forward(x: xn1, out: h, batch: batch, seqLen: seqLen, rope: rope, saved: sv.attention, scratch: scratch.attention)
+        }
+    }
+
+    /// Incremental decoding: `rows` new tokens (the spans' rows) attend over `cache` and join it; the
+    /// feed-forward sees them as `rows` sequences of one token (no aux loss at inference).
+    func decode(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, rows: Int, spans: [DecodeSpan], cache: LayerKVCache,
+                rope: RopeTables, saved sv: LayerSaved, scratch: Scratch) throws {
+        _ = try run(x: x, out: out, batch: rows, seqLen: 1, auxAlpha: 0, auxRows: rows, saved: sv, scratch: scratch,
+                    observer: nil) { xn1, h in
+            attention.decode(x: xn1, out: h, rows: rows, spans: spans, cache: cache, rope: rope, saved: sv.attention,
+                             scratch: scratch.attention)
+        }
+    }
+
+    private func run(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int,
+                     auxAlpha: Float, auxRows: Int, saved sv: LayerSaved, scratch: Scratch,
+                     observer: ((RoutingView) throws -> Void)?,
+                     attend: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) throws -> Double {
         let n = batch * seqLen, d = cfg.hiddenSize
         let xn1 = sv.normed1_ND.reuse(count: n * d), h = sv.hidden_ND.reuse(count: n * d), xn2 = sv.normed2_ND.reuse(count: n * d)
         RMSNorm.forward(x: x, weight: inputNorm.value, eps: cfg.rmsNormEps, y: xn1, rstd: sv.rstd1_N.reuse(count: n),
                         rows: n, dim: d)
-        attention.forward(x: xn1, out: h, batch: batch, seqLen: seqLen, rope: rope, saved: sv.attention, scratch: scratch.attention)
+        attend(xn1, h)
         axpy(n * d, 1, x, h)
         RMSNorm.forward(x: h, weight: postAttentionNorm.value, eps: cfg.rmsNormEps, y: xn2, rstd: sv.rstd2_N.reuse(count: n),
                         rows: n, dim: d)

@@ -21,10 +21,21 @@ public struct TokenBatch {
         return out
     }
     public var targetCount: Int { targets.reduce(0) { $0 + ($1 == CrossEntropy.ignoreIndex ? 0 : 1) } }
+    /// Targets in each row (a row with none adds nothing to a row-normalised loss).
+    public var targetsPerRow: [Int] {
+        let t = targets
+        return (0..<batch).map { b in t[(b * seqLen)..<((b + 1) * seqLen)].reduce(0) { $0 + ($1 == CrossEntropy.ignoreIndex ? 0 : 1) } }
+    }
 }
 
+/// How a batch's cross-entropy terms are averaged: over target tokens (every token weighs the same), or per
+/// row first and then over rows (every row weighs the same, however many targets it has: the ESFT reference,
+/// whose loss is the mean over a row's tokens, one row per device, averaged over devices and accumulation).
+public enum LossNormalization: String, Sendable, CaseIterable { case tokens, rows }
+
 public struct ForwardResult {
-    /// Mean cross-entropy: crossEntropySum / lossDenominator.
+    /// The loss this batch contributes: crossEntropySum / lossDenominator (tokens), or the sum of each row's
+    /// mean over lossDenominator (rows).
     public let loss: Double
     public let crossEntropySum: Double
     public let targetCount: Int
@@ -110,8 +121,10 @@ public final class DeepseekV2Model {
     }
 
     /// Runs the model. With `training`, keeps what backward needs and computes ∂loss/∂logits with
-    /// `lossDenominator` (default: this batch's target count; pass the global count across ranks).
-    public func forward(_ batch: TokenBatch, training: Bool, lossDenominator: Double? = nil) throws -> ForwardResult {
+    /// `lossDenominator` (default: this batch's target count, or with `.rows` its count of rows holding a target;
+    /// pass the global count across ranks and micro-batches).
+    public func forward(_ batch: TokenBatch, training: Bool, lossDenominator: Double? = nil,
+                        normalization: LossNormalization = .tokens) throws -> ForwardResult {
         let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
         try checkInputIds(batch)
         for (i, l) in batch.labels.enumerated() where l != CrossEntropy.ignoreIndex && (l < 0 || Int(l) >= v) {
@@ -126,13 +139,26 @@ public final class DeepseekV2Model {
         Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
 
         let targets = batch.targets, count = batch.targetCount
-        let denominator = lossDenominator ?? Double(max(count, 1))
-        let ceSum = targets.withUnsafeBufferPointer { t in
-            CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
-                                         dLogits: training ? head.dLogits_NV.reuse(count: n * v) : nil)
-        }
+        let dLogits = training ? head.dLogits_NV.reuse(count: n * v) : nil
         pending = training ? (batch, lowest) : nil
-        return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+        switch normalization {
+        case .tokens:
+            let denominator = lossDenominator ?? Double(max(count, 1))
+            let ceSum = targets.withUnsafeBufferPointer { t in
+                CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
+                                             dLogits: dLogits)
+            }
+            return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+        case .rows:
+            let perRow = batch.targetsPerRow
+            let rows = lossDenominator ?? Double(max(perRow.filter { $0 > 0 }.count, 1))
+            let denominators = perRow.map { Double(max($0, 1)) * rows }
+            let (ceSum, loss) = targets.withUnsafeBufferPointer { t in
+                CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, rowLength: batch.seqLen,
+                                             denominators: denominators, dLogits: dLogits)
+            }
+            return ForwardResult(loss: loss, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+        }
     }
 
     /// Embeddings and decoder layers only, for their routing (`routingObserver`): no final norm, head

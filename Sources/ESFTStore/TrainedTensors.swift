@@ -59,3 +59,33 @@ public struct TrainedTensors {
         self.tensors = tensors
     }
 }
+
+extension LoadedModel {
+    /// The model with `trained`'s tensors in place of the stored ones: read-only views of the trained file's
+    /// mapping (nothing copied), kept alive by the returned parameters. Shapes were checked when `trained`
+    /// was opened; `fingerprint` is this model's (ESFTMethod's modelFingerprint), checked against the recorded one.
+    public func overlaying(_ trained: TrainedTensors, fingerprint: String) throws -> LoadedModel {
+        if let recorded = trained.metadata["model_fingerprint"], recorded != fingerprint {
+            throw ESFTError("\(trained.source): trained for a different model (fingerprint \(recorded), this model has \(fingerprint))")
+        }
+        let owner = TrainedTensorsOwner(trained)
+        var replaced = 0
+        let params = parameters.ordered.map { p -> Parameter in
+            guard let t = trained.tensors[p.name] else { return p }
+            replaced += 1
+            return Parameter(id: p.id, shape: p.shape, storage: .f32(UnsafeMutablePointer(mutating: t.values)), owner: owner, owned: false)
+        }
+        guard replaced == trained.tensors.count else {
+            let missing = Set(trained.tensors.keys).subtracting(parameters.names).sorted().first ?? "?"
+            throw ESFTError("\(trained.source): tensor '\(missing)' is not among the loaded model's parameters")
+        }
+        return LoadedModel(config: config, parameters: ParameterSet(params), format: format + " + \(replaced) trained tensor(s) from \(trained.source)",
+                           unused: unused)
+    }
+}
+
+/// Keeps a `TrainedTensors`' mappings alive for the parameters that view them.
+final class TrainedTensorsOwner {
+    let trained: TrainedTensors
+    init(_ trained: TrainedTensors) { self.trained = trained }
+}

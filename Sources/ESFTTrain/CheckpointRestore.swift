@@ -28,7 +28,7 @@ struct RestoredRun {
 extension Trainer {
     /// Options that change the arithmetic of a step: a resumed run must use the checkpoint's values.
     static let mathOptionKeys = ["batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation", "grad_clip",
-                                 "aux_alpha", "beta1", "beta2", "eps", "weight_decay"]
+                                 "aux_alpha", "beta1", "beta2", "eps", "weight_decay", "loss_normalization", "aux_scale"]
 
     /// Loads the trainable state, optimizer moments and cursor of a checkpoint (collective). Corrupt or
     /// unreadable checkpoints are reported and the next older one is tried; one that belongs to another job

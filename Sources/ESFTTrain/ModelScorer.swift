@@ -21,8 +21,12 @@ public struct ModelScorer {
         public var tokens: Int?
         public var seed: UInt64
         public var batchRows: Int
-        public init(model: URL, data: URL, tokens: Int?, seed: UInt64, batchRows: Int) {
+        /// The reference's scoring (`SampleScoringPlan`): each sample alone, chosen as W reference processes
+        /// would choose them; nil: whole packed rows (`ScoringPlan`).
+        public var perSampleReferenceRanks: Int?
+        public init(model: URL, data: URL, tokens: Int?, seed: UInt64, batchRows: Int, perSampleReferenceRanks: Int? = nil) {
             self.model = model; self.data = data; self.tokens = tokens; self.seed = seed; self.batchRows = batchRows
+            self.perSampleReferenceRanks = perSampleReferenceRanks
         }
     }
 
@@ -53,27 +57,27 @@ public struct ModelScorer {
         guard dataset.metadata.vocabSize <= config.vocabSize else {
             throw ESFTError("\(dataPath): vocab_size \(dataset.metadata.vocabSize) is larger than the model's \(config.vocabSize) (\(o.model.path)); was it tokenized for another model?")
         }
-        let plan = try ScoringPlan(samples: dataset.samples, split: dataset.split, seqLen: dataset.seqLen, tokens: o.tokens,
-                                   seed: o.seed, batchRows: o.batchRows, source: dataPath)
+        let passes = try Self.passes(o, dataset: dataset, rank: comm.rank, ranks: comm.size)
         let model = try DeepseekV2Model(config: config, parameters: loaded.parameters)
-        let mine = plan.batches(rank: comm.rank, ranks: comm.size)
-        let progress = ScoringProgress(say: comm.rank == 0 ? log : { _ in }, totalRows: plan.rows.count, ranks: comm.size,
-                                       shareRows: mine.reduce(0) { $0 + plan.rows(ofBatch: $1).count }, seqLen: dataset.seqLen)
-        progress.start(plan: plan, tokens: o.tokens)
+        let mine = passes.mine
+        let progress = ScoringProgress(say: comm.rank == 0 ? log : { _ in }, totalPasses: passes.count, totalTokens: passes.totalTokens,
+                                       ranks: comm.size, sharePasses: mine.count, unit: passes.unit)
+        progress.say(passes.description)
 
-        // Per batch: its own statistics, so the global sum can be formed in a fixed order.
+        // Per pass (a batch of rows, or one sample): its own statistics, so the global sum can be formed in a
+        // fixed order.
         var doubles: [Double] = [], integers: [Int64] = []
         var stats = try RoutingStatistics(model: config)
         var grouping = TokenGrouping.oneSample(tokens: 0)
         model.routingObserver = { view in try stats.add(view, grouping: grouping) }
         for b in mine {
-            let rows = plan.rows(ofBatch: b)
+            let (batch, g) = try passes.make(b)
             stats = try RoutingStatistics(model: config)
-            grouping = try plan.grouping(ofBatch: b)
+            grouping = g
             // Layers only: the head's logits are not needed for routing (and are huge for a 100k vocabulary).
-            try model.forwardRouting(dataset.batch(rows: rows, labels: false))
+            try model.forwardRouting(batch)
             doubles += stats.doubleState; integers += stats.integerState
-            progress.batchDone(rows: rows.count)
+            progress.passDone(tokens: batch.batch * batch.seqLen)
         }
 
         // Ordered gather to rank 0: ranks hold contiguous runs of batches, so rank order is batch order.
@@ -87,14 +91,52 @@ public struct ModelScorer {
         guard comm.rank == 0 else { return nil }
 
         var total = try RoutingStatistics(model: config)
-        for b in 0..<plan.batchCount {
+        for b in 0..<passes.count {
             try total.merge(RoutingStatistics(layers: total.layers, experts: total.experts, topK: total.topK,
                                               doubleState: Array(gotDoubles.values[(b * d)..<((b + 1) * d)]),
                                               integerState: Array(gotIntegers.values[(b * n)..<((b + 1) * n)])))
         }
-        progress.finish(seconds: seconds, countedTokens: plan.countedTokens)
+        progress.finish(seconds: seconds, countedTokens: passes.countedTokens)
         return Result(statistics: total, modelFingerprint: modelFingerprint(config: config),
                       dataDigest: try Self.digest(ofFile: o.data), ranks: comm.size)
+    }
+
+    /// The forward passes of a scoring run, in their global order, and this rank's contiguous run of them.
+    struct Passes {
+        let count: Int
+        let mine: Range<Int>
+        /// Tokens the passes run (counted or not), and what a pass is called in progress lines.
+        let totalTokens: Int
+        let unit: String
+        let countedTokens: Int
+        let description: String
+        let make: (Int) throws -> (TokenBatch, TokenGrouping)
+    }
+
+    static func passes(_ o: Options, dataset: TokenDataset, rank: Int, ranks: Int) throws -> Passes {
+        let source = o.data.path, t = dataset.seqLen
+        if let w = o.perSampleReferenceRanks {
+            let plan = try SampleScoringPlan(samples: dataset.samples, tokens: o.tokens, seed: o.seed, referenceRanks: w, source: source)
+            let samples = plan.chosenSamples.map { dataset.samples[$0] }
+            return Passes(
+                count: samples.count, mine: plan.passes(rank: rank, ranks: ranks), totalTokens: plan.countedTokens,
+                unit: "samples", countedTokens: plan.countedTokens,
+                description: "esft score: \(samples.count) samples, each alone (the reference's scoring: shuffled with seed \(o.seed) as CPython's random.shuffle, taken as \(w) reference processes would), \(plan.countedTokens) tokens counted of \(plan.availableTokens); \(ranks) rank\(ranks == 1 ? "" : "s")",
+                make: { b in
+                    let s = samples[b], start = s.row * t + s.start
+                    let ids = Array(dataset.inputIds[start..<(start + s.length)])
+                    let batch = TokenBatch(batch: 1, seqLen: s.length, inputIds: ids,
+                                           labels: [Int32](repeating: CrossEntropy.ignoreIndex, count: s.length))
+                    return (batch, .oneSample(tokens: s.length))
+                })
+        }
+        let plan = try ScoringPlan(samples: dataset.samples, split: dataset.split, seqLen: t, tokens: o.tokens,
+                                   seed: o.seed, batchRows: o.batchRows, source: source)
+        return Passes(
+            count: plan.batchCount, mine: plan.batches(rank: rank, ranks: ranks), totalTokens: plan.rows.count * t,
+            unit: "batches", countedTokens: plan.countedTokens,
+            description: "esft score: \(plan.chosenSamples.count) samples, \(plan.countedTokens) tokens counted (of \(plan.availableTokens) in train samples\(o.tokens.map { ", asked \($0)" } ?? "")) in \(plan.rows.count) rows of \(t) tokens; \(ranks) rank\(ranks == 1 ? "" : "s"), \(plan.batchCount) batches of ≤ \(plan.batchRows) rows",
+            make: { b in (dataset.batch(rows: plan.rows(ofBatch: b), labels: false), try plan.grouping(ofBatch: b)) })
     }
 
     static func digest(ofFile url: URL) throws -> String {
@@ -105,34 +147,30 @@ public struct ModelScorer {
     }
 }
 
-/// Rank 0's progress lines: rows of its own share, and the rate of the whole job.
+/// Rank 0's progress lines: passes (batches of rows, or single samples) of its own share, and the rate.
 final class ScoringProgress {
-    let say: (String) -> Void, totalRows: Int, ranks: Int, shareRows: Int, seqLen: Int
+    let say: (String) -> Void, totalPasses: Int, totalTokens: Int, ranks: Int, sharePasses: Int, unit: String
     private let started = Date()
     private var lastPrint = Date.distantPast
-    private var rowsDone = 0
+    private var passesDone = 0, tokensDone = 0
 
-    init(say: @escaping (String) -> Void, totalRows: Int, ranks: Int, shareRows: Int, seqLen: Int) {
-        self.say = say; self.totalRows = totalRows; self.ranks = ranks
-        self.shareRows = shareRows; self.seqLen = seqLen
+    init(say: @escaping (String) -> Void, totalPasses: Int, totalTokens: Int, ranks: Int, sharePasses: Int, unit: String) {
+        self.say = say; self.totalPasses = totalPasses; self.totalTokens = totalTokens; self.ranks = ranks
+        self.sharePasses = sharePasses; self.unit = unit
     }
 
     var elapsed: Double { Date().timeIntervalSince(started) }
 
-    func start(plan: ScoringPlan, tokens: Int?) {
-        say("esft score: \(plan.chosenSamples.count) samples, \(plan.countedTokens) tokens counted (of \(plan.availableTokens) in train samples\(tokens.map { ", asked \($0)" } ?? "")) in \(totalRows) rows of \(seqLen) tokens; \(ranks) rank\(ranks == 1 ? "" : "s"), \(plan.batchCount) batches of ≤ \(plan.batchRows) rows")
-    }
-
-    func batchDone(rows: Int) {
-        rowsDone += rows
-        guard rowsDone == shareRows || Date().timeIntervalSince(lastPrint) >= 2 else { return }
+    func passDone(tokens: Int) {
+        passesDone += 1; tokensDone += tokens
+        guard passesDone == sharePasses || Date().timeIntervalSince(lastPrint) >= 2 else { return }
         lastPrint = Date()
-        let rate = Double(rowsDone * seqLen) / max(elapsed, 1e-9)
-        say(String(format: "esft score: rank 0: %d / %d rows of its share (%d rows in all), %.0f tokens/s per rank", rowsDone, shareRows, totalRows, rate))
+        let rate = Double(tokensDone) / max(elapsed, 1e-9)
+        say(String(format: "esft score: rank 0: %d / %d %@ of its share (%d in all), %.0f tokens/s per rank", passesDone, sharePasses, unit, totalPasses, rate))
     }
 
     func finish(seconds: Double, countedTokens: Int) {
-        let run = Double(totalRows * seqLen) / max(seconds, 1e-9)
-        say(String(format: "esft score: %d rows (%d tokens run, %d counted) in %.2f s on %d rank%@: %.0f tokens/s run", totalRows, totalRows * seqLen, countedTokens, seconds, ranks, ranks == 1 ? "" : "s", run))
+        let run = Double(totalTokens) / max(seconds, 1e-9)
+        say(String(format: "esft score: %d %@ (%d tokens run, %d counted) in %.2f s on %d rank%@: %.0f tokens/s run", totalPasses, unit, totalTokens, countedTokens, seconds, ranks, ranks == 1 ? "" : "s", run))
     }
 }

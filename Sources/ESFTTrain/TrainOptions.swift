@@ -1,4 +1,5 @@
 import ESFTKernels
+import ESFTModel
 import Foundation
 
 /// Everything `esft train` can be told, from a JSON config file (snake_case keys) and/or flags.
@@ -17,13 +18,36 @@ public struct TrainOptions: Equatable, Sendable {
     public var auxAlpha = 0.0                   // reference fine-tuning: 0.001
     public var threads = 0                      // 0: the cores this rank may use
     public var adam = AdamW.Hyperparameters()
+    public var lossNormalization = LossNormalization.tokens
+    /// What the aux loss averages over: the optimizer step's rows (`batch`), or each micro-batch's rows
+    /// (`micro_batch`, the reference: its aux gradient is not divided by accumulation).
+    public var auxScale = AuxScale.batch
+    /// Which weights end the run in trained.safetensors: the last step's, or (the reference's
+    /// load_best_model_at_end) those of the evaluation with the lowest validation loss.
+    public var finalWeights = FinalWeights.last
+
+    public enum AuxScale: String, Sendable, CaseIterable { case batch, microBatch = "micro_batch" }
+    public enum FinalWeights: String, Sendable, CaseIterable { case last, best }
 
     public init() {}
+
+    /// The ESFT reference's training recipe (deepseek-ai/ESFT configs/base.yaml and train.py / train_ep.py, with
+    /// HF Trainer defaults where base.yaml is silent): 500 steps of 128 rows (8 devices × 1 row × 16
+    /// accumulation), constant lr 1e-5, AdamW (0.9, 0.95, wd 0.1), clip 1.0, aux 0.001, evaluation every 100
+    /// steps, the best evaluation's weights at the end. configs/recipe-reference.json holds the same values.
+    public static var reference: TrainOptions {
+        var o = TrainOptions()
+        o.steps = 500; o.batchRows = 128; o.accumulation = 16; o.seed = 5_934_875
+        o.lr = 1e-5; o.schedule = "constant"; o.warmup = 0; o.gradClip = 1.0; o.auxAlpha = 0.001
+        o.adam.beta1 = 0.9; o.adam.beta2 = 0.95; o.adam.eps = 1e-8; o.adam.weightDecay = 0.1
+        o.evalEvery = 100; o.lossNormalization = .rows; o.auxScale = .microBatch; o.finalWeights = .best
+        return o
+    }
 
     /// Keys a config file may set (and their flags: --key-with-dashes).
     public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
-                              "weight_decay"]
+                              "weight_decay", "loss_normalization", "aux_scale", "final"]
 
     /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
     public mutating func apply(_ config: JSONReader) throws {
@@ -68,6 +92,11 @@ public struct TrainOptions: Equatable, Sendable {
             guard d >= 0 else { throw ESFTError("\(source): '\(key)' must be ≥ 0, got \(shown)") }
             return d
         }
+        func choice<T: RawRepresentable & CaseIterable>(_: T.Type) throws -> T where T.RawValue == String {
+            // Flags spell values with dashes (--aux-scale micro-batch), config files with underscores.
+            if case .string(let s) = value.value, let v = T(rawValue: s.replacingOccurrences(of: "-", with: "_")) { return v }
+            throw ESFTError("\(source): '\(key)' must be \(T.allCases.map(\.rawValue).joined(separator: " or ")), got \(shown)")
+        }
         switch key {
         case "steps": steps = try integer(min: 1)
         case "batch_rows": batchRows = try integer(min: 1)
@@ -92,6 +121,9 @@ public struct TrainOptions: Equatable, Sendable {
             if key == "beta1" { adam.beta1 = b } else { adam.beta2 = b }
         case "eps": adam.eps = try positive()
         case "weight_decay": adam.weightDecay = try nonNegative()
+        case "loss_normalization": lossNormalization = try choice(LossNormalization.self)
+        case "aux_scale": auxScale = try choice(AuxScale.self)
+        case "final": finalWeights = try choice(FinalWeights.self)
         default: throw ESFTError("\(source): unknown key '\(key)'")
         }
     }
@@ -105,6 +137,7 @@ public struct TrainOptions: Equatable, Sendable {
         ["steps": steps, "batch_rows": batchRows, "seed": seed, "lr": lr, "min_lr": minLR, "schedule": schedule,
          "warmup": warmup, "accumulation": accumulation, "eval_every": evalEvery, "eval_rows": evalRows,
          "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
-         "eps": adam.eps, "weight_decay": adam.weightDecay]
+         "eps": adam.eps, "weight_decay": adam.weightDecay, "loss_normalization": lossNormalization.rawValue,
+         "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue]
     }
 }

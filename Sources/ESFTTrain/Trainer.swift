@@ -37,6 +37,8 @@ public final class Trainer {
     var sampler: Sampler
     let out: URL
     let log: (String) -> Void
+    /// The best evaluation's weights, with `final: best`.
+    let best: BestWeights?
     /// Where to write the first step's gradients (all ranks' tensors, gathered like trained.safetensors), if anywhere.
     public var saveGradients: URL?
 
@@ -44,6 +46,9 @@ public final class Trainer {
                 out: URL, log: @escaping (String) -> Void) throws {
         self.comm = comm; self.options = options; self.selection = selection; self.out = out; self.log = log
         let ranks = comm.size
+        guard options.finalWeights == .last || options.evalEvery > 0 else {
+            throw ESFTError("--final best keeps the weights of the evaluation with the lowest validation loss: it needs --eval-every K")
+        }
         guard options.batchRows % options.accumulation == 0 else {
             throw ESFTError("--batch-rows \(options.batchRows) must be a multiple of --accumulation \(options.accumulation)")
         }
@@ -70,7 +75,8 @@ public final class Trainer {
         let exchange: RowExchange = ranks == 1 ? LocalExchange() : CommunicatorExchange(comm)
         model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
         model.auxLossAlpha = Float(options.auxAlpha)
-        model.auxLossRows = options.batchRows
+        // The aux loss of a row weighs 1/(rows it is averaged over): the step's rows, or a micro-batch's.
+        model.auxLossRows = options.auxScale == .batch ? options.batchRows : options.batchRows / options.accumulation
 
         let trainable: TrainableSet
         switch selection {
@@ -91,6 +97,7 @@ public final class Trainer {
         arena = ParameterArena(owned: chosen.filter { $0.id.routedExpert != nil },
                                replicated: chosen.filter { $0.id.routedExpert == nil })
         optimizer = AdamW(arena, hyper: options.adam)
+        best = options.finalWeights == .best ? BestWeights(count: arena.count) : nil
         sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
     }
 
@@ -107,14 +114,20 @@ public final class Trainer {
         var targets = Int64(batches.reduce(0) { $0 + $1.targetCount })
         targets = try comm.allReduceSum(targets, tag: "step targets")
         guard targets > 0 else { throw ESFTError("the batch has no target tokens (every label is -100)") }
+        // Row normalisation divides each row's mean by the job's count of rows that hold a target.
+        var denominator = Double(targets)
+        if options.lossNormalization == .rows {
+            let rows = Int64(batches.reduce(0) { $0 + $1.targetsPerRow.lazy.filter { $0 > 0 }.count })
+            denominator = Double(try comm.allReduceSum(rows, tag: "step rows"))
+        }
         var sums = [0.0, 0.0]
         for b in batches {
-            let r = try model.forward(b, training: true, lossDenominator: Double(targets))
-            sums[0] += r.crossEntropySum; sums[1] += r.auxLoss
+            let r = try model.forward(b, training: true, lossDenominator: denominator, normalization: options.lossNormalization)
+            sums[0] += options.lossNormalization == .tokens ? r.crossEntropySum : r.loss; sums[1] += r.auxLoss
             try model.backward()
         }
         try comm.allReduceSum(&sums, tag: "step loss")
-        let loss = sums[0] / Double(targets)
+        let loss = options.lossNormalization == .tokens ? sums[0] / Double(targets) : sums[0]
         guard loss.isFinite, sums[1].isFinite else {
             throw NonFiniteTraining(message: "the loss became \(loss) (aux \(sums[1]))")
         }
@@ -147,7 +160,8 @@ public final class Trainer {
         return (experts + arena.gradientSumOfSquares(arena.replicatedViews)).squareRoot()
     }
 
-    /// Mean cross-entropy over (up to `evalRows`) validation rows, sharded across ranks.
+    /// Mean cross-entropy over (up to `evalRows`) validation rows, sharded across ranks: over their target
+    /// tokens, or with row normalisation the mean of each row's mean (the reference's eval loss).
     func validate() throws -> (loss: Double, targets: Int)? {
         var rows = dataset.validationRows
         if options.evalRows > 0 { rows = Array(rows.prefix(options.evalRows)) }
@@ -156,14 +170,17 @@ public final class Trainer {
         let chunk = max(1, options.batchRows / options.accumulation / comm.size)
         // Every rank runs the same number of forwards (MoE exchanges are collectives), some possibly empty.
         let calls = (rows.count / comm.size + 1 + chunk - 1) / chunk
-        var sums = [0.0, 0.0]
+        let byRows = options.lossNormalization == .rows
+        var sums = [0.0, 0.0, 0.0]  // Σ CE (or Σ row means), targets, rows holding a target
         for c in 0..<calls {
             let lo = min(mine.count, c * chunk), hi = min(mine.count, lo + chunk)
             let b = batch(mine[(mine.startIndex + lo)..<(mine.startIndex + hi)])
-            let r = try model.forward(b, training: false)
-            sums[0] += r.crossEntropySum; sums[1] += Double(r.targetCount)
+            let r = try model.forward(b, training: false, lossDenominator: byRows ? 1 : nil, normalization: options.lossNormalization)
+            sums[0] += byRows ? r.loss : r.crossEntropySum; sums[1] += Double(r.targetCount)
+            if byRows { sums[2] += Double(b.targetsPerRow.lazy.filter { $0 > 0 }.count) }
         }
         try comm.allReduceSum(&sums, tag: "validation")
-        return sums[1] > 0 ? (sums[0] / sums[1], Int(sums[1])) : nil
+        guard sums[1] > 0 else { return nil }
+        return (sums[0] / (byRows ? sums[2] : sums[1]), Int(sums[1]))
     }
 }

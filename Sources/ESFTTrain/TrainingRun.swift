@@ -21,6 +21,9 @@ public struct TrainingSummary: Codable {
     public var memoryPerRank: [MemoryUsage]
     public var optimizerStateBytesPerRank: [Int]
     public var seconds: Double
+    /// With `final: best`: the step whose weights trained.safetensors holds, and its validation loss.
+    public var finalWeightsStep: Int?
+    public var finalWeightsValidationLoss: Double?
     /// Rank 0's OpenBLAS core and threads, and `--threads` (run.json says whether every rank ran the same core).
     public var blas: BLASCore.Record
 }
@@ -47,6 +50,10 @@ extension Trainer {
     /// DIR/summary.json (and DIR/expert_config.json for ESFT).
     public func run(_ control: RunControl = RunControl()) throws -> TrainingOutcome {
         let restored = try control.resume.flatMap { try restore($0) }
+        if best != nil, let restored, restored.step > 0 {
+            // The best weights are not in checkpoints yet: resuming would silently forget an earlier best.
+            throw ESFTError("--final best cannot resume a run (checkpoint \(restored.folder.path)): the best evaluation's weights are not checkpointed yet; resume with --final last, or export the --keep-best checkpoint")
+        }
         var counters = restored?.counters ?? RunCounters()
         let startStep = restored?.step ?? 0
         try writeRunRecord(resumedFrom: restored)
@@ -91,6 +98,7 @@ extension Trainer {
             var validation: Double?
             if options.evalEvery > 0 && ((s + 1) % options.evalEvery == 0 || s + 1 == options.steps), let v = try validate() {
                 counters.lastValidationLoss = v.loss; validation = v.loss
+                best?.consider(step: s + 1, loss: v.loss, weights: arena.weights, count: arena.count)
                 line["val_loss"] = v.loss; line["val_target_tokens"] = v.targets
                 log(String(format: "step %d/%d  validation loss %.4f over %d tokens", s + 1, options.steps, v.loss, v.targets))
                 _ = comm.takeStats()
@@ -118,6 +126,10 @@ extension Trainer {
         let tokensPerStep = Double(options.batchRows * dataset.seqLen)
         let first = counters.firstLoss, lastVal = counters.lastValidationLoss
         let commBytes = counters.commBytes, rowsSent = counters.rowsSent, pairs = counters.pairs
+        if let best, let step = best.step {
+            best.restore(into: arena.weights, count: arena.count)
+            log(String(format: "esft train: trained.safetensors holds the weights of step %d (best validation loss %.4f)", step, best.loss))
+        }
         try writeTrainedTensors(out.appendingPathComponent("trained.safetensors"))
         try profile.write(out.appendingPathComponent("profile.json"), comm: comm, model: model, firstStep: startStep + 1,
                           tokensPerStep: options.batchRows * dataset.seqLen)
@@ -134,6 +146,7 @@ extension Trainer {
             communicationBytesPerStep: commBytes / steps, rowsSentPerStep: rowsSent / steps, tokenExpertPairsPerStep: pairs / steps,
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
             optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
+            finalWeightsStep: best?.step, finalWeightsValidationLoss: best?.step == nil ? nil : best?.loss,
             blas: BLASCore.record(requestedThreads: options.threads))
         if comm.rank == 0 {
             let encoder = JSONEncoder()

@@ -32,6 +32,18 @@ struct Arguments {
         return value
     }
 
+    /// The first `--name VALUE` (removed), for options that may be given several times (call until nil).
+    mutating func firstOption(_ name: String) throws -> String? {
+        guard let i = args.firstIndex(where: { $0 == name || $0.hasPrefix(name + "=") }) else { return nil }
+        if args[i] == name {
+            guard i + 1 < args.count else { throw ESFTError("\(command): \(name) needs a value (see esft \(command) --help)") }
+            defer { args.removeSubrange(i...(i + 1)) }
+            return args[i + 1]
+        }
+        defer { args.remove(at: i) }
+        return String(args[i].dropFirst(name.count + 1))
+    }
+
     /// `--name` alone (.some(nil)), `--name VALUE` / `--name=VALUE` (.some(value)), or absent (nil).
     mutating func optionalValue(_ name: String) -> String?? {
         if let i = args.firstIndex(where: { $0.hasPrefix(name + "=") }) {

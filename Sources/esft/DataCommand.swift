@@ -7,6 +7,7 @@ enum DataCommand {
     Usage: esft data prepare --tokenizer T --input FILE.jsonl [--input2 GENERAL.jsonl --mix A:B] --seq-len N
                              --out D.h5 [--validation-fraction F] [--seed S] [--drop-bos P] [--skip-bad]
                              [--model DIR] [--bos-token TOK] [--eos-token TOK] [--pad-token TOK]
+                             [--recipe esft|reference] [--strip] [--bos-label] [--pack whole|overflow-cut]
 
     Turns chat or text JSONL into a packed token dataset (docs/data.md). Each line is
     {"messages": [{"role": "user"|"assistant"|"system", "content": ...}, ...]} or {"text": ...}.
@@ -23,7 +24,16 @@ enum DataCommand {
       --validation-fraction F  fraction of rows held out (default 0.05 with ≥ 20 rows, else 0)
       --seed S                 seed for mixing, drop-BOS and the split (default 0)
       --drop-bos P             probability of dropping BOS from a sample that is not first in its row
-                               (default 0; the reference uses 0.2)
+                               (default 0; the reference uses 0.2). With --pack overflow-cut: the first
+                               token after the cut, drawn with Python's random as the reference does
+      --recipe R               esft (default) or reference: the ESFT reference's data preparation exactly
+                               (deepseek-ai/ESFT utils.py + train.py): --strip --bos-label --pack overflow-cut
+                               --drop-bos 0.2 --seed 5934875 --validation-fraction 0.02 rounded as
+                               torch's random_split [int(0.98·rows), rest]; the options below override it
+      --strip                  strip whitespace around user and assistant contents (Python's str.strip)
+      --bos-label              BOS is a trained target (label = its id), as in the reference
+      --pack M                 whole (default): a sample that does not fit pads the row and starts the next;
+                               overflow-cut (reference): it is cut to its last tokens and fills the row
       --skip-bad               skip (and count) bad lines instead of failing on the first
       --model DIR              check every id is below DIR/config.json's vocab_size and record it
       --bos-token/--eos-token/--pad-token TOK
@@ -42,11 +52,14 @@ enum DataCommand {
         let seqLen = try args.int("--seq-len", min: 1)
         let out = try args.required("--out")
         let fraction = try args.double("--validation-fraction")
-        let seed = try args.int("--seed", default: 0)!
-        let dropBOS = try args.double("--drop-bos") ?? 0
+        let seedGiven = try args.int("--seed")
+        let dropGiven = try args.double("--drop-bos")
         let skipBad = args.flag("--skip-bad")
         let modelDir = try args.option("--model")
         let bos = try args.option("--bos-token"), eos = try args.option("--eos-token"), pad = try args.option("--pad-token")
+        let recipe = try args.recipe()
+        let strip = args.flag("--strip"), bosLabel = args.flag("--bos-label")
+        let packText = try args.option("--pack")
         try args.finish()
         guard let seqLen else { throw ESFTError("data prepare: --seq-len is required (see esft data --help)") }
         if mixText != nil && input2 == nil { throw ESFTError("data prepare: --mix needs --input2") }
@@ -54,15 +67,27 @@ enum DataCommand {
         var options = DatasetPreparation.Options(inputs: [input] + (input2.map { [$0] } ?? []), seqLen: seqLen,
                                                  output: URL(fileURLWithPath: out))
         options.mix = try mixText.map(parseMix) ?? (1, 1)
-        options.validationFraction = fraction
+        let reference = recipe == .reference
+        let seed = seedGiven ?? (reference ? Recipe.referenceSeed : 0)
+        options.validationFraction = fraction ?? (reference ? 0.02 : nil)
+        options.splitRounding = reference ? .reference : .nearest
         options.seed = UInt64(seed)
-        options.dropBOS = dropBOS
+        options.dropBOS = dropGiven ?? (reference ? 0.2 : 0)
+        options.chatStyle = ChatStyle(strip: strip || reference, bosLabel: bosLabel || reference)
+        if let packText {
+            guard let mode = PackMode(rawValue: packText) else {
+                throw ESFTError("data prepare: --pack must be whole or overflow-cut, got '\(packText)'")
+            }
+            options.packMode = mode
+        } else {
+            options.packMode = reference ? .overflowCut : .whole
+        }
         options.skipBad = skipBad
         options.modelVocab = try modelDir.map(modelVocab)
         let tokenizer = try LoadedTokenizer.load(spec, bos: bos, eos: eos, pad: pad)
         let summary = try DatasetPreparation.run(options, tokenizer: tokenizer, progress: progressLine("data prepare"))
         for w in summary.warnings { FileHandle.standardError.write("esft data prepare: warning: \(w)\n".data(using: .utf8)!) }
-        print("wrote \(out) (\(tokenizer.kind), seq_len \(seqLen), seed \(seed))")
+        print("wrote \(out) (\(tokenizer.kind), seq_len \(seqLen), seed \(seed), recipe \(recipe.rawValue), pack \(options.packMode.rawValue))")
         print(summary.text)
     }
 

@@ -29,7 +29,11 @@ enum ModelScoring {
             guard let n = Int(tokenText), n >= 1 else { throw ESFTError("score: --tokens must be a positive integer or 'all', got '\(tokenText)'") }
             tokens = n
         }
-        let seed = try args.int("--seed", default: 0, min: 0)!
+        let recipe = try args.recipe()
+        let perSample = args.flag("--score-per-sample") || recipe == .reference
+        let referenceRanks = try args.int("--reference-ranks", min: 1)
+        if referenceRanks != nil && !perSample { throw ESFTError("score: --reference-ranks belongs to --score-per-sample") }
+        let seed = try args.int("--seed", default: recipe == .reference ? Recipe.referenceSeed : 0, min: 0)!
         let batchRows = try args.int("--batch-rows", default: 4, min: 1)!
         let threads = try args.int("--threads", min: 1)
         try args.finish()
@@ -37,7 +41,8 @@ enum ModelScoring {
             throw ESFTError("score: \(flag) \(path): no such file or directory")
         }
         return Options(scorer: ModelScorer.Options(model: URL(fileURLWithPath: model), data: URL(fileURLWithPath: data),
-                                                   tokens: tokens, seed: UInt64(seed), batchRows: batchRows), threads: threads)
+                                                   tokens: tokens, seed: UInt64(seed), batchRows: batchRows,
+                                                   perSampleReferenceRanks: perSample ? (referenceRanks ?? 4) : nil), threads: threads)
     }
 
     /// Runs on every rank; rank 0 writes `out`, the others nothing. Errors on any rank abort the job.

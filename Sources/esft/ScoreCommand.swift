@@ -8,6 +8,7 @@ import Foundation
 enum ScoreCommand {
     static let help = """
     Usage: esft score --model DIR --data DATA.h5 --tokens N|all [--seed S] [--batch-rows B] [--threads T]
+                      [--score-per-sample [--reference-ranks W]] [--recipe esft|reference]
                       [--normalize samples|tokens] --out SCORES.json
            esft score --from-logs DIR [--top-k K] [--experts E] [--normalize samples|tokens] --out SCORES.json
            mpirun -n R esft score --model ...   (the rows are split over R ranks; same scores for any R)
@@ -27,6 +28,15 @@ enum ScoreCommand {
       --seed S            seed of the sample shuffle (default 0)
       --batch-rows B      rows per forward pass (default 4); ranks take contiguous runs of batches
       --threads T         threads per rank for kernels and OpenBLAS (default: the cores it may use)
+      --score-per-sample  the reference's scoring (scripts/expert/get_expert_scores.py): every sample of the
+                          dataset (train and validation rows: the reference reads the whole file) shuffled as
+                          CPython's random.seed(S); random.shuffle(...) does; reference process r of W takes
+                          samples r, r+W, ... until it has ⌊N/W⌋ tokens (the crossing sample kept); each sample
+                          then runs alone (its own forward pass, no packed neighbours). Prepare the data with
+                          --pack whole and no --drop-bos so stored samples are whole (BOS first)
+      --reference-ranks W the reference's process count for that choice (default 4, its eval_expert.sh);
+                          independent of this job's ranks, which split the chosen samples
+      --recipe R          esft (default) or reference: --score-per-sample with --seed 5934875 (its random.seed)
       --from-logs DIR     score the routing logs the reference implementation (deepseek-ai/ESFT) writes:
                           DIR/expert_weights_<layer>.txt for every layer 1...N; each line one sample: its
                           tokens' top-K expert ids (token-major, tab separated), an empty field, then the

@@ -11,6 +11,8 @@ enum TrainCommand {
                       [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
+                      [--recipe esft|reference] [--loss-normalization tokens|rows] [--aux-scale batch|micro-batch]
+                      [--final last|best]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
     one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
@@ -42,6 +44,18 @@ enum TrainCommand {
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
       --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
+      --recipe R         esft (default) or reference: start from the ESFT reference's recipe (configs/base.yaml
+                         and train.py: 500 steps of 128 rows in 16 micro-batches, lr 1e-5 constant, AdamW 0.9/0.95,
+                         wd 0.1, clip 1.0, aux 0.001, --loss-normalization rows, --aux-scale micro-batch,
+                         --eval-every 100, --final best); --config and flags override it. Same values as
+                         configs/recipe-reference.json; docs/esft-method.md lists every difference
+      --loss-normalization N  tokens (default): the loss is the mean over the step's target tokens; rows: the
+                         mean of each row's mean (every row weighs the same, as in the reference)
+      --aux-scale S      batch (default): the aux loss averages over the step's rows; micro-batch: over each
+                         micro-batch's rows, not divided by accumulation (the reference)
+      --final F          last (default): trained.safetensors holds the last step's weights; best: those of the
+                         evaluation with the lowest validation loss (needs --eval-every; keeps one more copy of
+                         the trainable weights per rank; cannot --resume yet)
       --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
                          safetensors like trained.safetensors) to F: for checking runs against each other
 
@@ -83,7 +97,7 @@ enum TrainCommand {
         case .some(.some("auto")): control.resume = .newest(required: false)
         case .some(.some(let path)): control.resume = .path(URL(fileURLWithPath: path))
         }
-        var options = TrainOptions()
+        var options = try args.recipe() == .reference ? TrainOptions.reference : TrainOptions()
         if let configPath = try args.option("--config") {
             try options.apply(JSONReader.load(URL(fileURLWithPath: configPath), what: "training config"))
         }

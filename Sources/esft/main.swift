@@ -19,6 +19,8 @@ Commands:
              to safetensors, for checking against Hugging Face transformers.
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
   select     Choose the experts to train from scores; write the expert config and a report.
+  generate   Greedy text generation with a KV cache (prompts in batches), optionally with trained tensors.
+  eval       Evaluate on the reference's eval files (exact-json intent metric) or held-out loss on any JSONL.
   tokenize   Print the token ids of text or JSONL lines (or decode ids), with 'bytes' or a tokenizer.json.
   data       data prepare: chat/text JSONL -> packed token dataset (HDF5) for training.
   bench      Measure forward and forward+backward throughput on a random model from a config.
@@ -46,6 +48,8 @@ let commands: [String: ([String]) throws -> Void] = [
     "score": ScoreCommand.run,
     "select": SelectCommand.run,
     "tokenize": TokenizeCommand.run,
+    "generate": GenerateCommand.run,
+    "eval": EvalCommand.run,
     "data": DataCommand.run,
     "bench": BenchCommand.run,
     "mpi-check": MPICheckCommand.run,
