@@ -44,7 +44,7 @@ public enum AtomicWrite {
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         try create(url) { temporary in
             guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-                throw ESFTError("\(url.path): cannot create (is the directory \(url.deletingLastPathComponent().path) writable?)")
+                throw ESFTError("\(url.path): cannot create (\(ErrorText.posix(errno)))")
             }
             do {
                 let handle = try FileHandle(forWritingTo: temporary)
@@ -54,8 +54,7 @@ public enum AtomicWrite {
             } catch let error as ESFTError {
                 throw error
             } catch {
-                let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? error.localizedDescription
-                throw ESFTError("\(url.path): cannot write (\(reason)); nothing was left behind")
+                throw ESFTError("\(url.path): cannot write (\(ErrorText.reason(error))); nothing was left behind")
             }
         }
     }

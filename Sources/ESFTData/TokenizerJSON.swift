@@ -4,6 +4,7 @@
 // is walked by eight component parsers, and a real vocab plus merges is a few hundred thousand values,
 // which JSONValue's decoder (trial decodes, type by type) would likely read more slowly. Moving it would
 // change messages and speed for no gain in exactness (its numbers are token ids, which both read exactly).
+import ESFTBase
 import Foundation
 
 struct TokenizerJSON {
@@ -15,7 +16,7 @@ struct TokenizerJSON {
         do {
             root = try JSONSerialization.jsonObject(with: data, options: [])
         } catch {
-            throw TokenizerError.malformed(file: file, reason: "not valid JSON (\(error.localizedDescription))")
+            throw TokenizerError.malformed(file: file, reason: "not valid JSON (\(ErrorText.reason(error)))")
         }
         guard let object = root as? [String: Any] else {
             throw TokenizerError.malformed(file: file, reason: "top level is not a JSON object")

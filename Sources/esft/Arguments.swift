@@ -5,6 +5,8 @@ import Foundation
 struct Arguments {
     private var args: [String]
     let command: String
+    /// Every option and flag the command asked for: what an unknown one is compared with.
+    private var known: Set<String> = ["--help"]
 
     init(_ args: [String], command: String) { self.args = args; self.command = command }
 
@@ -12,6 +14,7 @@ struct Arguments {
 
     /// The value of `--name VALUE` or `--name=VALUE`; given more than once, the last one wins.
     mutating func option(_ name: String) throws -> String? {
+        known.insert(name)
         var value: String?
         var i = 0
         while i < args.count {
@@ -34,6 +37,7 @@ struct Arguments {
 
     /// `--name` alone (.some(nil)), `--name VALUE` / `--name=VALUE` (.some(value)), or absent (nil).
     mutating func optionalValue(_ name: String) -> String?? {
+        known.insert(name)
         if let i = args.firstIndex(where: { $0.hasPrefix(name + "=") }) {
             defer { args.remove(at: i) }
             return .some(String(args[i].dropFirst(name.count + 1)))
@@ -48,7 +52,12 @@ struct Arguments {
     }
 
     mutating func required(_ name: String) throws -> String {
-        guard let v = try option(name) else { throw ESFTError("\(command): \(name) is required (see esft \(command) --help)") }
+        guard let v = try option(name) else {
+            if let a = args.first(where: { $0.hasPrefix("--") && OptionSpelling.suggestion(for: $0, known: [name]) == name }) {
+                throw ESFTError("\(command): unknown option \(a); did you mean \(name)? (see esft \(command) --help)")
+            }
+            throw ESFTError("\(command): \(name) is required (see esft \(command) --help)")
+        }
         return v
     }
 
@@ -65,6 +74,7 @@ struct Arguments {
     }
 
     mutating func flag(_ name: String) -> Bool {
+        known.insert(name)
         guard let i = args.firstIndex(of: name) else { return false }
         args.remove(at: i)
         return true
@@ -83,7 +93,10 @@ struct Arguments {
 
     /// Fails on anything not consumed: a misspelt option must not be silently ignored.
     func finish() throws {
-        if let a = args.first {
+        if let a = args.first(where: { $0.hasPrefix("-") }) ?? args.first {
+            if a.hasPrefix("--"), let near = OptionSpelling.suggestion(for: a, known: known) {
+                throw ESFTError("\(command): unknown option \(a); did you mean \(near)? (see esft \(command) --help)")
+            }
             throw ESFTError("\(command): unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
         }
     }

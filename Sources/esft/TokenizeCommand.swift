@@ -68,7 +68,7 @@ enum TokenizeCommand {
     /// Lines of a UTF-8 text file (a final newline does not start another line).
     static func textLines(_ path: String) throws -> [(String, String)] {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(error.localizedDescription))") }
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(ErrorText.reason(error)))") }
         var slices = [UInt8](data).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         if slices.last?.isEmpty == true { slices.removeLast() }
         return try slices.enumerated().map { i, slice in

@@ -60,10 +60,7 @@ guard let command = commands[name] else {
 }
 do {
     try command(Array(argv.dropFirst()))
-} catch let e as ESFTError {
-    FileHandle.standardError.write("esft \(name): error: \(e.message)\n".data(using: .utf8)!)
-    exit(1)
 } catch {
-    FileHandle.standardError.write("esft \(name): error: \(error)\n".data(using: .utf8)!)
+    FileHandle.standardError.write((ErrorText.line(command: name, error) + "\n").data(using: .utf8)!)
     exit(1)
 }
