@@ -57,6 +57,11 @@ public struct ModelSizes {
         largestTensor = largest
     }
 
+    /// Elements of every routed expert of every MoE layer.
+    public var routedExpertParameters: Double {
+        Double(ModelSizes.moeLayerCount(config)) * Double(config.nRoutedExperts) * 3 * Double(config.moeIntermediateSize) * Double(config.hiddenSize)
+    }
+
     /// MoE layers without listing them: l in [first_k_dense_replace, layers) with l % moe_layer_freq == 0.
     static func moeLayerCount(_ c: ModelConfig) -> Int {
         guard c.nRoutedExperts > 0, c.moeLayerFreq >= 1, c.firstKDenseReplace < c.numLayers else { return 0 }
@@ -75,7 +80,7 @@ public struct ModelSizes {
     /// The field that contributes most to the parameter count, for messages (the layers or the experts).
     public var dominantField: String {
         let c = config, d = Double(c.hiddenSize)
-        let experts = Double(ModelSizes.moeLayerCount(c)) * Double(c.nRoutedExperts) * 3 * Double(c.moeIntermediateSize) * d
+        let experts = routedExpertParameters
         let embeddings = Double(c.vocabSize) * d * 2
         if embeddings >= parameters / 2 { return "vocab_size" }
         if experts >= parameters / 2 { return Double(c.nRoutedExperts) >= Double(c.numLayers) ? "n_routed_experts" : "num_hidden_layers" }

@@ -67,6 +67,16 @@ struct Arguments {
         return v
     }
 
+    /// `--threads N`, the same in every command: N ≥ 1 kernel and OpenBLAS threads; 0 or absent: the cores
+    /// this process may use (its affinity mask), as Threads.defaultCount() counts them.
+    mutating func threads() throws -> Int {
+        let n = try int("--threads", default: 0, min: 0)!
+        return n > 0 ? n : Threads.defaultCount()
+    }
+
+    /// Puts an option back (a command that looked at it early, for checks, before the code that reads it).
+    mutating func restore(_ name: String, _ value: String) { args += [name, value] }
+
     mutating func double(_ name: String) throws -> Double? {
         guard let s = try option(name) else { return nil }
         guard let v = Double(s), v.isFinite else { throw ESFTError("\(command): \(name) must be a number, got '\(s)'") }

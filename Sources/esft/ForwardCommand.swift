@@ -31,7 +31,7 @@ enum ForwardCommand {
                          (with --grads) grad.<name>: prints each tensor's max error relative to its
                          largest magnitude and exits 3 unless logits and loss are within 1e-4 and
                          every gradient within 1e-3
-      --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+      --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
     """
 
     static func run(_ argv: [String]) throws {
@@ -44,8 +44,11 @@ enum ForwardCommand {
         let grads = args.flag("--grads") || trainableSpec != nil
         let alpha = try args.double("--aux-alpha") ?? 0
         let comparePath = try args.option("--compare")
-        if let t = try args.int("--threads", min: 1) { Threads.set(t) } else { Threads.set(Threads.defaultCount()) }
+        Threads.set(try args.threads())
         try args.finish()
+        try OutputGuard.check(outputs: [.init("--out", outPath.path)],
+                              inputs: [("--model", modelDir.path), ("--tokens", tokensPath), ("--compare", comparePath)]
+                                  .compactMap { n, p in p.map { .init(n, $0) } })
         guard alpha >= 0 else { throw ESFTError("--aux-alpha must be ≥ 0") }
 
         let loaded = try LoadedModel.open(modelDir)

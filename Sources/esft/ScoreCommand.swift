@@ -26,7 +26,7 @@ enum ScoreCommand {
                           context of training), but other tokens of those rows do not count
       --seed S            seed of the sample shuffle (default 0)
       --batch-rows B      rows per forward pass (default 4); ranks take contiguous runs of batches
-      --threads T         threads per rank for kernels and OpenBLAS (default: the cores it may use)
+      --threads T         threads per rank for kernels and OpenBLAS (0 or absent: the cores it may use)
       --from-logs DIR     score the routing logs the reference implementation (deepseek-ai/ESFT) writes:
                           DIR/expert_weights_<layer>.txt for every layer 1...N; each line one sample: its
                           tokens' top-K expert ids (token-major, tab separated), an empty field, then the
@@ -62,6 +62,10 @@ enum ScoreCommand {
             throw ESFTError("score: --normalize must be samples or tokens, got '\(normalizeName)'")
         }
         let logs = try args.option("--from-logs"), model = try args.option("--model")
+        let data = try args.option("--data")
+        try OutputGuard.check(outputs: [.init("--out", out.path)],
+                              inputs: [("--from-logs", logs), ("--model", model), ("--data", data)].compactMap { n, p in p.map { .init(n, $0) } })
+        if let data { args.restore("--data", data) }
         switch (logs, model) {
         case let (logs?, nil):
             print(try write(try fromLogs(URL(fileURLWithPath: logs), &args), normalize: normalize, to: out))

@@ -26,7 +26,8 @@ Commands:
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
 Common options:
-  --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
+  --threads N   threads for kernels and OpenBLAS; 0 or absent: the cores this process may use (the same in
+                every command)
 
 Environment:
   ESFT_BLAS_AUTOCORE=0   keep the OpenBLAS kernels OpenBLAS chose, even when they are older than the CPU
