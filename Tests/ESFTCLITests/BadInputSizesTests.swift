@@ -1,0 +1,61 @@
+import ESFTModel
+import ESFTTestSupport
+import Foundation
+import XCTest
+
+/// Class 1 of issue 15: configs whose sizes imply more than any machine has. Every command that reads a
+/// config refuses them before allocating or writing, naming the file, the field and (for the memory and
+/// disk checks) the bytes; none ends in a Swift runtime trap, none leaves a temporary folder.
+final class BadInputSizesTests: BadInputTestCase {
+    override class var tag: String { "sizes" }
+
+    /// Values beyond the limits of ModelSizes.limits, one field each.
+    private func hostileConfigs() throws -> [(path: String, field: String)] {
+        [("vocab_size", 1_000_000_000_000), ("num_hidden_layers", 1_000_000_000), ("hidden_size", 1 << 20),
+         ("n_routed_experts", 10_000_000), ("moe_intermediate_size", 1 << 30), ("max_position_embeddings", 1 << 40)]
+            .map { field, value in (try! config("huge-\(field).json", [field: value]), field) }
+    }
+
+    func testEveryCommandRefusesHostileSizes() throws {
+        for (config, field) in try hostileConfigs() {
+            let model = try modelDirectory("model-\(field)", config: config)
+            try refuse(["init", config, path("out-\(field)")], mentions: [config, field])
+            try refuse(["bench", "--config", config, "--steps", "1"], mentions: [config, field])
+            try refuse(["inspect", model], mentions: [field])
+            try refuse(["select", "--scores", path("scores.json"), "--method", "token", "--top-k", "1", "--config", config,
+                        "--out", path("sel-\(field).json")], mentions: [config, field])
+            try refuse(["train", "--model", model, "--data", path("data.h5"), "--full", "--out", path("run-\(field)")],
+                       mentions: [field])
+            try refuse(["score", "--model", model, "--data", path("data.h5"), "--tokens", "16", "--out", path("s-\(field).json")],
+                       mentions: [field])
+        }
+    }
+
+    /// Within the per-field limits but, taken together, beyond this machine: the memory (bench) and disk
+    /// (init) checks name the bytes. 4096 experts × 3 × 65536 × 16384 × 2 MoE layers ≈ 2.6e13 parameters, ~10⁵ GB
+    /// as fp32: more than any test machine's memory or free disk.
+    func testJobsThatCannotFitAreRefusedWithTheirBytes() throws {
+        let config = try config("too-big.json", ["n_routed_experts": 4096, "moe_intermediate_size": 65536, "hidden_size": 16384])
+        let bench = try refuse(["bench", "--config", config, "--steps", "1"], mentions: [config, "n_routed_experts", "of memory"])
+        XCTAssertTrue(bench.contains(" TB") || bench.contains(" PB"), bench)
+        let initialise = try refuse(["init", config, path("out-too-big")], mentions: [config, "on disk", "free on"])
+        XCTAssertTrue(initialise.contains(" TB") || initialise.contains(" PB"), initialise)
+        try refuse(["bench", "--sgemm", "10000000"], mentions: ["--sgemm", "fp32 matrices"])
+    }
+
+    /// ModelSizes counts from the fields alone what parameterSpecs() lists tensor by tensor: the memory and disk
+    /// checks use that count, so it must be exact (integers below 2^53 are exact in Double).
+    func testModelSizesMatchesTheParameterList() throws {
+        let configs = ["tiny", "small", "medium", "deepseek-v2-lite"].map { Self.repository.appendingPathComponent("configs/\($0).json") }
+        for url in configs {
+            let c = try ModelConfig.load(contentsOf: url)
+            let specs = c.parameterSpecs()
+            let sizes = ModelSizes(c)
+            XCTAssertEqual(sizes.parameters, Double(specs.reduce(0) { $0 + $1.count }), url.lastPathComponent)
+            XCTAssertEqual(sizes.tensors, Double(specs.count), url.lastPathComponent)
+            XCTAssertEqual(sizes.largestTensor, Double(specs.map(\.count).max()!), url.lastPathComponent)
+            XCTAssertEqual(sizes.routedExpertParameters,
+                           Double(specs.filter { $0.id.routedExpert != nil }.reduce(0) { $0 + $1.count }), url.lastPathComponent)
+        }
+    }
+}
