@@ -10,12 +10,18 @@ public enum ErrorText {
     }
 
     /// An ESFTError's message; a Foundation error as "<path>: <reason>"; anything else as Swift prints it.
+    /// A temporary name (AtomicWrite's `.NAME.tmp-PID`, removed on failure) is shown as the output it stood for.
     public static func message(_ error: Error) -> String {
-        if let e = error as? ESFTError { return e.message }
+        if let e = error as? ESFTError { return outputNames(e.message) }
         let ns = error as NSError
         guard ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain else { return "\(error)" }
         let reason = self.reason(error)
-        return path(of: ns).map { "\($0): \(reason)" } ?? reason
+        return outputNames(path(of: ns).map { "\($0): \(reason)" } ?? reason)
+    }
+
+    /// `/dir/.out.h5.tmp-123` → `/dir/out.h5`.
+    static func outputNames(_ text: String) -> String {
+        text.replacingOccurrences(of: #"/\.([^/\s'"]+)\.tmp-[0-9]+"#, with: "/$1", options: .regularExpression)
     }
 
     /// `<file>: <field>: <what>`, the form of a check on one field of one file.

@@ -12,7 +12,9 @@ enum HDF5ErrorStack {
             _ = H5Ewalk2(0 /* H5E_DEFAULT */, H5E_WALK_UPWARD, { _, error, context in
                 guard let error, let context, let text = error.pointee.desc else { return 0 }
                 let list = context.assumingMemoryBound(to: [String].self)
-                let description = String(cString: text)
+                // One line each, without the volatile parts (HDF5 adds the time of an open failure).
+                let description = String(cString: text).replacingOccurrences(of: "\n", with: " ")
+                    .replacingOccurrences(of: #",? ?time = [^,]*,"#, with: ",", options: .regularExpression)
                 if !description.isEmpty, !list.pointee.contains(description) { list.pointee.append(description) }
                 return 0
             }, box)

@@ -100,7 +100,7 @@ public struct ModelSizes {
         var url = output.deletingLastPathComponent()
         while !FileManager.default.fileExists(atPath: url.path), url.path != "/" { url.deleteLastPathComponent() }
         var fs = statvfs()
-        guard statvfs(url.path, &fs) == 0 else { return }
+        guard statvfs(url.path, &fs) == 0, fs.f_blocks > 0 else { return }   // no blocks: a pseudo file system (/proc)
         let free = Double(fs.f_bavail) * Double(fs.f_frsize)
         guard bytes > free else { return }
         throw ESFTError(ErrorText.field(source, field ?? dominantField,
