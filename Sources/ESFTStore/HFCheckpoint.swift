@@ -20,11 +20,10 @@ public struct HFCheckpoint {
         var fileNames: [String]
         var expectedFile: [String: String] = [:]
         if FileManager.default.fileExists(atPath: indexURL.path) {
-            guard let data = FileManager.default.contents(atPath: indexURL.path),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = obj["weight_map"] as? [String: String] else {
-                throw ESFTError("\(indexURL.path): expected a JSON object with a 'weight_map' of tensor name → file")
-            }
+            // JSONReader: syntax errors with line and column, each entry's type checked by name.
+            let weightMap = try JSONReader.load(indexURL, what: "safetensors index").field("weight_map")
+            var map: [String: String] = [:]
+            for tensor in try weightMap.keys() { map[tensor] = try weightMap.field(tensor).string() }
             expectedFile = map
             fileNames = Array(Set(map.values)).sorted()
             for name in fileNames { try Self.checkInside(directory, name, index: indexURL.path, tensor: map.first { $0.value == name }!.key) }
