@@ -72,6 +72,20 @@ public struct ModelSizes {
     /// fp32 logits of one row of `seqLen` tokens (and as much again for their gradient in training).
     public func logitsBytes(rows: Int, seqLen: Int) -> Double { Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4 }
 
+    /// What a forward (and backward, when training) of `rows` rows holds beyond the weights, in its largest
+    /// pieces: the fp32 logits (and their gradient) and attention's T×T score matrix (and its gradient).
+    /// The other activations are a few floats per token and hidden unit, small beside these.
+    public func batchBytes(rows: Int, seqLen: Int, training: Bool) -> Double {
+        let t = Double(seqLen), factor: Double = training ? 2 : 1
+        return factor * (logitsBytes(rows: rows, seqLen: seqLen) + t * t * 4)
+    }
+
+    /// Refuses a batch whose activations (batchBytes) exceed the machine's memory; `what` names the options.
+    public func requireBatchMemory(rows: Int, seqLen: Int, training: Bool, what: String, source: String) throws {
+        try requireMemory(batchBytes(rows: rows, seqLen: seqLen, training: training),
+                          for: "\(what): logits (rows × tokens × vocab_size) and attention scores (tokens²)", field: "vocab_size", source: source)
+    }
+
     /// The machine's physical memory in bytes.
     public static var physicalMemory: Double {
         Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))

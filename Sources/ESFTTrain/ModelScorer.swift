@@ -55,6 +55,9 @@ public struct ModelScorer {
         }
         let plan = try ScoringPlan(samples: dataset.samples, split: dataset.split, seqLen: dataset.seqLen, tokens: o.tokens,
                                    seed: o.seed, batchRows: o.batchRows, source: dataPath)
+        try ModelSizes(config).requireBatchMemory(rows: min(o.batchRows, plan.rows.count), seqLen: dataset.seqLen, training: false,
+                                                  what: "a batch of --batch-rows \(o.batchRows) rows of \(dataset.seqLen) tokens",
+                                                  source: o.model.appendingPathComponent("config.json").path)
         let model = try DeepseekV2Model(config: config, parameters: loaded.parameters)
         let mine = plan.batches(rank: comm.rank, ranks: comm.size)
         let progress = ScoringProgress(say: comm.rank == 0 ? log : { _ in }, totalRows: plan.rows.count, ranks: comm.size,

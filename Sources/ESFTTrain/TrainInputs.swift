@@ -43,7 +43,7 @@ public struct TrainInputs {
     }
 
     /// A rank holds its trainable tensors four times (value, gradient, two AdamW moments; routed experts are
-    /// shared out over the ranks, the rest replicated) and a micro-batch's fp32 logits and their gradient.
+    /// shared out over the ranks, the rest replicated) and a micro-batch's activations (ModelSizes.batchBytes).
     static func checkMemory(_ config: ModelConfig, trainable: TrainableSet, options: TrainOptions, ranks: Int, seqLen: Int,
                             source: String) throws {
         var replicated = 0.0, experts = 0.0
@@ -54,7 +54,7 @@ public struct TrainInputs {
         let state = (replicated + experts / Double(ranks)) * 16
         try sizes.requireMemory(state, for: "the trainable tensors with their gradients and AdamW moments", source: source)
         let rows = (options.batchRows / options.accumulation + ranks - 1) / ranks
-        try sizes.requireMemory(2 * sizes.logitsBytes(rows: rows, seqLen: seqLen), for: "a micro-batch's logits (\(rows) rows × \(seqLen) tokens × vocab_size)",
-                                field: "vocab_size", source: source)
+        try sizes.requireBatchMemory(rows: rows, seqLen: seqLen, training: true,
+                                     what: "a micro-batch of \(rows) rows (--batch-rows/--accumulation per rank) of \(seqLen) tokens", source: source)
     }
 }

@@ -60,8 +60,7 @@ enum BenchCommand {
         let sizes = ModelSizes(config)
         let gradients = trainable == "all" ? sizes.parameters : trainable == "experts" ? sizes.routedExpertParameters : 0
         try sizes.requireMemory((sizes.parameters + gradients) * 4, for: "bench (the random model in memory, fp32, with gradients)", source: configPath)
-        try sizes.requireMemory(2 * sizes.logitsBytes(rows: b, seqLen: t), for: "bench's logits (--batch \(b) × --seq \(t) × vocab_size)",
-                                field: "vocab_size", source: configPath)
+        try sizes.requireBatchMemory(rows: b, seqLen: t, training: trainable != "none", what: "--batch \(b) --seq \(t)", source: configPath)
         let params = ParameterSet.randomlyInitialized(config, seed: seed)
         let model = try DeepseekV2Model(config: config, parameters: params)
         for p in params.ordered where trainable == "all" || (trainable == "experts" && p.id.routedExpert != nil) {

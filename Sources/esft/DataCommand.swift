@@ -52,6 +52,8 @@ enum DataCommand {
                               inputs: [("--input", input), ("--input2", input2), ("--tokenizer", spec), ("--model", modelDir)]
                                   .compactMap { n, p in p.map { .init(n, $0) } }.filter { $0.name != "--tokenizer" || $0.path != "bytes" })
         guard let seqLen else { throw ESFTError("data prepare: --seq-len is required (see esft data --help)") }
+        // Rows are built whole in memory; no model has a context beyond 2^24 tokens (ModelSizes.limits).
+        guard seqLen <= 1 << 24 else { throw ESFTError("data prepare: --seq-len \(seqLen) is beyond any model's context (at most \(1 << 24))") }
         if mixText != nil && input2 == nil { throw ESFTError("data prepare: --mix needs --input2") }
 
         var options = DatasetPreparation.Options(inputs: [input] + (input2.map { [$0] } ?? []), seqLen: seqLen,

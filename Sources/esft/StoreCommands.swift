@@ -115,7 +115,7 @@ enum ExportCommand {
                               inputs: [("MODEL_DIR", positional[0]), ("--trained", trainedPath), ("--experts", expertsPath)]
                                   .compactMap { n, p in p.map { .init(n, $0) } })
         guard ["safetensors", "hdf5"].contains(format) else { throw ESFTError("--format must be safetensors or hdf5, got '\(format)'") }
-        guard maxShardGB > 0 else { throw ESFTError("--max-shard-size must be positive") }
+        guard maxShardGB > 0, maxShardGB <= 1e9 else { throw ESFTError("--max-shard-size must be in (0, 1e9] GB, got \(maxShardGB)") }
         let model = try ModelDirectory(url: URL(fileURLWithPath: positional[0]))
         let out = URL(fileURLWithPath: positional[1])
         let trained = try trainedPath.map { try TrainedTensors($0, model: model) }

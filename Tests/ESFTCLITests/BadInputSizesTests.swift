@@ -43,6 +43,18 @@ final class BadInputSizesTests: BadInputTestCase {
         try refuse(["bench", "--sgemm", "10000000"], mentions: ["--sgemm", "fp32 matrices"])
     }
 
+    /// Options whose sizes cannot fit: a 10⁶-token sequence (attention's 10¹² scores), 10¹¹ rows per step,
+    /// a 10¹²-token row, a shard limit that overflows Int once in bytes.
+    func testOptionSizesThatCannotFit() throws {
+        try refuse(["bench", "--config", Self.tinyConfig.path, "--seq", "1000000", "--batch", "1", "--steps", "1"],
+                   mentions: [Self.tinyConfig.path, "--seq 1000000", "attention scores", "of memory"])
+        try refuse(["train", "--model", path("model"), "--data", path("data.h5"), "--full", "--out", path("run"), "--batch-rows", "100000000000"],
+                   mentions: [path("model/config.json"), "100000000000 rows", "of memory"])
+        try refuse(["data", "prepare", "--tokenizer", "bytes", "--input", path("chat.jsonl"), "--seq-len", "1000000000000", "--out", path("d.h5")],
+                   mentions: ["--seq-len 1000000000000"])
+        try refuse(["export", path("model"), path("hf"), "--max-shard-size", "1e300"], mentions: ["--max-shard-size"])
+    }
+
     /// ModelSizes counts from the fields alone what parameterSpecs() lists tensor by tensor: the memory and disk
     /// checks use that count, so it must be exact (integers below 2^53 are exact in Double).
     func testModelSizesMatchesTheParameterList() throws {
