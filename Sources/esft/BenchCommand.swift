@@ -25,12 +25,16 @@ enum BenchCommand {
                          warm-up), the peak that utilisation figures are stated against
     """
 
+    /// Timings are kept to take their median: a bound keeps that list (and the run) finite.
+    static let maxSteps = 100_000
+
     static func run(_ argv: [String]) throws {
         var args = Arguments(argv, command: "bench")
         if args.wantsHelp { print(help); return }
         if let n = try args.int("--sgemm", min: 16) {
             let threads = try args.threads()
             let repeats = try args.int("--steps", default: 5, min: 1)!
+            guard repeats <= maxSteps else { throw ESFTError("bench: --steps \(repeats) is more than \(maxSteps) timed repeats") }
             try args.finish()
             let bytes = 3 * Double(n) * Double(n) * 4, memory = ModelSizes.physicalMemory
             guard bytes <= memory / 2 else {   // three N×N fp32 matrices; half the memory leaves room for the rest
@@ -45,6 +49,7 @@ enum BenchCommand {
         let configPath = try args.required("--config")
         let b = try args.int("--batch", default: 4, min: 1)!, t = try args.int("--seq", default: 256, min: 2)!
         let steps = try args.int("--steps", default: 5, min: 1)!
+        guard steps <= maxSteps else { throw ESFTError("bench: --steps \(steps) is more than \(maxSteps) timed steps") }
         let trainable = try args.option("--trainable") ?? "all"
         let seed = UInt64(try args.int("--seed", default: 1)!)
         let threads = try args.threads()

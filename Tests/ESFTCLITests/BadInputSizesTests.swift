@@ -53,6 +53,7 @@ final class BadInputSizesTests: BadInputTestCase {
         try refuse(["data", "prepare", "--tokenizer", "bytes", "--input", path("chat.jsonl"), "--seq-len", "1000000000000", "--out", path("d.h5")],
                    mentions: ["--seq-len 1000000000000"])
         try refuse(["export", path("model"), path("hf"), "--max-shard-size", "1e300"], mentions: ["--max-shard-size"])
+        try refuse(["bench", "--sgemm", "16", "--steps", "100000000000000"], mentions: ["--steps 100000000000000"])
     }
 
     /// ModelSizes counts from the fields alone what parameterSpecs() lists tensor by tensor: the memory and disk
