@@ -59,7 +59,13 @@ final class BadInputSizesTests: BadInputTestCase {
     /// ModelSizes counts from the fields alone what parameterSpecs() lists tensor by tensor: the memory and disk
     /// checks use that count, so it must be exact (integers below 2^53 are exact in Double).
     func testModelSizesMatchesTheParameterList() throws {
-        let configs = ["tiny", "small", "medium", "deepseek-v2-lite"].map { Self.repository.appendingPathComponent("configs/\($0).json") }
+        // The shipped configs, every fixture's (q_lora null and set, attention bias, 0/1/2 shared experts, tied
+        // heads), and one with MoE every other layer after the first three.
+        var configs = ["tiny", "small", "medium", "deepseek-v2-lite"].map { Self.repository.appendingPathComponent("configs/\($0).json") }
+        configs += try Fixtures.modelNames().map { Fixtures.models.appendingPathComponent("\($0)/config.json") }
+        configs.append(URL(fileURLWithPath: try config("freq.json", ["num_hidden_layers": 8, "first_k_dense_replace": 3, "moe_layer_freq": 2,
+                                                                      "tie_word_embeddings": true])))
+        XCTAssertGreaterThanOrEqual(configs.count, 9)
         for url in configs {
             let c = try ModelConfig.load(contentsOf: url)
             let specs = c.parameterSpecs()
