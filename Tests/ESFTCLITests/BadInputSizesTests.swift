@@ -16,6 +16,18 @@ final class BadInputSizesTests: BadInputTestCase {
             .map { field, value in (try! config("huge-\(field).json", [field: value]), field) }
     }
 
+    /// A Hugging Face directory with `configPath` as its config.json and a fixture's weights (linked).
+    private func huggingFaceDirectory(_ name: String, config configPath: String) throws -> String {
+        let fm = FileManager.default, source = Fixtures.models.appendingPathComponent("group_bf16_tied")
+        let url = dir.appendingPathComponent(name)
+        try fm.createDirectory(at: url, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "inputs.json"] {
+            try fm.createSymbolicLink(atPath: url.appendingPathComponent(f).path, withDestinationPath: source.appendingPathComponent(f).path)
+        }
+        try fm.copyItem(atPath: configPath, toPath: url.appendingPathComponent("config.json").path)
+        return url.path
+    }
+
     func testEveryCommandRefusesHostileSizes() throws {
         for (config, field) in try hostileConfigs() {
             let model = try modelDirectory("model-\(field)", config: config)
@@ -28,6 +40,10 @@ final class BadInputSizesTests: BadInputTestCase {
                        mentions: [field])
             try refuse(["score", "--model", model, "--data", path("data.h5"), "--tokens", "16", "--out", path("s-\(field).json")],
                        mentions: [field])
+            try refuse(["export", model, path("hf-\(field)")], mentions: [field])
+            let hf = try huggingFaceDirectory("hf-in-\(field)", config: config)
+            try refuse(["import", hf, path("imported-\(field)")], mentions: [field])
+            try refuse(["forward", "--model", hf, "--tokens", hf + "/inputs.json", "--out", path("f-\(field).safetensors")], mentions: [field])
         }
     }
 
