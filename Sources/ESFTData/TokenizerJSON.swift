@@ -49,8 +49,9 @@ struct TokenizerJSON {
     }
 
     func int(_ value: Any?, _ path: String) throws -> Int {
-        guard let number = value as? NSNumber, let int = Int(exactly: number.doubleValue) else {
-            throw malformed("\(path) must be an integer")
+        // true is an NSNumber too (1): a boolean is not an id.
+        guard let number = value as? NSNumber, !isJSONBoolean(number), let int = Int(exactly: number.doubleValue) else {
+            throw malformed("\(path) must be an integer, got \(value.map { isJSONBoolean($0) ? "\(($0 as? NSNumber)?.boolValue == true)" : "\($0)" } ?? "nothing")")
         }
         return int
     }

@@ -84,5 +84,13 @@ final class BadInputValuesTests: BadInputTestCase {
             let shown = String(ids.dropFirst(5).dropLast())
             try refuse(["tokenize", "--tokenizer", "bytes", "--text", ids, "--decode"], mentions: ["--text", "id [1]", shown])
         }
+        // A tokenizer.json whose vocabulary gives a token the id true (JSONSerialization would read it as 1).
+        var tokenizer = try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizer/tokenizer.json"))) as! [String: Any]
+        var model = tokenizer["model"] as! [String: Any], vocab = model["vocab"] as! [String: Any]
+        vocab["hello"] = true
+        model["vocab"] = vocab; tokenizer["model"] = model
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: dir.appendingPathComponent("tokenizer-bool.json"))
+        try refuse(["tokenize", "--tokenizer", path("tokenizer-bool.json"), "--text", "hi"],
+                   mentions: [path("tokenizer-bool.json"), #"model.vocab["hello"]"#, "got true"])
     }
 }
