@@ -9,7 +9,10 @@ public enum OutputGuard {
     public struct Item {
         public let name: String
         public let path: String
-        public init(_ name: String, _ path: String) { self.name = name; self.path = path }
+        /// Whether the output replaces what is at its path (a file or directory renamed into place), so an input
+        /// inside it would go; false for a directory filled in place (esft train's --out), checked by path only.
+        public let replaced: Bool
+        public init(_ name: String, _ path: String, replaced: Bool = true) { self.name = name; self.path = path; self.replaced = replaced }
     }
 
     /// Throws an ESFTError naming the output, its option and the input it would destroy. Absent optional
@@ -23,7 +26,7 @@ public enum OutputGuard {
                     throw ESFTError(ErrorText.field(out.path, out.name, "is the same file as the input \(input.name) (\(input.path)); "
                                                     + "writing it would destroy the input: choose another \(out.name)"))
                 }
-                if p.hasPrefix(o + "/") {
+                if out.replaced, p.hasPrefix(o + "/") {
                     throw ESFTError(ErrorText.field(out.path, out.name, "contains the input \(input.name) (\(input.path)); "
                                                     + "the output must not be a directory an input lies in"))
                 }

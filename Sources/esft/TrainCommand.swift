@@ -100,7 +100,10 @@ enum TrainCommand {
         guard (expertsPath != nil) != full else { throw ESFTError("train: give exactly one of --experts CFG.json or --full") }
         let selection: TrainableSelection = try expertsPath.map { .experts(try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)), source: $0) } ?? .full
 
-        try OutputGuard.check(outputs: [.init("--out", outPath)] + (saveGradients.map { [.init("--save-gradients", $0)] } ?? []),
+        // --out is filled in place (by name: the run's files, its checkpoints): it may hold, say, the training config.
+        let runFiles = (outputFiles + ["checkpoints"]).map { OutputGuard.Item("--out (\($0))", outPath + "/" + $0) }
+        try OutputGuard.check(outputs: [.init("--out", outPath, replaced: false)] + runFiles
+                                  + (saveGradients.map { [.init("--save-gradients", $0)] } ?? []),
                               inputs: [.init("--model", modelPath), .init("--data", dataPath)] + (expertsPath.map { [.init("--experts", $0)] } ?? [])
                                   + (configPath.map { [.init("--config", $0)] } ?? []))
         let out = URL(fileURLWithPath: outPath)
@@ -157,12 +160,14 @@ enum TrainCommand {
         guard access(ancestor.path, W_OK) == 0 else { throw ESFTError("\(out.path): --out: \(ancestor.path) \(ErrorText.posix(errno))") }
     }
 
+    /// The files a run writes in --out (besides checkpoints/).
+    static let outputFiles = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
+
     static func prepareOutputDirectory(_ out: URL, resuming: Bool) throws {
         let fm = FileManager.default
         if resuming && fm.fileExists(atPath: out.path) {
             // The interrupted run's directory: only the temporaries of its own outputs go (a killed writer's).
-            let outputs = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
-            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputs.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
+            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputFiles.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
                 try? fm.removeItem(at: out.appendingPathComponent(name))
             }
             return

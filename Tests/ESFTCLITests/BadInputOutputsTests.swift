@@ -42,7 +42,18 @@ final class BadInputOutputsTests: BadInputTestCase {
         try refuse(["export", path("model"), dir.path], mentions: ["OUT", "contains the input"])
         try refuse(["score", "--model", path("model"), "--data", path("data.h5"), "--tokens", "16", "--out", path("model")],
                    mentions: ["--out", "--model"])
-        try refuse(["train", "--model", path("model"), "--data", path("data.h5"), "--full", "--out", dir.path, "--resume", "auto"],
-                   mentions: ["--out", "contains the input"])
+        // train fills --out in place: it may not be an input directory, nor hold an input under a name it writes.
+        try refuse(["train", "--model", path("model"), "--data", path("data.h5"), "--full", "--out", path("model"), "--resume", "auto"],
+                   mentions: ["--out", "--model"])
+        try FileManager.default.createDirectory(atPath: path("run"), withIntermediateDirectories: true)
+        try Data(#"{"steps": 1}"#.utf8).write(to: dir.appendingPathComponent("run/summary.json"))
+        try refuse(["train", "--model", path("model"), "--data", path("data.h5"), "--full", "--out", path("run"), "--resume", "auto",
+                    "--config", path("run/summary.json")], mentions: ["--out (summary.json)", "--config"])
+        // ...but a training config kept in the run folder is fine (--resume lets --out be non-empty).
+        try FileManager.default.moveItem(atPath: path("run/summary.json"), toPath: path("run/train.json"))
+        let kept = try Executables.esft(["train", "--model", path("model"), "--data", path("data.h5"), "--full", "--out", path("run"),
+                                         "--resume", "auto", "--config", path("run/train.json"), "--batch-rows", "2", "--threads", "1"])
+        XCTAssertEqual(kept.status, 0, kept.stderr)
+        XCTAssertEqual(try String(contentsOfFile: path("run/train.json"), encoding: .utf8), #"{"steps": 1}"#)
     }
 }
