@@ -21,7 +21,7 @@ struct Arguments {
             let a = args[i]
             if a == name {
                 guard i + 1 < args.count, !args[i + 1].hasPrefix("--") else {
-                    throw ESFTError("\(command): \(name) needs a value (see esft \(command) --help)")
+                    throw ESFTError("\(name) needs a value (see esft \(command) --help)")
                 }
                 value = args[i + 1]
                 args.removeSubrange(i...(i + 1))
@@ -54,16 +54,16 @@ struct Arguments {
     mutating func required(_ name: String) throws -> String {
         guard let v = try option(name) else {
             if let a = args.first(where: { $0.hasPrefix("--") && OptionSpelling.suggestion(for: $0, known: [name]) == name }) {
-                throw ESFTError("\(command): unknown option \(a); did you mean \(name)? (see esft \(command) --help)")
+                throw ESFTError("unknown option \(a); did you mean \(name)? (see esft \(command) --help)")
             }
-            throw ESFTError("\(command): \(name) is required (see esft \(command) --help)")
+            throw ESFTError("\(name) is required (see esft \(command) --help)")
         }
         return v
     }
 
     mutating func int(_ name: String, default value: Int? = nil, min: Int = 0) throws -> Int? {
         guard let s = try option(name) else { return value }
-        guard let v = Int(s), v >= min else { throw ESFTError("\(command): \(name) must be an integer ≥ \(min), got '\(s)'") }
+        guard let v = Int(s), v >= min else { throw ESFTError("\(name) must be an integer ≥ \(min), got '\(s)'") }
         return v
     }
 
@@ -79,7 +79,7 @@ struct Arguments {
 
     mutating func double(_ name: String) throws -> Double? {
         guard let s = try option(name) else { return nil }
-        guard let v = Double(s), v.isFinite else { throw ESFTError("\(command): \(name) must be a number, got '\(s)'") }
+        guard let v = Double(s), v.isFinite else { throw ESFTError("\(name) must be a number, got '\(s)'") }
         return v
     }
 
@@ -94,7 +94,7 @@ struct Arguments {
     mutating func positional(_ count: Int, names: String) throws -> [String] {
         let values = args.filter { !$0.hasPrefix("-") }
         guard values.count >= count else {
-            throw ESFTError("\(command): expected \(names) (see esft \(command) --help)")
+            throw ESFTError("expected \(names) (see esft \(command) --help)")
         }
         let taken = Array(values.prefix(count))
         for v in taken { args.remove(at: args.firstIndex(of: v)!) }
@@ -105,9 +105,9 @@ struct Arguments {
     func finish() throws {
         if let a = args.first(where: { $0.hasPrefix("-") }) ?? args.first {
             if a.hasPrefix("--"), let near = OptionSpelling.suggestion(for: a, known: known) {
-                throw ESFTError("\(command): unknown option \(a); did you mean \(near)? (see esft \(command) --help)")
+                throw ESFTError("unknown option \(a); did you mean \(near)? (see esft \(command) --help)")
             }
-            throw ESFTError("\(command): unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
+            throw ESFTError("unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
         }
     }
 }
