@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "ESFTBaseTests", dependencies: ["ESFTBase"]),
         .testTarget(name: "ESFTModelTests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTTestSupport"]),
         .testTarget(name: "ESFTStoreTests", dependencies: ["ESFTKernels", "ESFTHDF5", "ESFTStore", "ESFTModel", "ESFTTestSupport"]),
-        .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTStore", "ESFTTestSupport"]),
+        .testTarget(name: "ESFTCLITests", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTHDF5", "ESFTTestSupport"]),
         .testTarget(name: "ESFTMethodTests", dependencies: ["ESFTMethod", "ESFTModel", "ESFTKernels", "ESFTStore"]),
         .testTarget(name: "ESFTParallelTests", dependencies: ["ESFTParallel", "ESFTKernels", "ESFTTestSupport"]),
         .testTarget(name: "ESFTDataTests", dependencies: ["ESFTData", "ESFTKernels", "ESFTHDF5", "ESFTTestSupport"]),

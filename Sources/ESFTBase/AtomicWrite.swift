@@ -43,9 +43,13 @@ public enum AtomicWrite {
     /// Writes a file through a handle, synced to disk before the rename.
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         try create(url) { temporary in
-            guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-                throw ESFTError("\(url.path): cannot create (is the directory \(url.deletingLastPathComponent().path) writable?)")
+            // open(2) rather than FileManager.createFile: its errno says why (read-only, a parent that is a file, ...).
+            let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            guard fd >= 0 else {
+                let reason = errno == ENOENT ? "the directory \(url.deletingLastPathComponent().path) does not exist" : ErrorText.posix(errno)
+                throw ESFTError("\(url.path): cannot create (\(reason))")
             }
+            close(fd)
             do {
                 let handle = try FileHandle(forWritingTo: temporary)
                 defer { try? handle.close() }
@@ -54,8 +58,7 @@ public enum AtomicWrite {
             } catch let error as ESFTError {
                 throw error
             } catch {
-                let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? error.localizedDescription
-                throw ESFTError("\(url.path): cannot write (\(reason)); nothing was left behind")
+                throw ESFTError("\(url.path): cannot write (\(ErrorText.reason(error))); nothing was left behind")
             }
         }
     }

@@ -16,7 +16,7 @@ public struct JSONReader {
     public static func load(_ url: URL, what: String) throws -> JSONReader {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw ESFTError("\(url.path): cannot read \(what) (\(error.localizedDescription))")
+            throw ESFTError("\(url.path): cannot read \(what) (\(ErrorText.reason(error)))")
         }
         return try parse(data, source: url.path, what: what)
     }

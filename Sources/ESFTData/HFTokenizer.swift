@@ -1,6 +1,7 @@
 // A Hugging Face tokenizer.json of the byte-level BPE kind (GPT-2, DeepSeek-V2, Qwen, OLMoE),
 // run in process. Encoding follows the Hugging Face pipeline step by step so the ids are
 // identical: added tokens, normalizer, pre-tokenizer, BPE, post-processor.
+import ESFTBase
 import Foundation
 
 /// Supported: normalizer null / NFC / NFD / NFKC / NFKD / Sequence; pre_tokenizer ByteLevel, or
@@ -44,7 +45,7 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
         do {
             data = try Data(contentsOf: file)
         } catch {
-            throw TokenizerError.unreadable(file: file.path, reason: error.localizedDescription)
+            throw TokenizerError.unreadable(file: file.path, reason: ErrorText.reason(error))
         }
         try self.init(data: data, source: file.path)
     }

@@ -22,7 +22,7 @@ public struct JSONLInput {
         self.path = path
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw ESFTError("\(path): cannot read (\(error.localizedDescription))")
+            throw ESFTError("\(path): cannot read (\(ErrorText.reason(error)))")
         }
         let all = [UInt8](data)
         bytes = all.count

@@ -31,7 +31,7 @@ public struct LoadedTokenizer: Sendable {
         }
         if isDirectory.boolValue { file = file.appendingPathComponent("tokenizer.json") }
         let data: Data
-        do { data = try Data(contentsOf: file) } catch { throw ESFTError("\(file.path): cannot read tokenizer (\(error.localizedDescription))") }
+        do { data = try Data(contentsOf: file) } catch { throw ESFTError("\(file.path): cannot read tokenizer (\(ErrorText.reason(error)))") }
         do { return (try HFTokenizer(data: data, source: file.path), file, data) } catch let e as TokenizerError { throw ESFTError(e.description) }
     }
 

@@ -59,35 +59,31 @@ public final class TokenDataset {
             guard let v = a.int(k) else { throw ESFTError("\(path): attribute '\(k)' is missing") }
             return v
         }
-        metadata = Metadata(seqLen: Int(try int("seq_len")), vocabSize: Int(try int("vocab_size")), padId: Int32(try int("pad_id")),
-                            bosId: Int32(try int("bos_id")), eosId: Int32(try int("eos_id")), tokenizer: a.string("tokenizer") ?? "",
+        func id(_ k: String) throws -> Int32 {
+            let v = try int(k)
+            guard let i = Int32(exactly: v) else { throw ESFTError(ErrorText.field(path, k, "attribute is \(v); token ids are int32")) }
+            return i
+        }
+        metadata = Metadata(seqLen: Int(try int("seq_len")), vocabSize: Int(try int("vocab_size")), padId: try id("pad_id"),
+                            bosId: try id("bos_id"), eosId: try id("eos_id"), tokenizer: a.string("tokenizer") ?? "",
                             tokenizerFingerprint: a.string("tokenizer_fingerprint") ?? "", sourcesJSON: a.string("sources") ?? "{}",
                             seed: a.int("seed") ?? 0)
         let ids = try f.dataset("input_ids"), lab = try f.dataset("labels"), sp = try f.dataset("split"), sm = try f.dataset("samples")
-        let shape = ids.shape
-        guard shape.count == 2, shape[1] == metadata.seqLen, lab.shape == shape else {
-            throw ESFTError("\(path): input_ids and labels must both be [rows, \(metadata.seqLen)], got \(shape) and \(lab.shape)")
-        }
-        rows = shape[0]
-        guard sp.shape == [rows] else { throw ESFTError("\(path): split must be [\(rows)], got \(sp.shape)") }
-        guard sm.shape.count == 2, sm.shape[1] == 4 else { throw ESFTError("\(path): samples must be [S, 4], got \(sm.shape)") }
-        var ids32 = [Int32](repeating: 0, count: rows * metadata.seqLen), lab32 = ids32
+        try TokenDatasetChecks.checkShapes(path: path, seqLen: metadata.seqLen, vocabSize: metadata.vocabSize, ids: ids, labels: lab,
+                                           split: sp, samples: sm)
+        rows = ids.shape[0]
+        let t = metadata.seqLen
         var split8 = [UInt8](repeating: 0, count: rows), samples64 = [Int64](repeating: 0, count: sm.shape[0] * 4)
-        try ids32.withUnsafeMutableBytes { try ids.read(into: $0.baseAddress!, element: .int32) }
-        try lab32.withUnsafeMutableBytes { try lab.read(into: $0.baseAddress!, element: .int32) }
+        inputIds = try TokenDatasetChecks.readIntegers(ids, path: path, name: "input_ids", count: rows * t, seqLen: t)
+        labels = try TokenDatasetChecks.readIntegers(lab, path: path, name: "labels", count: rows * t, seqLen: t)
         if rows > 0 { try split8.withUnsafeMutableBytes { try sp.read(into: $0.baseAddress!, element: .uint8) } }
         if !samples64.isEmpty { try samples64.withUnsafeMutableBytes { try sm.read(into: $0.baseAddress!, element: .int64) } }
-        inputIds = ids32; labels = lab32; split = split8
+        split = split8
         samples = stride(from: 0, to: samples64.count, by: 4).map {
             Sample(row: Int(samples64[$0]), start: Int(samples64[$0 + 1]), length: Int(samples64[$0 + 2]), source: Int(samples64[$0 + 3]))
         }
-        let v = Int32(metadata.vocabSize)
-        if let bad = inputIds.firstIndex(where: { $0 < 0 || $0 >= v }) {
-            throw ESFTError("\(path): input_ids[\(bad / metadata.seqLen)][\(bad % metadata.seqLen)] = \(inputIds[bad]) is outside vocab_size \(v)")
-        }
-        for s in samples where s.row < 0 || s.row >= rows || s.start < 0 || s.length < 0 || s.start + s.length > metadata.seqLen {
-            throw ESFTError("\(path): sample \(s) lies outside its row")
-        }
+        try TokenDatasetChecks.checkValues(path: path, seqLen: t, vocabSize: metadata.vocabSize, inputIds: inputIds, labels: labels,
+                                           split: split, samples: samples)
     }
 
     /// Writes a dataset atomically (temporary name, then rename).

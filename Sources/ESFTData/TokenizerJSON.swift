@@ -4,6 +4,7 @@
 // is walked by eight component parsers, and a real vocab plus merges is a few hundred thousand values,
 // which JSONValue's decoder (trial decodes, type by type) would likely read more slowly. Moving it would
 // change messages and speed for no gain in exactness (its numbers are token ids, which both read exactly).
+import ESFTBase
 import Foundation
 
 struct TokenizerJSON {
@@ -15,7 +16,7 @@ struct TokenizerJSON {
         do {
             root = try JSONSerialization.jsonObject(with: data, options: [])
         } catch {
-            throw TokenizerError.malformed(file: file, reason: "not valid JSON (\(error.localizedDescription))")
+            throw TokenizerError.malformed(file: file, reason: "not valid JSON (\(ErrorText.reason(error)))")
         }
         guard let object = root as? [String: Any] else {
             throw TokenizerError.malformed(file: file, reason: "top level is not a JSON object")
@@ -48,8 +49,9 @@ struct TokenizerJSON {
     }
 
     func int(_ value: Any?, _ path: String) throws -> Int {
-        guard let number = value as? NSNumber, let int = Int(exactly: number.doubleValue) else {
-            throw malformed("\(path) must be an integer")
+        // true is an NSNumber too (1): a boolean is not an id.
+        guard let number = value as? NSNumber, !isJSONBoolean(number), let int = Int(exactly: number.doubleValue) else {
+            throw malformed("\(path) must be an integer, got \(value.map { isJSONBoolean($0) ? "\(($0 as? NSNumber)?.boolValue == true)" : "\($0)" } ?? "nothing")")
         }
         return int
     }

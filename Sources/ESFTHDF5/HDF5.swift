@@ -31,7 +31,8 @@ public enum H5Element: Sendable {
     }
 }
 
-/// Turns HDF5's own error stack printing off once: failures become ESFTErrors naming file and dataset.
+/// Turns HDF5's own error stack printing off once: failures become ESFTErrors naming file and dataset, with
+/// the stack's causes in the message (HDF5ErrorStack).
 private let silenceHDF5: Void = { H5Eset_auto2(0, nil, nil); _ = H5open() }()
 
 /// An HDF5 file. Datasets we create are contiguous, unfiltered and allocated at creation, so that their
@@ -51,7 +52,7 @@ public final class H5File {
         defer { H5Pclose(fapl) }
         H5Pset_alignment(fapl, 1, hsize_t(alignment))
         let id = H5Fcreate(path, esft_h5f_acc_trunc(), 0, fapl)
-        guard id >= 0 else { throw ESFTError("\(path): cannot create HDF5 file") }
+        guard id >= 0 else { throw ESFTError("\(path): cannot create HDF5 file\(HDF5ErrorStack.detail)") }
         return H5File(path: path, id: id)
     }
 
@@ -65,14 +66,14 @@ public final class H5File {
         guard FileManager.default.fileExists(atPath: path) else { throw ESFTError("\(path): no such file") }
         guard H5Fis_hdf5(path) > 0 else { throw ESFTError("\(path): not an HDF5 file (or truncated)") }
         let id = H5Fopen(path, flags, 0)
-        guard id >= 0 else { throw ESFTError("\(path): cannot open HDF5 file (corrupt or truncated?)") }
+        guard id >= 0 else { throw ESFTError("\(path): cannot open HDF5 file (corrupt or truncated?)\(HDF5ErrorStack.detail)") }
         return H5File(path: path, id: id)
     }
 
     public func close() throws {
         guard !closed else { return }
         closed = true
-        guard H5Fclose(id) >= 0 else { throw ESFTError("\(path): error closing HDF5 file") }
+        guard H5Fclose(id) >= 0 else { throw ESFTError("\(path): error closing HDF5 file\(HDF5ErrorStack.detail)") }
     }
 
     deinit { if !closed { H5Fclose(id) } }
@@ -88,21 +89,21 @@ public final class H5File {
         H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY)
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER)
         let d = H5Dcreate2(id, name, element.fileType, space, 0, dcpl, 0)
-        guard d >= 0 else { throw ESFTError("\(path): cannot create dataset '\(name)'") }
+        guard d >= 0 else { throw ESFTError("\(path): cannot create dataset '\(name)'\(HDF5ErrorStack.detail)") }
         return H5Dataset(file: self, name: name, id: d)
     }
 
     public func dataset(_ name: String) throws -> H5Dataset {
         guard H5Lexists(id, name, 0) > 0 else { throw ESFTError("\(path): no dataset '\(name)'") }
         let d = H5Dopen2(id, name, 0)
-        guard d >= 0 else { throw ESFTError("\(path): cannot open dataset '\(name)'") }
+        guard d >= 0 else { throw ESFTError("\(path): cannot open dataset '\(name)'\(HDF5ErrorStack.detail)") }
         return H5Dataset(file: self, name: name, id: d)
     }
 
     /// A new group (a folder of datasets, e.g. "exp_avg"); datasets in it are created as "group/name".
     public func createGroup(_ name: String) throws {
         let g = H5Gcreate2(id, name, 0, 0, 0)
-        guard g >= 0 else { throw ESFTError("\(path): cannot create group '\(name)'") }
+        guard g >= 0 else { throw ESFTError("\(path): cannot create group '\(name)'\(HDF5ErrorStack.detail)") }
         H5Gclose(g)
     }
 
@@ -112,7 +113,7 @@ public final class H5File {
     /// Names of the datasets in a group (the root by default), in name order.
     public func datasetNames(in group: String = ".") throws -> [String] {
         var info = H5G_info_t()
-        guard H5Gget_info_by_name(id, group, &info, 0) >= 0 else { throw ESFTError("\(path): cannot list datasets of '\(group)'") }
+        guard H5Gget_info_by_name(id, group, &info, 0) >= 0 else { throw ESFTError("\(path): cannot list datasets of '\(group)'\(HDF5ErrorStack.detail)") }
         var names: [String] = []
         for i in 0..<info.nlinks {
             let len = H5Lget_name_by_idx(id, group, H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
@@ -181,7 +182,7 @@ public final class H5Dataset {
     }
 
     public func write(_ data: UnsafeRawPointer, element: H5Element) throws {
-        guard H5Dwrite(id, element.memoryType, 0, 0, 0, data) >= 0 else { throw ESFTError("\(where_): write failed (disk full?)") }
+        guard H5Dwrite(id, element.memoryType, 0, 0, 0, data) >= 0 else { throw ESFTError("\(where_): write failed (disk full?)\(HDF5ErrorStack.detail)") }
     }
 
     /// Writes rows [row, row+count) of a dataset whose first dimension is rows.
@@ -195,12 +196,12 @@ public final class H5Dataset {
         let memSpace = H5Screate_simple(Int32(counts.count), &counts, nil)
         defer { H5Sclose(memSpace) }
         guard H5Dwrite(id, element.memoryType, memSpace, fileSpace, 0, data) >= 0 else {
-            throw ESFTError("\(where_): write of rows \(row)..<\(row + count) failed (disk full?)")
+            throw ESFTError("\(where_): write of rows \(row)..<\(row + count) failed (disk full?)\(HDF5ErrorStack.detail)")
         }
     }
 
     public func read(into data: UnsafeMutableRawPointer, element: H5Element) throws {
-        guard H5Dread(id, element.memoryType, 0, 0, 0, data) >= 0 else { throw ESFTError("\(where_): read failed") }
+        guard H5Dread(id, element.memoryType, 0, 0, 0, data) >= 0 else { throw ESFTError("\(where_): read failed\(HDF5ErrorStack.detail)") }
     }
 
     public var attributes: H5Attributes { H5Attributes(object: id, owner: where_) }
@@ -231,11 +232,11 @@ public struct H5Attributes {
         let space = H5Screate(H5S_SCALAR)
         defer { H5Sclose(space) }
         let a = H5Acreate2(object, name, type, space, 0, 0)
-        guard a >= 0 else { throw ESFTError("\(owner): cannot create attribute '\(name)'") }
+        guard a >= 0 else { throw ESFTError("\(owner): cannot create attribute '\(name)'\(HDF5ErrorStack.detail)") }
         defer { H5Aclose(a) }
         let memType = type == esft_h5t_std_i64le() ? esft_h5t_native_int64() : type
         guard bytes.withUnsafeBytes({ H5Awrite(a, memType, $0.baseAddress!) }) >= 0 else {
-            throw ESFTError("\(owner): cannot write attribute '\(name)'")
+            throw ESFTError("\(owner): cannot write attribute '\(name)'\(HDF5ErrorStack.detail)")
         }
     }
 

@@ -23,7 +23,7 @@ public struct ReferenceRoutingLogs {
         let files = try Self.layerFiles(in: directory)
         let contents = try files.map { layer, url -> (Int, String, Data) in
             do { return (layer, url.path, try Data(contentsOf: url)) } catch {
-                throw ESFTError("\(url.path): cannot read (\(error.localizedDescription))")
+                throw ESFTError("\(url.path): cannot read (\(ErrorText.reason(error)))")
             }
         }
         var digest = FNV1a64()
@@ -40,7 +40,7 @@ public struct ReferenceRoutingLogs {
     public static func layerFiles(in directory: URL) throws -> [(Int, URL)] {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: directory.path) } catch {
-            throw ESFTError("\(directory.path): cannot list routing logs (\(error.localizedDescription))")
+            throw ESFTError("\(directory.path): cannot list routing logs (\(ErrorText.reason(error)))")
         }
         var found: [(Int, URL)] = []
         for name in names where name.hasPrefix(filePrefix) && name.hasSuffix(".txt") {

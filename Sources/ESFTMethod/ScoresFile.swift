@@ -101,7 +101,11 @@ extension RelevanceScores {
                 throw perExpert.fail("has expert '\(key)', expected experts 0...\(e - 1)")
             }
             out[layer] = try (0..<e).map { i in
-                try perExpert.field("\(i)").double()
+                // A relevance score is a share of tokens or of gate weight: never negative.
+                let value = try perExpert.field("\(i)")
+                let score = try value.double()
+                guard score >= 0 else { throw value.fail("is \(value.describe); a relevance score is a share (≥ 0)") }
+                return score
             }
         }
         return out

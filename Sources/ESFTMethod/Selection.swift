@@ -26,14 +26,14 @@ public struct SelectionOptions: Equatable, Sendable {
     public func validate(experts: Int, source: String) throws {
         switch rule {
         case .threshold(let p):
-            guard p > 0 && p <= 1 else { throw ESFTError("\(source): threshold p must be in (0, 1], got \(p)") }
+            guard p > 0 && p <= 1 else { throw ESFTError("\(source): --threshold: threshold p must be in (0, 1], got \(p)") }
         case .topK(let k):
             guard k >= 1 && k <= experts else {
-                throw ESFTError("\(source): top-k must be in 1...\(experts) (the number of routed experts), got \(k)")
+                throw ESFTError("\(source): --top-k: top-k must be in 1...\(experts) (the number of routed experts), got \(k)")
             }
         }
         if let d = roundDecimals, !(0...15).contains(d) {
-            throw ESFTError("\(source): round must be in 0...15 decimals, got \(d)")
+            throw ESFTError("\(source): --round: round must be in 0...15 decimals, got \(d)")
         }
     }
 }

@@ -149,6 +149,7 @@ extension ModelConfig {
             }
         }
         (ropeTheta, yarn) = try ModelConfig.parseRope(f, maxPositionEmbeddings: maxPositionEmbeddings, source: source)
+        try ModelConfigChecks.check(self, f)
     }
 
     /// Accepts both spellings: the newer `rope_parameters` {rope_type, rope_theta, ...} and the older

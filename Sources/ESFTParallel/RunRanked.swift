@@ -8,9 +8,7 @@ import Foundation
 public func runRanked<T>(_ comm: Communicator, _ body: () throws -> T) -> T {
     do {
         return try body()
-    } catch let e as ESFTError {
-        comm.abort(message: e.message)
     } catch {
-        comm.abort(message: "\(error)")
+        comm.abort(message: ErrorText.message(error))
     }
 }

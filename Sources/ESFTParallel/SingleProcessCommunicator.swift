@@ -76,7 +76,9 @@ public final class SingleProcessCommunicator: Communicator {
 
     public func abort(message: String) -> Never {
         fflush(stdout)
-        FileHandle.standardError.write("esft: error: \(message)\n".data(using: .utf8)!)
+        // The same line a command's own errors make (ErrorText.line): esft <command>: error: <message>.
+        let command = CommandLine.arguments.dropFirst().first.map { " " + $0 } ?? ""
+        FileHandle.standardError.write("esft\(command): error: \(message)\n".data(using: .utf8)!)
         exit(1)
     }
 

@@ -20,13 +20,13 @@ public struct HFCheckpoint {
         var fileNames: [String]
         var expectedFile: [String: String] = [:]
         if FileManager.default.fileExists(atPath: indexURL.path) {
-            guard let data = FileManager.default.contents(atPath: indexURL.path),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = obj["weight_map"] as? [String: String] else {
-                throw ESFTError("\(indexURL.path): expected a JSON object with a 'weight_map' of tensor name → file")
-            }
+            // JSONReader: syntax errors with line and column, each entry's type checked by name.
+            let weightMap = try JSONReader.load(indexURL, what: "safetensors index").field("weight_map")
+            var map: [String: String] = [:]
+            for tensor in try weightMap.keys() { map[tensor] = try weightMap.field(tensor).string() }
             expectedFile = map
             fileNames = Array(Set(map.values)).sorted()
+            for name in fileNames { try Self.checkInside(directory, name, index: indexURL.path, tensor: map.first { $0.value == name }!.key) }
         } else if FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) {
             fileNames = ["model.safetensors"]
         } else {
@@ -39,6 +39,20 @@ public struct HFCheckpoint {
             throw ESFTError("\(indexURL.path): tensor '\(name)' is listed in \(file) but that file does not hold it")
         }
         self.index = index
+    }
+
+    /// A weight_map file must lie in the model directory: no absolute path, no `..`, no symlink out of it
+    /// (an index must not make import read, say, /etc or another model's files).
+    static func checkInside(_ directory: URL, _ name: String, index: String, tensor: String) throws {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        let field = "weight_map.\(tensor)"
+        guard !name.isEmpty, !name.hasPrefix("/"), !parts.contains("..") else {
+            throw ESFTError(ErrorText.field(index, field, "\"\(name)\" is not a file name inside the model directory (no absolute paths, no '..')"))
+        }
+        let base = OutputGuard.canonical(directory.path), target = OutputGuard.canonical(directory.appendingPathComponent(name).path)
+        guard target.hasPrefix(base + "/") else {
+            throw ESFTError(ErrorText.field(index, field, "\"\(name)\" resolves to \(target), outside the model directory \(base) (a symlink out of it)"))
+        }
     }
 
     public var tensorNames: [String] { index.keys.sorted() }

@@ -63,7 +63,7 @@ public final class ModelDirectoryWriter {
         temporary = AtomicWrite.temporarySibling(of: output)
         try? fm.removeItem(at: temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
-            throw ESFTError("\(output.path): cannot create the output directory (\(error.localizedDescription))")
+            throw ESFTError("\(output.path): cannot create the output directory (\(ErrorText.reason(error)))")
         }
         expected = Dictionary(uniqueKeysWithValues: config.parameterSpecs().map { ($0.id, $0.shape) })
         do {

@@ -62,7 +62,7 @@ extension Trainer {
             // A folder of that name is a crashed writer's leftover, or one a resumed run is about to rewrite.
             if fm.fileExists(atPath: folder.path) { try removeCheckpoint(folder) }
             do { try fm.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
-                throw ESFTError("\(folder.path): cannot create the checkpoint folder (\(error.localizedDescription))")
+                throw ESFTError("\(folder.path): cannot create the checkpoint folder (\(ErrorText.reason(error)))")
             }
         }
         try comm.barrier(tag: "checkpoint")

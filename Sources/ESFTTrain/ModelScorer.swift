@@ -58,6 +58,10 @@ public struct ModelScorer {
             throw ESFTError("\(dataPath): vocab_size \(dataset.metadata.vocabSize) is larger than the model's \(config.vocabSize) (\(o.model.path)); was it tokenized for another model?")
         }
         let passes = try Self.passes(o, dataset: dataset, rank: comm.rank, ranks: comm.size)
+        try ModelSizes(config).requireBatchMemory(rows: o.perSampleReferenceRanks == nil ? min(o.batchRows, max(1, passes.totalTokens / dataset.seqLen)) : 1,
+                                                  seqLen: dataset.seqLen, training: false,
+                                                  what: "a batch of --batch-rows \(o.batchRows) rows of \(dataset.seqLen) tokens",
+                                                  source: o.model.appendingPathComponent("config.json").path)
         let model = try DeepseekV2Model(config: config, parameters: loaded.parameters)
         let mine = passes.mine
         let progress = ScoringProgress(say: comm.rank == 0 ? log : { _ in }, totalPasses: passes.count, totalTokens: passes.totalTokens,

@@ -68,7 +68,8 @@ public struct TrainOptions: Equatable, Sendable {
     public mutating func set(_ key: String, _ value: JSONReader) throws {
         let source = value.source
         let shown: String                                   // as the user typed it
-        if case .string(let s) = value.value { shown = s } else { shown = value.describe }
+        // A flag's text as typed; a config file's value with its JSON type (the string "64" quoted, true as true).
+        if case .string(let s) = value.value, source.hasPrefix("--") { shown = "'\(s)'" } else { shown = value.describe }
         func number() throws -> Double {
             switch value.value {
             case .string(let s): if let d = Double(s), d.isFinite { return d }

@@ -46,28 +46,9 @@ public final class Trainer {
                 out: URL, log: @escaping (String) -> Void) throws {
         self.comm = comm; self.options = options; self.selection = selection; self.out = out; self.log = log
         let ranks = comm.size
-        guard options.finalWeights == .last || options.evalEvery > 0 else {
-            throw ESFTError("--final best keeps the weights of the evaluation with the lowest validation loss: it needs --eval-every K")
-        }
-        guard options.batchRows % options.accumulation == 0 else {
-            throw ESFTError("--batch-rows \(options.batchRows) must be a multiple of --accumulation \(options.accumulation)")
-        }
-        guard options.batchRows / options.accumulation >= ranks else {
-            throw ESFTError("each micro-batch (\(options.batchRows / options.accumulation) rows) must give every one of the \(ranks) ranks at least one row: raise --batch-rows or lower --accumulation")
-        }
-        dataset = try TokenDataset(path: dataPath)
-        let probe = try ModelConfig.load(contentsOf: modelURL.appendingPathComponent("config.json"))
-        guard dataset.metadata.vocabSize == probe.vocabSize else {
-            throw ESFTError("\(dataPath): the dataset's vocabulary (\(dataset.metadata.vocabSize) ids, tokenizer \(dataset.metadata.tokenizer)) differs from the model's vocab_size \(probe.vocabSize) in \(modelURL.path)")
-        }
-        guard probe.nRoutedExperts == 0 || ranks <= probe.nRoutedExperts else {
-            throw ESFTError("\(ranks) ranks but only \(probe.nRoutedExperts) routed experts per layer: use at most \(probe.nRoutedExperts) ranks")
-        }
-        guard !dataset.trainRows.isEmpty else { throw ESFTError("\(dataPath): no training rows") }
-        guard dataset.seqLen <= probe.maxPositionEmbeddings else {
-            throw ESFTError("\(dataPath): rows of \(dataset.seqLen) tokens do not fit the model's max_position_embeddings \(probe.maxPositionEmbeddings); prepare the data with a smaller --seq-len")
-        }
-        if case .experts(let cfg, let source) = selection { try cfg.validate(against: probe, source: source) }
+        let inputs = try TrainInputs(modelURL: modelURL, dataPath: dataPath, selection: selection, options: options, ranks: ranks)
+        dataset = inputs.dataset
+        let probe = inputs.config
 
         let placement = ExpertPlacement(experts: probe.nRoutedExperts, ranks: ranks)
         let loaded = try LoadedModel.open(modelURL, experts: probe.nRoutedExperts > 0 ? placement.ranges[comm.rank] : nil)

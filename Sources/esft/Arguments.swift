@@ -5,6 +5,8 @@ import Foundation
 struct Arguments {
     private var args: [String]
     let command: String
+    /// Every option and flag the command asked for: what an unknown one is compared with.
+    private var known: Set<String> = ["--help"]
 
     init(_ args: [String], command: String) { self.args = args; self.command = command }
 
@@ -12,13 +14,14 @@ struct Arguments {
 
     /// The value of `--name VALUE` or `--name=VALUE`; given more than once, the last one wins.
     mutating func option(_ name: String) throws -> String? {
+        known.insert(name)
         var value: String?
         var i = 0
         while i < args.count {
             let a = args[i]
             if a == name {
                 guard i + 1 < args.count, !args[i + 1].hasPrefix("--") else {
-                    throw ESFTError("\(command): \(name) needs a value (see esft \(command) --help)")
+                    throw ESFTError("\(name) needs a value (see esft \(command) --help)")
                 }
                 value = args[i + 1]
                 args.removeSubrange(i...(i + 1))
@@ -46,6 +49,7 @@ struct Arguments {
 
     /// `--name` alone (.some(nil)), `--name VALUE` / `--name=VALUE` (.some(value)), or absent (nil).
     mutating func optionalValue(_ name: String) -> String?? {
+        known.insert(name)
         if let i = args.firstIndex(where: { $0.hasPrefix(name + "=") }) {
             defer { args.remove(at: i) }
             return .some(String(args[i].dropFirst(name.count + 1)))
@@ -60,23 +64,39 @@ struct Arguments {
     }
 
     mutating func required(_ name: String) throws -> String {
-        guard let v = try option(name) else { throw ESFTError("\(command): \(name) is required (see esft \(command) --help)") }
+        guard let v = try option(name) else {
+            if let a = args.first(where: { $0.hasPrefix("--") && OptionSpelling.suggestion(for: $0, known: [name]) == name }) {
+                throw ESFTError("unknown option \(a); did you mean \(name)? (see esft \(command) --help)")
+            }
+            throw ESFTError("\(name) is required (see esft \(command) --help)")
+        }
         return v
     }
 
     mutating func int(_ name: String, default value: Int? = nil, min: Int = 0) throws -> Int? {
         guard let s = try option(name) else { return value }
-        guard let v = Int(s), v >= min else { throw ESFTError("\(command): \(name) must be an integer ≥ \(min), got '\(s)'") }
+        guard let v = Int(s), v >= min else { throw ESFTError("\(name) must be an integer ≥ \(min), got '\(s)'") }
         return v
     }
 
+    /// `--threads N`, the same in every command: N ≥ 1 kernel and OpenBLAS threads; 0 or absent: the cores
+    /// this process may use (its affinity mask), as Threads.defaultCount() counts them.
+    mutating func threads() throws -> Int {
+        let n = try int("--threads", default: 0, min: 0)!
+        return n > 0 ? n : Threads.defaultCount()
+    }
+
+    /// Puts an option back (a command that looked at it early, for checks, before the code that reads it).
+    mutating func restore(_ name: String, _ value: String) { args += [name, value] }
+
     mutating func double(_ name: String) throws -> Double? {
         guard let s = try option(name) else { return nil }
-        guard let v = Double(s), v.isFinite else { throw ESFTError("\(command): \(name) must be a number, got '\(s)'") }
+        guard let v = Double(s), v.isFinite else { throw ESFTError("\(name) must be a number, got '\(s)'") }
         return v
     }
 
     mutating func flag(_ name: String) -> Bool {
+        known.insert(name)
         guard let i = args.firstIndex(of: name) else { return false }
         args.remove(at: i)
         return true
@@ -86,7 +106,7 @@ struct Arguments {
     mutating func positional(_ count: Int, names: String) throws -> [String] {
         let values = args.filter { !$0.hasPrefix("-") }
         guard values.count >= count else {
-            throw ESFTError("\(command): expected \(names) (see esft \(command) --help)")
+            throw ESFTError("expected \(names) (see esft \(command) --help)")
         }
         let taken = Array(values.prefix(count))
         for v in taken { args.remove(at: args.firstIndex(of: v)!) }
@@ -95,8 +115,11 @@ struct Arguments {
 
     /// Fails on anything not consumed: a misspelt option must not be silently ignored.
     func finish() throws {
-        if let a = args.first {
-            throw ESFTError("\(command): unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
+        if let a = args.first(where: { $0.hasPrefix("-") }) ?? args.first {
+            if a.hasPrefix("--"), let near = OptionSpelling.suggestion(for: a, known: known) {
+                throw ESFTError("unknown option \(a); did you mean \(near)? (see esft \(command) --help)")
+            }
+            throw ESFTError("unknown \(a.hasPrefix("-") ? "option" : "argument") '\(a)' (see esft \(command) --help)")
         }
     }
 }

@@ -18,20 +18,28 @@ enum BenchCommand {
       --steps N          timed steps per phase (default 5)
       --trainable WHAT   all (full fine-tuning, default), experts (routed experts only), none
       --seed S           initialisation seed (default 1)
-      --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+      --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
       --attention-block R  rows per causal attention block (default 256; ≥ --seq computes the full T×T)
       --json             print one JSON object instead of text
       --sgemm N          instead: the GEMM layer's rate on N×N×N fp32 products (median of R calls after a
                          warm-up), the peak that utilisation figures are stated against
     """
 
+    /// Timings are kept to take their median: a bound keeps that list (and the run) finite.
+    static let maxSteps = 100_000
+
     static func run(_ argv: [String]) throws {
         var args = Arguments(argv, command: "bench")
         if args.wantsHelp { print(help); return }
         if let n = try args.int("--sgemm", min: 16) {
-            let threads = try args.int("--threads", default: Threads.defaultCount(), min: 1)!
+            let threads = try args.threads()
             let repeats = try args.int("--steps", default: 5, min: 1)!
+            guard repeats <= maxSteps else { throw ESFTError("bench: --steps \(repeats) is more than \(maxSteps) timed repeats") }
             try args.finish()
+            let bytes = 3 * Double(n) * Double(n) * 4, memory = ModelSizes.physicalMemory
+            guard bytes <= memory / 2 else {   // three N×N fp32 matrices; half the memory leaves room for the rest
+                throw ESFTError("bench: --sgemm \(n): three \(n)×\(n) fp32 matrices need \(ModelSizes.format(bytes)), more than half of this machine's \(ModelSizes.format(memory))")
+            }
             Threads.set(threads)
             let rate = measureSgemmGFLOPs(n: n, repeats: repeats)
             print(String(format: "sgemm %d×%d×%d: %.1f GFLOP/s on %d thread(s) (%.1f per thread), median of %d; OpenBLAS %@ kernels, chosen by %@",
@@ -41,9 +49,10 @@ enum BenchCommand {
         let configPath = try args.required("--config")
         let b = try args.int("--batch", default: 4, min: 1)!, t = try args.int("--seq", default: 256, min: 2)!
         let steps = try args.int("--steps", default: 5, min: 1)!
+        guard steps <= maxSteps else { throw ESFTError("bench: --steps \(steps) is more than \(maxSteps) timed steps") }
         let trainable = try args.option("--trainable") ?? "all"
         let seed = UInt64(try args.int("--seed", default: 1)!)
-        let threads = try args.int("--threads", default: Threads.defaultCount(), min: 1)!
+        let threads = try args.threads()
         let json = args.flag("--json")
         if let block = try args.int("--attention-block", min: 1) { DeepseekV2Model.attentionBlockRows = block }
         try args.finish()
@@ -52,6 +61,11 @@ enum BenchCommand {
         }
         Threads.set(threads)
         let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: configPath))
+        // Every parameter in memory (fp32), a gradient for each trainable one, and the logits with their gradient.
+        let sizes = ModelSizes(config)
+        let gradients = trainable == "all" ? sizes.parameters : trainable == "experts" ? sizes.routedExpertParameters : 0
+        try sizes.requireMemory((sizes.parameters + gradients) * 4, for: "bench (the random model in memory, fp32, with gradients)", source: configPath)
+        try sizes.requireBatchMemory(rows: b, seqLen: t, training: trainable != "none", what: "--batch \(b) --seq \(t)", source: configPath)
         let params = ParameterSet.randomlyInitialized(config, seed: seed)
         let model = try DeepseekV2Model(config: config, parameters: params)
         for p in params.ordered where trainable == "all" || (trainable == "experts" && p.id.routedExpert != nil) {

@@ -61,7 +61,12 @@ enum DataCommand {
         let strip = args.flag("--strip"), bosLabel = args.flag("--bos-label")
         let packText = try args.option("--pack")
         try args.finish()
+        try OutputGuard.check(outputs: [.init("--out", out)],
+                              inputs: [("--input", input), ("--input2", input2), ("--tokenizer", spec), ("--model", modelDir)]
+                                  .compactMap { n, p in p.map { .init(n, $0) } }.filter { $0.name != "--tokenizer" || $0.path != "bytes" })
         guard let seqLen else { throw ESFTError("data prepare: --seq-len is required (see esft data --help)") }
+        // Rows are built whole in memory; no model has a context beyond 2^24 tokens (ModelSizes.limits).
+        guard seqLen <= 1 << 24 else { throw ESFTError("data prepare: --seq-len \(seqLen) is beyond any model's context (at most \(1 << 24))") }
         if mixText != nil && input2 == nil { throw ESFTError("data prepare: --mix needs --input2") }
 
         var options = DatasetPreparation.Options(inputs: [input] + (input2.map { [$0] } ?? []), seqLen: seqLen,
@@ -102,9 +107,10 @@ enum DataCommand {
     /// vocab_size from DIR/config.json (a Hugging Face or esft model directory).
     static func modelVocab(_ dir: String) throws -> (size: Int, file: String) {
         let file = URL(fileURLWithPath: dir).appendingPathComponent("config.json").path
-        guard let data = FileManager.default.contents(atPath: file) else { throw ESFTError("\(file): cannot read (is --model a model directory?)") }
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw ESFTError("\(file): not a JSON object") }
-        guard let v = (object["vocab_size"] as? NSNumber)?.intValue, v > 0 else { throw ESFTError("\(file): vocab_size is missing or not a positive integer") }
+        guard FileManager.default.fileExists(atPath: file) else { throw ESFTError("\(file): no such file (is --model a model directory?)") }
+        let field = try JSONReader.load(URL(fileURLWithPath: file), what: "model config").field("vocab_size")
+        let v = try field.int()
+        guard v > 0 else { throw field.fail("must be a positive integer, got \(field.describe)") }
         return (v, file)
     }
 }

@@ -31,7 +31,7 @@ enum ForwardCommand {
                          (with --grads) grad.<name>: prints each tensor's max error relative to its
                          largest magnitude and exits 3 unless logits and loss are within 1e-4 and
                          every gradient within 1e-3
-      --threads N        threads for kernels and OpenBLAS (default: the cores this process may use)
+      --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
     """
 
     static func run(_ argv: [String]) throws {
@@ -44,8 +44,11 @@ enum ForwardCommand {
         let grads = args.flag("--grads") || trainableSpec != nil
         let alpha = try args.double("--aux-alpha") ?? 0
         let comparePath = try args.option("--compare")
-        if let t = try args.int("--threads", min: 1) { Threads.set(t) } else { Threads.set(Threads.defaultCount()) }
+        Threads.set(try args.threads())
         try args.finish()
+        try OutputGuard.check(outputs: [.init("--out", outPath.path)],
+                              inputs: [("--model", modelDir.path), ("--tokens", tokensPath), ("--compare", comparePath)]
+                                  .compactMap { n, p in p.map { .init(n, $0) } })
         guard alpha >= 0 else { throw ESFTError("--aux-alpha must be ≥ 0") }
 
         let loaded = try LoadedModel.open(modelDir)
@@ -98,16 +101,14 @@ enum ForwardCommand {
 
 /// The `--tokens` file: {"input_ids": [[Int]], "labels": [[Int]]?}.
 enum TokenFile {
+    /// Every id and label an integer (true is not 1, 2.5 is not 2); their range is checked by the model's forward.
     static func read(path: String) throws -> TokenBatch {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ESFTError("\(path): cannot read") }
-        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ESFTError("\(path): not a JSON object")
-        }
-        for key in obj.keys where key != "input_ids" && key != "labels" {
+        let f = try JSONReader.load(URL(fileURLWithPath: path), what: "token file")
+        for key in try f.keys() where key != "input_ids" && key != "labels" {
             throw ESFTError("\(path): unknown field '\(key)' (expected input_ids and optionally labels)")
         }
-        let ids = try rows(obj["input_ids"], field: "input_ids", path: path)
-        let labels = obj["labels"] == nil ? ids : try rows(obj["labels"], field: "labels", path: path)
+        let ids = try rows(f.field("input_ids"))
+        let labels = try f.optionalField("labels").map(rows) ?? ids
         guard let t = ids.first?.count, t > 0 else { throw ESFTError("\(path): field 'input_ids' must hold at least one non-empty row") }
         guard ids.allSatisfy({ $0.count == t }) else { throw ESFTError("\(path): field 'input_ids': every row must have the same length \(t)") }
         guard labels.count == ids.count, labels.allSatisfy({ $0.count == t }) else {
@@ -116,14 +117,12 @@ enum TokenFile {
         return TokenBatch(batch: ids.count, seqLen: t, inputIds: ids.flatMap { $0 }, labels: labels.flatMap { $0 })
     }
 
-    private static func rows(_ value: Any?, field: String, path: String) throws -> [[Int32]] {
-        guard let outer = value as? [Any] else { throw ESFTError("\(path): field '\(field)' must be a list of lists of integers") }
-        return try outer.enumerated().map { (i, row) in
-            guard let r = row as? [NSNumber] else { throw ESFTError("\(path): field '\(field)' row \(i) must be a list of integers") }
-            return try r.map { n in
-                let d = n.doubleValue
-                guard d == d.rounded(), abs(d) < 2e9 else { throw ESFTError("\(path): field '\(field)' row \(i): \(n) is not an integer") }
-                return Int32(d)
+    private static func rows(_ field: JSONReader) throws -> [[Int32]] {
+        try field.items().map { row in
+            try row.items().map { value in
+                let id = try value.int()
+                guard let i = Int32(exactly: id) else { throw value.fail("is \(id), not an int32 token id") }
+                return i
             }
         }
     }

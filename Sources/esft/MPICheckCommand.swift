@@ -86,7 +86,7 @@ enum MPICheckCommand {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         do { try e.encode(all).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw ESFTError("mpi-check: cannot write --stats-json \(path): \(error.localizedDescription)")
+            throw ESFTError("mpi-check: cannot write --stats-json \(path): \(ErrorText.reason(error))")
         }
     }
 }

@@ -12,7 +12,7 @@ import Foundation
 enum ModelScoring {
     struct Options {
         var scorer: ModelScorer.Options
-        var threads: Int?
+        var threads: Int
     }
 
     /// Reads the model-mode options (arguments are checked before MPI starts, so a typo ends every
@@ -35,7 +35,7 @@ enum ModelScoring {
         if referenceRanks != nil && !perSample { throw ESFTError("score: --reference-ranks belongs to --score-per-sample") }
         let seed = try args.int("--seed", default: recipe == .reference ? Recipe.referenceSeed : 0, min: 0)!
         let batchRows = try args.int("--batch-rows", default: 4, min: 1)!
-        let threads = try args.int("--threads", min: 1)
+        let threads = try args.threads()
         try args.finish()
         for (flag, path) in [("--model", model), ("--data", data)] where !FileManager.default.fileExists(atPath: path) {
             throw ESFTError("score: \(flag) \(path): no such file or directory")
@@ -47,7 +47,7 @@ enum ModelScoring {
 
     /// Runs on every rank; rank 0 writes `out`, the others nothing. Errors on any rank abort the job.
     static func run(_ o: Options, normalize: ScoreNormalization, out: URL) throws {
-        Threads.set(o.threads ?? Threads.defaultCount())
+        Threads.set(o.threads)
         let comm = try Communicators.fromEnvironment()
         runRanked(comm) {
             let scorer = ModelScorer(options: o.scorer, comm: comm) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }

@@ -27,7 +27,7 @@ enum ScoreCommand {
                           context of training), but other tokens of those rows do not count
       --seed S            seed of the sample shuffle (default 0)
       --batch-rows B      rows per forward pass (default 4); ranks take contiguous runs of batches
-      --threads T         threads per rank for kernels and OpenBLAS (default: the cores it may use)
+      --threads T         threads per rank for kernels and OpenBLAS (0 or absent: the cores it may use)
       --score-per-sample  the reference's scoring (scripts/expert/get_expert_scores.py): every sample of the
                           dataset (train and validation rows: the reference reads the whole file) shuffled as
                           CPython's random.seed(S); random.shuffle(...) does; reference process r of W takes
@@ -72,6 +72,10 @@ enum ScoreCommand {
             throw ESFTError("score: --normalize must be samples or tokens, got '\(normalizeName)'")
         }
         let logs = try args.option("--from-logs"), model = try args.option("--model")
+        let data = try args.option("--data")
+        try OutputGuard.check(outputs: [.init("--out", out.path)],
+                              inputs: [("--from-logs", logs), ("--model", model), ("--data", data)].compactMap { n, p in p.map { .init(n, $0) } })
+        if let data { args.restore("--data", data) }
         switch (logs, model) {
         case let (logs?, nil):
             print(try write(try fromLogs(URL(fileURLWithPath: logs), &args), normalize: normalize, to: out))

@@ -52,6 +52,9 @@ enum SelectCommand {
         let configPath = try args.option("--config")
         let out = URL(fileURLWithPath: try args.required("--out"))
         try args.finish()
+        try OutputGuard.check(outputs: [.init("--out", out.path), .init("the report (next to --out)", reportPath(for: out).path)],
+                              inputs: [.init("--scores", scoresPath)] + (modelDir.map { [.init("--model", $0)] } ?? [])
+                                  + (configPath.map { [.init("--config", $0)] } ?? []))
 
         let rule: SelectionRule
         switch (threshold, topK) {

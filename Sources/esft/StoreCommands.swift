@@ -31,6 +31,7 @@ enum ImportCommand {
         let shards = try args.int("--expert-shards", default: 1, min: 1)!
         let positional = try args.positional(2, names: "HF_DIR OUT_DIR")
         try args.finish()
+        try OutputGuard.check(outputs: [.init("OUT_DIR", positional[1])], inputs: [.init("HF_DIR", positional[0])])
         let start = Date()
         let (count, chosen) = try ModelImport.run(from: URL(fileURLWithPath: positional[0]), to: URL(fileURLWithPath: positional[1]),
                                                   dtype: dtype, expertShards: shards, progress: progressLine("import"))
@@ -60,8 +61,13 @@ enum InitCommand {
         let shards = try args.int("--expert-shards", default: 1, min: 1)!
         let positional = try args.positional(2, names: "CONFIG.json OUT_DIR")
         try args.finish()
+        try OutputGuard.check(outputs: [.init("OUT_DIR", positional[1])], inputs: [.init("CONFIG.json", positional[0])])
         let configURL = URL(fileURLWithPath: positional[0])
         let config = try ModelConfig.load(contentsOf: configURL)
+        // Init holds one tensor at a time (fp32) and writes them all: both must fit before anything is created.
+        let sizes = ModelSizes(config), out = URL(fileURLWithPath: positional[1])
+        try sizes.requireMemory(sizes.largestTensor * 4, for: "the largest tensor (fp32)", source: configURL.path)
+        try sizes.requireDisk(sizes.parameters * Double(dtype == .fp32 ? 4 : 2), output: out, source: configURL.path)
         try ModelInit.run(config: config, configJSON: try Data(contentsOf: configURL), to: URL(fileURLWithPath: positional[1]),
                           seed: seed, dtype: dtype, expertShards: shards, progress: progressLine("init"))
         let count = config.parameterSpecs().reduce(0) { $0 + $1.shape.reduce(1, *) }
@@ -105,8 +111,11 @@ enum ExportCommand {
         let shards = try args.int("--expert-shards", min: 1)
         let positional = try args.positional(2, names: "MODEL_DIR OUT")
         try args.finish()
+        try OutputGuard.check(outputs: [.init("OUT", positional[1])],
+                              inputs: [("MODEL_DIR", positional[0]), ("--trained", trainedPath), ("--experts", expertsPath)]
+                                  .compactMap { n, p in p.map { .init(n, $0) } })
         guard ["safetensors", "hdf5"].contains(format) else { throw ESFTError("--format must be safetensors or hdf5, got '\(format)'") }
-        guard maxShardGB > 0 else { throw ESFTError("--max-shard-size must be positive") }
+        guard maxShardGB > 0, maxShardGB <= 1e9 else { throw ESFTError("--max-shard-size must be in (0, 1e9] GB, got \(maxShardGB)") }
         let model = try ModelDirectory(url: URL(fileURLWithPath: positional[0]))
         let out = URL(fileURLWithPath: positional[1])
         let trained = try trainedPath.map { try TrainedTensors($0, model: model) }

@@ -51,12 +51,7 @@ enum TokenizeCommand {
         var out = ""
         for (place, line) in lines {
             if decode {
-                guard let ids = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [Any],
-                      let ints = Optional(ids.compactMap { ($0 as? NSNumber).flatMap { Int32(exactly: $0.doubleValue) } }),
-                      ints.count == ids.count else {
-                    throw ESFTError("\(place): expected a JSON array of integer token ids, got '\(line.prefix(60))'")
-                }
-                out += tokenizer.decode(ints) + "\n"
+                out += try decodeLine(line, place: place, tokenizer: tokenizer) + "\n"
             } else {
                 out += "[" + tokenizer.encode(line).map(String.init).joined(separator: ",") + "]\n"
             }
@@ -65,10 +60,27 @@ enum TokenizeCommand {
         FileHandle.standardOutput.write(Data(out.utf8))
     }
 
+    /// A JSON array of ids → text. Every id must be an integer (true is not 1, 2.5 is not 2) below the
+    /// vocabulary size: an id the tokenizer does not have is an error naming it, never dropped.
+    static func decodeLine(_ line: String, place: String, tokenizer: any TextTokenizer) throws -> String {
+        guard case .array(let items)? = try? JSONValue.parse(Data(line.utf8), source: place) else {
+            throw ESFTError("\(place): expected a JSON array of integer token ids, got '\(line.prefix(60))'")
+        }
+        var ids: [Int32] = []
+        for (i, item) in items.enumerated() {
+            let reader = JSONReader(value: item, source: place, path: "[\(i)]")
+            guard case .number(let text) = item, let id = Int(text), id >= 0, id < tokenizer.vocabSize else {
+                throw ESFTError(ErrorText.field(place, "id [\(i)]", "\(reader.describe) is not a token id of this tokenizer (integers 0..<\(tokenizer.vocabSize))"))
+            }
+            ids.append(Int32(id))
+        }
+        return tokenizer.decode(ids)
+    }
+
     /// Lines of a UTF-8 text file (a final newline does not start another line).
     static func textLines(_ path: String) throws -> [(String, String)] {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(error.localizedDescription))") }
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(ErrorText.reason(error)))") }
         var slices = [UInt8](data).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         if slices.last?.isEmpty == true { slices.removeLast() }
         return try slices.enumerated().map { i, slice in

@@ -43,7 +43,7 @@ enum TrainCommand {
       --grad-clip C      clip the global gradient norm to C (default 1.0; 0: off)
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
-      --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
+      --threads T        kernel and OpenBLAS threads per rank (0 or absent: the cores the rank may use)
       --recipe R         esft (default) or reference: start from the ESFT reference's recipe (configs/base.yaml
                          and train.py: 500 steps of 128 rows in 16 micro-batches, lr 1e-5 constant, AdamW 0.9/0.95,
                          wd 0.1, clip 1.0, aux 0.001, --loss-normalization rows, --aux-scale micro-batch,
@@ -98,7 +98,8 @@ enum TrainCommand {
         case .some(.some(let path)): control.resume = .path(URL(fileURLWithPath: path))
         }
         var options = try args.recipe() == .reference ? TrainOptions.reference : TrainOptions()
-        if let configPath = try args.option("--config") {
+        let configPath = try args.option("--config")
+        if let configPath {
             try options.apply(JSONReader.load(URL(fileURLWithPath: configPath), what: "training config"))
         }
         for key in TrainOptions.keys {
@@ -113,14 +114,24 @@ enum TrainCommand {
         guard (expertsPath != nil) != full else { throw ESFTError("train: give exactly one of --experts CFG.json or --full") }
         let selection: TrainableSelection = try expertsPath.map { .experts(try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)), source: $0) } ?? .full
 
+        // --out is filled in place (by name: the run's files, its checkpoints): it may hold, say, the training config.
+        let runFiles = (outputFiles + ["checkpoints"]).map { OutputGuard.Item("--out (\($0))", outPath + "/" + $0) }
+        try OutputGuard.check(outputs: [.init("--out", outPath, replaced: false)] + runFiles
+                                  + (saveGradients.map { [.init("--save-gradients", $0)] } ?? []),
+                              inputs: [.init("--model", modelPath), .init("--data", dataPath)] + (expertsPath.map { [.init("--experts", $0)] } ?? [])
+                                  + (configPath.map { [.init("--config", $0)] } ?? []))
+        let out = URL(fileURLWithPath: outPath)
+        try checkOutputDirectory(out, resuming: control.resume != nil)
+
         let comm = try Communicators.fromEnvironment()
         Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
-        let out = URL(fileURLWithPath: outPath)
         runRanked(comm) {
-            if comm.rank == 0 { try prepareOutputDirectory(out, resuming: control.resume != nil) }
-            try comm.barrier(tag: "setup")
+            // Every input is validated (TrainInputs, in Trainer) on every rank before --out is created.
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,
                                       options: options, out: out, log: { line in if comm.rank == 0 { print(line); fflush(stdout) } })
+            try comm.barrier(tag: "inputs")
+            if comm.rank == 0 { try prepareOutputDirectory(out, resuming: control.resume != nil) }
+            try comm.barrier(tag: "setup")
             trainer.saveGradients = saveGradients.map { URL(fileURLWithPath: $0) }
             if comm.rank == 0 {
                 print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
@@ -144,12 +155,33 @@ enum TrainCommand {
         try comm.finalize()
     }
 
+    /// What --out must be, checked without creating anything: a new path, or an empty directory (any
+    /// directory when resuming) that this process could write into.
+    static func checkOutputDirectory(_ out: URL, resuming: Bool) throws {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: out.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw ESFTError("\(out.path): --out is an existing file, not a directory") }
+            if !resuming, !((try? fm.contentsOfDirectory(atPath: out.path)) ?? []).isEmpty {
+                throw ESFTError("\(out.path): --out is not empty; choose a new output directory")
+            }
+            guard access(out.path, W_OK) == 0 else { throw ESFTError("\(out.path): --out \(ErrorText.posix(errno))") }
+            return
+        }
+        var ancestor = out.deletingLastPathComponent()
+        while !fm.fileExists(atPath: ancestor.path, isDirectory: &isDirectory), ancestor.path != "/" { ancestor.deleteLastPathComponent() }
+        guard isDirectory.boolValue else { throw ESFTError("\(out.path): --out: \(ancestor.path) is an existing file, not a directory") }
+        guard access(ancestor.path, W_OK) == 0 else { throw ESFTError("\(out.path): --out: \(ancestor.path) \(ErrorText.posix(errno))") }
+    }
+
+    /// The files a run writes in --out (besides checkpoints/).
+    static let outputFiles = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
+
     static func prepareOutputDirectory(_ out: URL, resuming: Bool) throws {
         let fm = FileManager.default
         if resuming && fm.fileExists(atPath: out.path) {
             // The interrupted run's directory: only the temporaries of its own outputs go (a killed writer's).
-            let outputs = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
-            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputs.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
+            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputFiles.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
                 try? fm.removeItem(at: out.appendingPathComponent(name))
             }
             return
@@ -159,7 +191,9 @@ enum TrainCommand {
                 throw ESFTError("\(out.path) is not empty; choose a new output directory")
             }
         } else {
-            try fm.createDirectory(at: out, withIntermediateDirectories: true)
+            do { try fm.createDirectory(at: out, withIntermediateDirectories: true) } catch {
+                throw ESFTError("\(out.path): cannot create --out (\(ErrorText.reason(error)))")
+            }
         }
     }
 

@@ -30,7 +30,8 @@ Commands:
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
 Common options:
-  --threads N   threads for kernels and OpenBLAS (default: the cores this process may use)
+  --threads N   threads for kernels and OpenBLAS; 0 or absent: the cores this process may use (the same in
+                every command)
 
 Environment:
   ESFT_BLAS_AUTOCORE=0   keep the OpenBLAS kernels OpenBLAS chose, even when they are older than the CPU
@@ -67,10 +68,7 @@ guard let command = commands[name] else {
 }
 do {
     try command(Array(argv.dropFirst()))
-} catch let e as ESFTError {
-    FileHandle.standardError.write("esft \(name): error: \(e.message)\n".data(using: .utf8)!)
-    exit(1)
 } catch {
-    FileHandle.standardError.write("esft \(name): error: \(error)\n".data(using: .utf8)!)
+    FileHandle.standardError.write((ErrorText.line(command: name, error) + "\n").data(using: .utf8)!)
     exit(1)
 }

@@ -59,6 +59,6 @@ final class TokenDatasetTests: XCTestCase {
     func testOutOfVocabularyId() throws {
         var m = metadata
         m.vocabSize = 100  // 256.. are beyond it
-        assertError(try write(m), contains: "outside vocab_size 100")
+        assertError(try write(m), contains: "input_ids[0][0]: is 256, outside the vocabulary 0..<100 (vocab_size)")
     }
 }

@@ -103,7 +103,7 @@ final class MPICheckTests: XCTestCase {
         let typo = try MPIRun.run(ranks: 2, arguments: ["mpi-check", "--repaet", "3"], timeout: 120)
         XCTAssertFalse(typo.timedOut)
         XCTAssertNotEqual(typo.status, 0, "a typo ends every rank alike")
-        XCTAssert(typo.stderr.contains("unknown option '--repaet'"), typo.output)
+        XCTAssert(typo.stderr.contains("unknown option --repaet; did you mean --repeat?"), typo.output)
     }
 
     /// The hang guard itself: a job that never ends is killed, with every process it started.

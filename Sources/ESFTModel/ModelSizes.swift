@@ -1,0 +1,132 @@
+import ESFTKernels
+import Foundation
+
+/// The bytes a config implies, computed from its fields alone (in Double: no product can overflow, and
+/// nothing is allocated: `parameterSpecs()` of a config with 10⁹ layers would itself exhaust memory).
+/// Commands check these before they allocate or write anything; a job that cannot fit is refused with the
+/// field at fault and the bytes it implies, instead of ending in "Fatal error: out of memory".
+public struct ModelSizes {
+    public let config: ModelConfig
+    /// Every parameter (elements), as `parameterSpecs()` lists them.
+    public let parameters: Double
+    /// How many tensors `parameterSpecs()` would list.
+    public let tensors: Double
+    /// The largest tensor (elements): what a streaming writer holds at once.
+    public let largestTensor: Double
+
+    /// Limits no real DeepSeek-V2-style model comes near (DeepSeek-V3: hidden 7168, 61 layers, 256 experts,
+    /// vocabulary 129280); a value beyond them is a typo, and would make allocations no machine has.
+    public static let limits: [(field: String, max: Int)] = [
+        ("vocab_size", 1 << 24), ("hidden_size", 1 << 17), ("intermediate_size", 1 << 20), ("moe_intermediate_size", 1 << 20),
+        ("num_hidden_layers", 4096), ("num_attention_heads", 4096), ("kv_lora_rank", 1 << 17), ("q_lora_rank", 1 << 17),
+        ("qk_nope_head_dim", 1 << 14), ("qk_rope_head_dim", 1 << 14), ("v_head_dim", 1 << 14), ("n_routed_experts", 1 << 14),
+        ("n_shared_experts", 1024), ("max_position_embeddings", 1 << 24),
+    ]
+
+    public init(_ c: ModelConfig) {
+        config = c
+        let d = Double(c.hiddenSize), h = Double(c.numHeads), v = Double(c.vocabSize)
+        var attention = 0.0
+        var attentionTensors = 4.0, largest = v * d
+        let qOut = h * Double(c.qkHeadDim)
+        if let rq = c.qLoraRank.map(Double.init) {
+            attention = rq * d + rq + qOut * rq; attentionTensors += 3
+            largest = max(largest, rq * d, qOut * rq)
+        } else {
+            attention = qOut * d; attentionTensors += 1
+            largest = max(largest, qOut * d)
+        }
+        let kvA = Double(c.kvLoraRank + c.qkRopeHeadDim) * d, kvB = h * Double(c.qkNopeHeadDim + c.vHeadDim) * Double(c.kvLoraRank)
+        let o = d * h * Double(c.vHeadDim)
+        attention += kvA + Double(c.kvLoraRank) + kvB + o
+        largest = max(largest, kvA, kvB, o)
+        if c.attentionBias {
+            attention += (c.qLoraRank.map(Double.init) ?? 0) + Double(c.kvLoraRank + c.qkRopeHeadDim) + d
+            attentionTensors += c.qLoraRank == nil ? 2 : 3
+        }
+        let moeLayers = Double(ModelSizes.moeLayerCount(c)), denseLayers = Double(c.numLayers) - moeLayers
+        let e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize), shared = Double(c.nSharedExperts)
+        let dense = 3 * Double(c.intermediateSize) * d
+        let moe = e * d + e * 3 * im * d + (shared > 0 ? 3 * im * shared * d : 0)
+        if denseLayers > 0 { largest = max(largest, Double(c.intermediateSize) * d) }
+        if moeLayers > 0 { largest = max(largest, e * d, im * max(shared, 1) * d) }
+        let layers = Double(c.numLayers)
+        parameters = v * d * (c.tieWordEmbeddings ? 1 : 2) + layers * (attention + 2 * d) + d + denseLayers * dense + moeLayers * moe
+        tensors = 2 + (c.tieWordEmbeddings ? 0 : 1) + layers * (attentionTensors + 2) + denseLayers * 3
+            + moeLayers * (1 + 3 * e + (shared > 0 ? 3 : 0))
+        largestTensor = largest
+    }
+
+    /// Elements of every routed expert of every MoE layer.
+    public var routedExpertParameters: Double {
+        Double(ModelSizes.moeLayerCount(config)) * Double(config.nRoutedExperts) * 3 * Double(config.moeIntermediateSize) * Double(config.hiddenSize)
+    }
+
+    /// MoE layers without listing them: l in [first_k_dense_replace, layers) with l % moe_layer_freq == 0.
+    static func moeLayerCount(_ c: ModelConfig) -> Int {
+        guard c.nRoutedExperts > 0, c.moeLayerFreq >= 1, c.firstKDenseReplace < c.numLayers else { return 0 }
+        let first = (c.firstKDenseReplace + c.moeLayerFreq - 1) / c.moeLayerFreq * c.moeLayerFreq
+        return first >= c.numLayers ? 0 : (c.numLayers - 1 - first) / c.moeLayerFreq + 1
+    }
+
+    /// fp32 logits of one row of `seqLen` tokens (and as much again for their gradient in training).
+    public func logitsBytes(rows: Int, seqLen: Int) -> Double { Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4 }
+
+    /// What a forward (and backward, when training) of `rows` rows holds beyond the weights, in its largest
+    /// pieces: the fp32 logits (and their gradient) and attention's T×T score matrix (and its gradient).
+    /// The other activations are a few floats per token and hidden unit, small beside these.
+    public func batchBytes(rows: Int, seqLen: Int, training: Bool) -> Double {
+        let t = Double(seqLen), factor: Double = training ? 2 : 1
+        return factor * (logitsBytes(rows: rows, seqLen: seqLen) + t * t * 4)
+    }
+
+    /// Refuses a batch whose activations (batchBytes) exceed the machine's memory; `what` names the options.
+    public func requireBatchMemory(rows: Int, seqLen: Int, training: Bool, what: String, source: String) throws {
+        try requireMemory(batchBytes(rows: rows, seqLen: seqLen, training: training),
+                          for: "\(what): logits (rows × tokens × vocab_size) and attention scores (tokens²)", field: "vocab_size", source: source)
+    }
+
+    /// The machine's physical memory in bytes.
+    public static var physicalMemory: Double {
+        Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// The field that contributes most to the parameter count, for messages (the layers or the experts).
+    public var dominantField: String {
+        let c = config, d = Double(c.hiddenSize)
+        let experts = routedExpertParameters
+        let embeddings = Double(c.vocabSize) * d * 2
+        if embeddings >= parameters / 2 { return "vocab_size" }
+        if experts >= parameters / 2 { return Double(c.nRoutedExperts) >= Double(c.numLayers) ? "n_routed_experts" : "num_hidden_layers" }
+        return "num_hidden_layers"
+    }
+
+    /// Refuses `bytes` that exceed the machine's memory (`what`: what the bytes are for).
+    public func requireMemory(_ bytes: Double, for what: String, field: String? = nil, source: String) throws {
+        let memory = ModelSizes.physicalMemory
+        guard bytes > memory else { return }
+        throw ESFTError(ErrorText.field(source, field ?? dominantField,
+                                        "\(what) needs \(ModelSizes.format(bytes)), more than this machine's \(ModelSizes.format(memory)) of memory"))
+    }
+
+    /// Refuses `bytes` on disk beyond the free space of the file system that will hold `output`.
+    public func requireDisk(_ bytes: Double, output: URL, field: String? = nil, source: String) throws {
+        var url = output.deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: url.path), url.path != "/" { url.deleteLastPathComponent() }
+        var fs = statvfs()
+        guard statvfs(url.path, &fs) == 0, fs.f_blocks > 0 else { return }   // no blocks: a pseudo file system (/proc)
+        let free = Double(fs.f_bavail) * Double(fs.f_frsize)
+        guard bytes > free else { return }
+        throw ESFTError(ErrorText.field(source, field ?? dominantField,
+                                        "the model needs \(ModelSizes.format(bytes)) on disk, more than the \(ModelSizes.format(free)) free on \(url.path)"))
+    }
+
+    /// "1.5 GB" (decimal units, as df and the docs state sizes).
+    public static func format(_ bytes: Double) -> String {
+        let units = ["bytes", "kB", "MB", "GB", "TB", "PB", "EB"]
+        var value = bytes, unit = 0
+        while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
+        return unit == 0 ? "\(Int(value)) bytes" : String(format: value >= 100 ? "%.0f %@" : "%.1f %@", value, units[unit])
+            + (bytes >= 1e21 ? String(format: " (%.1e bytes)", bytes) : "")
+    }
+}
