@@ -10,9 +10,9 @@
 #   5. evaluate the pretrained model (vanilla) and each fine-tune: held-out loss on all four tasks, intent
 #      exact-match on the reference's eval prompts; trainable parameters, stored bytes, wall time
 #   6. write the tables (scripts/experiment_tables.py)
-# Sizes come from the environment (defaults: about 40 minutes on 2 cores):
-#   EXP_DIR (./experiments-run) EXP_CONFIG (small.json) EXP_SEQ (512) EXP_ROWS (8) EXP_PRETRAIN_STEPS (400)
-#   EXP_FT_STEPS (150) EXP_RANKS (2) EXP_INTENT_EVAL (30) EXP_MAX_NEW (64)
+# Sizes come from the environment (defaults: about 45 minutes on 2 cores):
+#   EXP_DIR (./experiments-run) EXP_CONFIG (small.json) EXP_SEQ (256) EXP_ROWS (8) EXP_PRETRAIN_STEPS (300)
+#   EXP_FT_STEPS (100) EXP_RANKS (2) EXP_INTENT_EVAL (20) EXP_MAX_NEW (128)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -22,8 +22,8 @@ scripts/setup.sh >/dev/null
 esft="$(pwd)/.build/release/esft"
 work="${EXP_DIR:-$(pwd)/experiments-run}"
 config="configs/${EXP_CONFIG:-small.json}"
-seq="${EXP_SEQ:-512}" rows="${EXP_ROWS:-8}" pre_steps="${EXP_PRETRAIN_STEPS:-400}" ft_steps="${EXP_FT_STEPS:-150}"
-ranks="${EXP_RANKS:-2}" n_eval="${EXP_INTENT_EVAL:-30}" max_new="${EXP_MAX_NEW:-64}"
+seq="${EXP_SEQ:-256}" rows="${EXP_ROWS:-8}" pre_steps="${EXP_PRETRAIN_STEPS:-300}" ft_steps="${EXP_FT_STEPS:-100}"
+ranks="${EXP_RANKS:-2}" n_eval="${EXP_INTENT_EVAL:-20}" max_new="${EXP_MAX_NEW:-128}"
 mkdir -p "$work"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 mpi=(mpirun -n "$ranks" --oversubscribe)

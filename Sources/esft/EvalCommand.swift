@@ -39,9 +39,10 @@ enum EvalCommand {
         try args.finish()
         guard ["exact-json", "loss"].contains(metric) else { throw ESFTError("eval: --metric must be exact-json or loss, got '\(metric)'") }
         let outURL = URL(fileURLWithPath: out), summaryURL = summaryPath(outURL)
-        for o in [outURL, summaryURL] where o.standardizedFileURL == URL(fileURLWithPath: data).standardizedFileURL {
-            throw ESFTError("eval: \(o.path) would overwrite --data \(data); choose another --out")
-        }
+        var inputs: [OutputGuard.Item] = [.init("--data", data), .init("--model", setup.modelPath)]
+        if let t = setup.trainedPath { inputs.append(.init("--trained", t)) }
+        if let t = setup.tokenizerSpec, t != "bytes" { inputs.append(.init("--tokenizer", t)) }
+        try OutputGuard.check(outputs: [.init("--out", outURL.path), .init("the summary", summaryURL.path)], inputs: inputs)
         // Every input is read and checked before MPI starts and before anything is written.
         let records = metric == "exact-json" ? try EvalRecord.load(data) : []
         let chat = metric == "loss" ? try JSONLInput(path: data, skipBad: false, style: recipe == .reference ? .reference : .esft) : nil
@@ -78,9 +79,7 @@ enum EvalCommand {
         try args.finish()
         guard metric == "exact-json" else { throw ESFTError("eval: --rescore scores predictions with --metric exact-json, got '\(metric)'") }
         let outURL = URL(fileURLWithPath: out), summaryURL = summaryPath(outURL)
-        for o in [outURL, summaryURL] where o.standardizedFileURL == URL(fileURLWithPath: path).standardizedFileURL {
-            throw ESFTError("eval: \(o.path) would overwrite --rescore \(path); choose another --out")
-        }
+        try OutputGuard.check(outputs: [.init("--out", outURL.path), .init("the summary", summaryURL.path)], inputs: [.init("--rescore", path)])
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(error.localizedDescription))") }
         var lines: [String] = [], total = 0.0, recorded = 0, agree = 0

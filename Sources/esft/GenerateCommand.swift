@@ -48,8 +48,12 @@ enum GenerateCommand {
             throw ESFTError("generate: give text prompts (--prompt TEXT, --prompts FILE.jsonl) or --prompt-ids, not both or neither (see esft generate --help)")
         }
         if !prompts.isEmpty && setup.tokenizerSpec == nil { throw ESFTError("generate: text prompts need --tokenizer T") }
-        if let out, let file, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: file).standardizedFileURL {
-            throw ESFTError("generate: --out \(out) is the --prompts file; choose another output")
+        if let out {
+            var inputs: [OutputGuard.Item] = [.init("--model", setup.modelPath)]
+            if let file { inputs.append(.init("--prompts", file)) }
+            if let t = setup.trainedPath { inputs.append(.init("--trained", t)) }
+            if let t = setup.tokenizerSpec, t != "bytes" { inputs.append(.init("--tokenizer", t)) }
+            try OutputGuard.check(outputs: [.init("--out", out)], inputs: inputs)
         }
         let (model, tokenizer, format) = try setup.load()
         let completer = try Completer(model: model, tokenizer: tokenizer, options: setup.completion)

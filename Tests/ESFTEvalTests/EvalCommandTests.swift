@@ -121,7 +121,7 @@ final class EvalCommandTests: XCTestCase {
         // --out equal to --data, an unknown metric, a record without raw_answers: errors, nothing written.
         let data = try write("bad.jsonl", [["prompt": "p"]])
         let before = try Data(contentsOf: URL(fileURLWithPath: data))
-        for (args, expect) in [(["--data", data, "--metric", "exact-json", "--out", data], "would overwrite"),
+        for (args, expect) in [(["--data", data, "--metric", "exact-json", "--out", data], "is the same file as the input --data"),
                                (["--data", data, "--metric", "bleu", "--out", work.appendingPathComponent("o1.jsonl").path], "--metric"),
                                (["--data", data, "--metric", "exact-json", "--out", work.appendingPathComponent("o2.jsonl").path], "raw_answers")] {
             let e = try eval(args)
