@@ -52,7 +52,7 @@ enum ClusterScripts {
 
     private static func tempFile() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("esft-cluster-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         return url
     }
 
