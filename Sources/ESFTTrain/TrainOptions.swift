@@ -1,4 +1,5 @@
 import ESFTKernels
+import ESFTMethod
 import Foundation
 
 /// Everything `esft train` can be told, from a JSON config file (snake_case keys) and/or flags.
@@ -17,13 +18,17 @@ public struct TrainOptions: Equatable, Sendable {
     public var auxAlpha = 0.0                   // reference fine-tuning: 0.001
     public var threads = 0                      // 0: the cores this rank may use
     public var adam = AdamW.Hyperparameters()
+    /// How routed experts are spread over ranks (`PlacementKind`); results agree within summation order.
+    public var placement = "contiguous"
+    /// Routing logs (expert_weights_<layer>.txt) the affinity placement groups experts by.
+    public var placementRouting = ""
 
     public init() {}
 
     /// Keys a config file may set (and their flags: --key-with-dashes).
     public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
-                              "weight_decay"]
+                              "weight_decay", "placement", "placement_routing"]
 
     /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
     public mutating func apply(_ config: JSONReader) throws {
@@ -92,6 +97,14 @@ public struct TrainOptions: Equatable, Sendable {
             if key == "beta1" { adam.beta1 = b } else { adam.beta2 = b }
         case "eps": adam.eps = try positive()
         case "weight_decay": adam.weightDecay = try nonNegative()
+        case "placement":
+            guard case .string(let s) = value.value, PlacementKind(rawValue: s) != nil else {
+                throw ESFTError("\(source): 'placement' must be one of \(PlacementKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(shown)")
+            }
+            placement = s
+        case "placement_routing":
+            guard case .string(let s) = value.value else { throw ESFTError("\(source): 'placement_routing' must be a directory path, got \(shown)") }
+            placementRouting = s
         default: throw ESFTError("\(source): unknown key '\(key)'")
         }
     }
@@ -105,6 +118,6 @@ public struct TrainOptions: Equatable, Sendable {
         ["steps": steps, "batch_rows": batchRows, "seed": seed, "lr": lr, "min_lr": minLR, "schedule": schedule,
          "warmup": warmup, "accumulation": accumulation, "eval_every": evalEvery, "eval_rows": evalRows,
          "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
-         "eps": adam.eps, "weight_decay": adam.weightDecay]
+         "eps": adam.eps, "weight_decay": adam.weightDecay, "placement": placement, "placement_routing": placementRouting]
     }
 }

@@ -23,6 +23,9 @@ public struct TrainingSummary: Codable {
     public var seconds: Double
     /// Rank 0's OpenBLAS core and threads, and `--threads` (run.json says whether every rank ran the same core).
     public var blas: BLASCore.Record
+    /// `--placement` (contiguous, balanced, affinity) and, per MoE layer, each routed expert's rank.
+    public var placement: String
+    public var expertOwners: [String: [Int]]
 }
 
 /// How a call to `Trainer.run` ended.
@@ -130,7 +133,8 @@ extension Trainer {
             communicationBytesPerStep: commBytes / steps, rowsSentPerStep: rowsSent / steps, tokenExpertPairsPerStep: pairs / steps,
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
             optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
-            blas: BLASCore.record(requestedThreads: options.threads))
+            blas: BLASCore.record(requestedThreads: options.threads),
+            placement: model.placement.kind, expertOwners: expertOwners)
         if comm.rank == 0 {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -189,7 +193,7 @@ extension Trainer {
         let specs = trainable.specs(in: config).sorted { $0.name < $1.name }
         let local = Dictionary(uniqueKeysWithValues: arena.views.map { ($0.id, $0.offset) })
         let exchange = CommunicatorExchange(comm)
-        func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.owner(of: $0.expert) } ?? 0 }
+        func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.layer($0.layer).owner(of: $0.expert) } ?? 0 }
         /// The values written: the weights, or (for --save-gradients) this step's gradients.
         func values(_ id: ParameterID) -> UnsafeMutablePointer<Float> {
             (gradients ? arena.gradients : arena.weights).pointer + local[id]!

@@ -22,6 +22,7 @@ Commands:
   tokenize   Print the token ids of text or JSONL lines (or decode ids), with 'bytes' or a tokenizer.json.
   data       data prepare: chat/text JSONL -> packed token dataset (HDF5) for training.
   bench      Measure forward and forward+backward throughput on a random model from a config.
+  plan       Predict a training job's memory and communication per rank; compare placements on routing logs.
   mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
@@ -47,6 +48,7 @@ let commands: [String: ([String]) throws -> Void] = [
     "data": DataCommand.run,
     "bench": BenchCommand.run,
     "mpi-check": MPICheckCommand.run,
+    "plan": PlanCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())
