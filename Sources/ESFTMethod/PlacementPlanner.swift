@@ -93,7 +93,8 @@ public struct PlacementPlanner {
         guard ranks >= 1 && (experts == 0 || ranks <= experts) else {
             throw ESFTError("placement: \(ranks) ranks for \(experts) experts per layer (need 1...\(experts))")
         }
-        if kind == .contiguous || ranks == 1 || experts == 0 { return ExpertPlacement(experts: experts, ranks: ranks) }
+        if kind == .contiguous { return ExpertPlacement(experts: experts, ranks: ranks) }
+        if ranks == 1 || experts == 0 { return try ExpertPlacement(kind: kind.rawValue, experts: experts, ranks: ranks, layers: [:]) }
         var layers: [Int: LayerPlacement] = [:]
         for l in moeLayers {
             switch kind {
