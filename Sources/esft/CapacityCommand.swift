@@ -105,8 +105,8 @@ enum CapacityCommand {
         if plan.collectives.isEmpty {
             print("collectives: none (one rank)")
         } else {
-            print(String(format: "collectives per step (all ranks): %.3f MB in all, %.3f MB expert dispatch; rows per token per MoE layer %.3f",
-                         plan.bytesPerStep / 1e6, plan.dispatchBytesPerStep / 1e6,
+            print(String(format: "collectives per step (all ranks): %.0f bytes in all, %.0f expert dispatch; rows per token per MoE layer %.3f",
+                         plan.bytesPerStep, plan.dispatchBytesPerStep,
                          plan.rowsPerToken.values.reduce(0, +) / Double(max(plan.rowsPerToken.count, 1))))
             for c in plan.collectives where c.bytes > 0 { print("  " + c.tag.padding(toLength: 42, withPad: " ", startingAt: 0) + String(format: "%14.0f bytes", c.bytes)) }
         }
