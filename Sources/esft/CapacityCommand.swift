@@ -23,6 +23,7 @@ enum CapacityCommand {
         let nodeMemory = try args.option("--node-memory").map { try parseBytes($0, option: "--node-memory") }
         let perNode = try args.int("--ranks-per-node", default: 1, min: 1)!
         let dtypeArg = try args.option("--dtype")
+        let perLayer = args.flag("--per-layer")
         try args.finish()
         guard (expertsPath != nil) != full else { throw ESFTError("plan: give exactly one of --experts CFG.json or --full") }
 
@@ -82,7 +83,7 @@ enum CapacityCommand {
         job.validation = evalEvery > 0; job.routing = routing; job.storedBytesPerElement = bytesPerElement
         job.datasetRows = datasetRows; job.datasetSamples = datasetSamples
         let plan = try CapacityPlan(job)
-        report(plan, routing: routingArg, kind: kind, nodeMemory: nodeMemory, perNode: perNode, datasetKnown: dataPath != nil)
+        report(plan, routing: routingArg, kind: kind, nodeMemory: nodeMemory, perNode: perNode, datasetKnown: dataPath != nil, perLayer: perLayer)
         if let nodeMemory {
             let need = plan.perRank.map(\.anonymousBytes).max()! * Double(perNode)
             if need > nodeMemory { fflush(stdout); exit(3) }   // a plan that does not fit: status 3, for job scripts
@@ -91,16 +92,19 @@ enum CapacityCommand {
 
     static func mib(_ x: Double) -> String { String(format: "%.1f MiB", x / 1048576) }
 
-    static func report(_ plan: CapacityPlan, routing: String, kind: PlacementKind, nodeMemory: Double?, perNode: Int, datasetKnown: Bool) {
+    static func report(_ plan: CapacityPlan, routing: String, kind: PlacementKind, nodeMemory: Double?, perNode: Int, datasetKnown: Bool,
+                       perLayer: Bool) {
         let j = plan.job
         print("esft plan: \(j.ranks) rank(s) × \(j.threads) thread(s), \(j.batchRows) rows × \(j.seqLen) tokens per step in \(j.accumulation) micro-batch(es), placement \(kind.rawValue), routing \(routing)")
         if !datasetKnown { print("(no --data: the dataset's memory is not counted)") }
-        print("rank  trainable params  optimizer   activations  workspaces  dataset+norms  runtime    anonymous total  mapped frozen")
+        func col(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
+        let widths = [4, 17, 14, 14, 14, 14, 14, 16, 15]
+        print(zip(["rank", "trainable params", "optimizer", "activations", "workspaces", "dataset+norms", "runtime", "anonymous total", "mapped frozen"], widths)
+                .map { col($0, $1) }.joined(separator: " "))
         for (r, x) in plan.perRank.enumerated() {
-            func col(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
-            print(col("\(r)", 4) + col("\(x.trainableParameters)", 18) + col(mib(x.optimizerBytes), 11) + col(mib(x.activationBytes), 13)
-                  + col(mib(x.workspaceBytes), 12) + col(mib(x.datasetBytes + x.widenedBytes), 15) + col(mib(x.runtimeBytes), 10)
-                  + col(mib(x.anonymousBytes), 17) + col(mib(x.mappedFrozenBytes), 15))
+            let cells = ["\(r)", "\(x.trainableParameters)", mib(x.optimizerBytes), mib(x.activationBytes), mib(x.workspaceBytes),
+                         mib(x.datasetBytes + x.widenedBytes), mib(x.runtimeBytes), mib(x.anonymousBytes), mib(x.mappedFrozenBytes)]
+            print(zip(cells, widths).map { col($0, $1) }.joined(separator: " "))
         }
         if plan.collectives.isEmpty {
             print("collectives: none (one rank)")
@@ -108,7 +112,14 @@ enum CapacityCommand {
             print(String(format: "collectives per step (all ranks): %.0f bytes in all, %.0f expert dispatch; rows per token per MoE layer %.3f",
                          plan.bytesPerStep, plan.dispatchBytesPerStep,
                          plan.rowsPerToken.values.reduce(0, +) / Double(max(plan.rowsPerToken.count, 1))))
-            for c in plan.collectives where c.bytes > 0 { print("  " + c.tag.padding(toLength: 42, withPad: " ", startingAt: 0) + String(format: "%14.0f bytes", c.bytes)) }
+            // Summed over MoE layers ("layer N " dropped) unless --per-layer.
+            var order: [String] = [], sums: [String: Double] = [:]
+            for c in plan.collectives where c.bytes > 0 {
+                let key = perLayer ? c.tag : c.tag.replacingOccurrences(of: #"layer \d+ "#, with: "all layers ", options: .regularExpression)
+                if sums[key] == nil { order.append(key) }
+                sums[key, default: 0] += c.bytes
+            }
+            for key in order { print("  " + key.padding(toLength: 50, withPad: " ", startingAt: 0) + String(format: "%16.0f bytes", sums[key]!)) }
         }
         if let nodeMemory {
             let need = plan.perRank.map(\.anonymousBytes).max()! * Double(perNode)

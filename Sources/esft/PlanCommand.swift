@@ -10,9 +10,10 @@ enum PlanCommand {
     static let help = """
     Usage: esft plan --model M (--experts CFG.json | --full) --ranks R --batch-rows B --seq-len L
                      [--threads T] [--accumulation A] [--placement P] [--routing uniform|SCORES.json|LOGS_DIR]
-                     [--node-memory 24GiB]
+                     [--data D.h5] [--eval-every K] [--dtype bf16|fp32] [--node-memory 24GiB [--ranks-per-node N]]
+                     [--per-layer]
            esft plan --routing-logs DIR [--ranks 2,4,8] [--placement contiguous,balanced,affinity]
-                     [--experts CFG.json] [--hidden D] [--load-tolerance F]
+                     [--experts CFG.json] [--hidden D] [--load-tolerance F] [--holdout]
 
     Capacity plan (first form): predicts, per rank of an `esft train` job with these options, the anonymous
     memory (trainable weights, gradients, AdamW moments, activations kept for backward, workspaces,
@@ -31,8 +32,12 @@ enum PlanCommand {
                          expert equally likely, a token's top-k distinct), a scores file (esft score: each
                          expert's token selection ratio), or reference-format routing logs (the run's own
                          routing: exact rows per (token, rank))
+      --data D.h5        the token dataset: its memory counts, and its rows give --seq-len
+      --eval-every K     validation during training (its forward sizes the shared buffers too)
+      --dtype D          stored weights' dtype for a config.json (default bf16; a model directory says)
+      --per-layer        list each MoE layer's collectives (default: summed over layers)
       --node-memory M    memory per node (e.g. 24GiB, 512MiB); prints whether the ranks on one node fit,
-                         with --ranks-per-node N (default 1)
+                         with --ranks-per-node N (default 1); exit status 3 when they do not
 
     Placement table (second form): from routing logs (expert_weights_<layer>.txt, one per MoE layer, as the
     ESFT reference writes them), the dispatch rows per token per layer under each placement for each rank
@@ -43,6 +48,8 @@ enum PlanCommand {
       --hidden D           hidden size for bytes per row (default 2048, DeepSeek-V2-Lite)
       --load-tolerance F   affinity: a rank's share of routed (token, expert) pairs may exceed the mean by
                            this fraction (default 0.1)
+      --holdout            plan on the first half of the samples, measure on the second (otherwise the
+                           placements are measured on the routing they were planned from)
     """
 
     static func run(_ argv: [String]) throws {
@@ -67,10 +74,21 @@ enum PlanCommand {
             guard t >= 0 else { throw ESFTError("plan: --load-tolerance must be ≥ 0, got \(t)") }
             planner.loadTolerance = t
         }
+        let holdout = args.flag("--holdout")
         try args.finish()
         let url = URL(fileURLWithPath: dir)
         let logs = try ReferenceRoutingLogs(directory: url, topK: topK, experts: experts)
-        let routing = try logs.layerRoutings()
+        var routing = try logs.layerRoutings(), evaluated = routing
+        if holdout {
+            // Plan on the first half of the samples, measure on the rest: rows on routing the planner never saw.
+            let samples = logs.logs[0].tokensPerSample, half = samples.count / 2
+            guard half >= 1 else { throw ESFTError("plan: --holdout needs at least 2 samples (lines) in \(dir)") }
+            let cut = samples.prefix(half).reduce(0, +) * topK
+            for (l, r) in routing {
+                routing[l] = try LayerRouting(layer: l, experts: experts, k: topK, ids: Array(r.ids[..<cut]))
+                evaluated[l] = try LayerRouting(layer: l, experts: experts, k: topK, ids: Array(r.ids[cut...]))
+            }
+        }
         let cfgURL = expertsPath.map { URL(fileURLWithPath: $0) } ?? url.appendingPathComponent("expert_config.json")
         var trainable: [Int: [Int]]?
         if FileManager.default.fileExists(atPath: cfgURL.path) {
@@ -82,10 +100,11 @@ enum PlanCommand {
         }
         let tokens = logs.logs[0].tokens
         let rowBytes = PlacementEvaluation.bytesPerRow(hidden: hidden, k: topK)
-        print("routing logs \(url.path): \(logs.layers.count) MoE layers, \(tokens) tokens each, top-\(topK) of \(experts) experts")
+        print("routing logs \(url.path): \(logs.layers.count) MoE layers, \(tokens) tokens each, top-\(topK) of \(experts) experts"
+              + (holdout ? "; planned on the first half of the samples (\(routing[logs.layers[0]]!.tokens) tokens), measured on the rest" : ""))
         print("bytes per dispatched row over a training step (fp32, D = \(hidden), K = \(topK)): \(rowBytes); tokens spread evenly over ranks")
         print("ranks  placement             rows/token/layer  off-rank KB/token/layer  rows vs contiguous  max load/mean  max trainable/mean")
-        let layerList = logs.layers.map { routing[$0]! }
+        let layerList = logs.layers.map { evaluated[$0]! }
         for r in ranksList {
             guard r <= experts else { throw ESFTError("plan: --ranks \(r) exceeds the \(experts) experts per layer") }
             let perPair = PlacementEvaluation(perPairWithK: topK, ranks: r)
