@@ -96,11 +96,14 @@ public struct PlacementPlanner {
         if kind == .contiguous { return ExpertPlacement(experts: experts, ranks: ranks) }
         if ranks == 1 || experts == 0 { return try ExpertPlacement(kind: kind.rawValue, experts: experts, ranks: ranks, layers: [:]) }
         var layers: [Int: LayerPlacement] = [:]
+        var trainableSoFar = [Int](repeating: 0, count: ranks)
         for l in moeLayers {
             switch kind {
             case .contiguous: break
             case .balanced:
-                layers[l] = try Self.balanced(experts: experts, ranks: ranks, trainable: trainable[l] ?? [])
+                let p = try Self.balanced(experts: experts, ranks: ranks, trainable: trainable[l] ?? [], tieBreak: trainableSoFar)
+                for e in trainable[l] ?? [] { trainableSoFar[p.owner(of: e)] += 1 }
+                layers[l] = p
             case .affinity:
                 if let r = routing[l] {
                     guard r.experts == experts else {
@@ -113,14 +116,18 @@ public struct PlacementPlanner {
         return try ExpertPlacement(kind: kind.rawValue, experts: experts, ranks: ranks, layers: layers)
     }
 
-    /// Trainable experts first, each to the rank with the fewest trainable ones that has room (ties: the
-    /// lowest rank), in ascending id order; then the frozen ones fill the remaining room in id order.
-    public static func balanced(experts: Int, ranks: Int, trainable: [Int]) throws -> LayerPlacement {
+    /// Trainable experts first, each to the rank with the fewest trainable ones that has room, in ascending
+    /// id order; ties go to the rank with the fewest in `tieBreak` (the earlier layers' trainable experts,
+    /// so the whole job's optimizer state evens out too), then the lowest rank. The frozen ones then fill
+    /// the remaining room in id order.
+    public static func balanced(experts: Int, ranks: Int, trainable: [Int], tieBreak: [Int]? = nil) throws -> LayerPlacement {
         let capacity = capacities(experts: experts, ranks: ranks)
+        let earlier = tieBreak ?? [Int](repeating: 0, count: ranks)
         var members = [[Int]](repeating: [], count: ranks)
         let chosen = Set(trainable)
         for e in chosen.sorted() {
-            let r = (0..<ranks).filter { members[$0].count < capacity[$0] }.min { members[$0].count < members[$1].count }!
+            let r = (0..<ranks).filter { members[$0].count < capacity[$0] }
+                .min { (members[$0].count, earlier[$0], $0) < (members[$1].count, earlier[$1], $1) }!
             members[r].append(e)
         }
         var r = 0

@@ -47,6 +47,16 @@ final class PlacementPlannerTests: XCTestCase {
         }
     }
 
+    /// Across layers, ties go to the rank with fewer trainable experts so far: the job's optimizer state
+    /// evens out too (per-layer ties to the lowest rank would give rank 0 every odd one: 9 vs 6 here).
+    func testBalancedEvensTheWholeJob() throws {
+        let trainable = [1: [1], 2: [1, 9], 3: [1, 9, 17], 4: [1, 9, 17, 33], 5: [1, 9, 17, 33, 50]]
+        let p = try PlacementPlanner().plan(.balanced, experts: 64, ranks: 2, moeLayers: [1, 2, 3, 4, 5], trainable: trainable, routing: [:])
+        var total = [0, 0]
+        for (l, chosen) in trainable { for e in chosen { total[p.layer(l).owner(of: e)] += 1 } }
+        XCTAssertEqual(total.sorted(), [7, 8])
+    }
+
     /// Tokens that always choose within planted groups of 4 experts spread over the id range: affinity
     /// finds the groups (every token then needs one row, the minimum) while contiguous blocks cut every
     /// group; loads stay within the tolerance.
