@@ -11,10 +11,11 @@ enum TrainCommand {
                       [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
+                      [--placement contiguous|balanced|affinity [--placement-routing DIR]]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
-    one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
-    layer's routed experts (mapped from the model's HDF5 shards; other ranks' experts are never mapped), tokens
+    one process, or under mpirun/srun with expert parallelism: rank r of R owns a share of every MoE layer's
+    routed experts (--placement; mapped from the model's HDF5 shards; other ranks' experts are never mapped), tokens
     travel to their experts' ranks with all-to-all and back, everything else is replicated. Each optimizer
     step takes B rows of the dataset's training split, shared out across ranks (uneven shares allowed); the
     loss is averaged over the global count of target tokens, so R ranks make the update one rank makes.
@@ -42,6 +43,10 @@ enum TrainCommand {
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
       --threads T        kernel and OpenBLAS threads per rank (default: the cores the rank may use)
+      --placement P      which rank owns which routed experts (docs/training.md): contiguous (default: id
+                         blocks), balanced (each layer's trainable experts spread evenly), affinity (experts
+                         chosen together share a rank: fewer dispatch rows; needs --placement-routing DIR,
+                         routing logs expert_weights_<layer>.txt). Results agree within summation order
       --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
                          safetensors like trained.safetensors) to F: for checking runs against each other
 
