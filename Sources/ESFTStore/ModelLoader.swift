@@ -15,14 +15,9 @@ public struct LoadedModel {
         FileManager.default.fileExists(atPath: url.appendingPathComponent(ModelDirectoryLayout.nonExpertFile).path)
     }
 
-    /// With `experts`, an esft model directory maps only routed experts in that range.
-    public static func open(_ url: URL, experts: Range<Int>? = nil) throws -> LoadedModel {
-        try open(url, keepingExpert: experts.map { r in { _, e in r.contains(e) } })
-    }
-
     /// With `keep(layer, expert)`, an esft model directory maps only the routed experts it accepts
     /// (a rank's share under an expert placement).
-    public static func open(_ url: URL, keepingExpert keep: ((Int, Int) -> Bool)?) throws -> LoadedModel {
+    public static func open(_ url: URL, keepingExpert keep: ((Int, Int) -> Bool)? = nil) throws -> LoadedModel {
         if isModelDirectory(url) {
             let dir = try ModelDirectory(url: url)
             return LoadedModel(config: dir.config, parameters: try dir.loadParameters(keepingExpert: keep),

@@ -3,7 +3,7 @@ import ESFTModel
 /// The bytes a rank's model holds in grow-only buffers after training steps (`DeepseekV2Model
 /// .activationBytes`), predicted from shapes: every `Reusable` of LayerSaved, HeadSaved and Scratch with
 /// the count it is sized to (see SavedState.swift, Attention.swift, MoE.swift, MoEPlans.swift). Keep in
-/// step with those files; `CapacityPlanTests` compares this with a real model's buffers.
+/// step with those files; `ActivationMemoryTests` compares this with a real model's buffers.
 public struct ActivationMemory: Equatable {
     /// Per MoE layer and rank, per micro-batch: rows this rank sends (S, one per (token, owner rank),
     /// itself included), receives (M), (row, slot) assignments to its experts (A), and the most rows one

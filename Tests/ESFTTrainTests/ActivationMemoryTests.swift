@@ -7,7 +7,7 @@ import ESFTTrain
 import Foundation
 import XCTest
 
-/// `ActivationMemory` against a real model's buffers, and `esft plan` against measured training runs.
+/// `ActivationMemory` against a real model's buffers (PlanCommandTests compares `esft plan` with measured runs).
 final class ActivationMemoryTests: XCTestCase {
     static let configs = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("configs")
 
