@@ -36,13 +36,19 @@ public struct AffinityRefinement {
         for seed in seeds {
             var state = SwapState(routing: routing, ranks: ranks, owner: seed)
             state.refine(load: load, bound: bound)
+            // The incremental deltas must have tracked the objective exactly (debug builds, i.e. the tests).
+            assert(state.rows == routing.rows(try! Self.placement(state.owner, experts: e, ranks: ranks)), "swap deltas drifted")
             let fits = state.rankLoad.allSatisfy { Double($0) <= bound }
             if fits && state.rows < (best?.rows ?? Int.max) { best = (state.rows, state.owner) }
         }
-        let owner = best?.owner ?? contiguous   // nothing met the bound: contiguous blocks, as without affinity
+        // Nothing met the bound: contiguous blocks, as without affinity.
+        return try Self.placement(best?.owner ?? contiguous, experts: e, ranks: ranks)
+    }
+
+    private static func placement(_ owner: [Int], experts: Int, ranks: Int) throws -> LayerPlacement {
         var members = [[Int]](repeating: [], count: ranks)
         for (x, r) in owner.enumerated() { members[r].append(x) }
-        return try LayerPlacement(experts: e, members: members)
+        return try LayerPlacement(experts: experts, members: members)
     }
 
     private func greedySeed(order: [Int], capacity: [Int], load: [Int], bound: Double) -> [Int] {
