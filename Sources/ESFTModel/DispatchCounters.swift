@@ -75,7 +75,7 @@ public final class DispatchCounters {
     /// The analytic minimum from one pass's routing: for every token, one row to each other rank that
     /// owns at least one of its K experts; in forward also the (token, expert) pairs routed off-rank.
     func recordRouting(layer: Int, _ pass: DispatchPass, topkIdx: UnsafePointer<Int32>, tokens n: Int, k: Int,
-                       placement: ExpertPlacement, rank: Int) {
+                       placement: LayerPlacement, rank: Int) {
         ensure(layer: layer, ranks: placement.ranks)
         let base = (layer * DispatchPass.allCases.count + pass.rawValue) * ranks
         var off: Int64 = 0

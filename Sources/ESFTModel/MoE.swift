@@ -34,15 +34,15 @@ struct MoELayer {
          counters: DispatchCounters) throws {
         cfg = c
         router = Router(weight: try p.require(.router(layer: layer), shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
-        let mine = placement.ranges[exchange.rank]
+        let mine = placement.layer(layer)
         let experts = try (0..<c.nRoutedExperts).map { e in
-            mine.contains(e) ? try SwiGLUWeights(p, { .routedExpert($0, layer: layer, expert: e) }, dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
+            mine.owner(of: e) == exchange.rank ? try SwiGLUWeights(p, { .routedExpert($0, layer: layer, expert: e) }, dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
         }
         shared = c.nSharedExperts > 0
             ? try SwiGLUWeights(p, { .sharedExperts($0, layer: layer) }, dim: c.hiddenSize, inner: c.moeIntermediateSize * c.nSharedExperts)
             : nil
         dispatcher = TokenDispatcher(layer: layer, dim: c.hiddenSize, k: c.expertsPerToken, inner: c.moeIntermediateSize,
-                                     placement: placement, exchange: exchange, experts: experts, counters: counters)
+                                     placement: mine, exchange: exchange, experts: experts, counters: counters)
     }
 
     /// x_ND is the normed input; out_ND is written. Returns the aux loss (0 when alpha is 0).

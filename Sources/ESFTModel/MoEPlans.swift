@@ -25,7 +25,7 @@ struct SourcePlan {
 
     /// Plans the rows; slots_SK[row][j] becomes the local id of the token's j-th expert on that row's
     /// rank, or -1 where another rank owns it. Returns the number of rows S.
-    func build(topkIdx: UnsafePointer<Int32>, placement: ExpertPlacement, slots: UnsafeMutablePointer<Int32>) -> Int {
+    func build(topkIdx: UnsafePointer<Int32>, placement: LayerPlacement, slots: UnsafeMutablePointer<Int32>) -> Int {
         var seen = [Int](repeating: -1, count: ranks), next = [Int](repeating: 0, count: ranks)
         for r in 0..<ranks { counts[r] = 0 }
         for t in 0..<tokens {

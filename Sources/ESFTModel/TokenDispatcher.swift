@@ -16,13 +16,14 @@ import ESFTKernels
 struct TokenDispatcher {
     let layer: Int
     let dim: Int, k: Int, inner: Int
-    let placement: ExpertPlacement
+    let placement: LayerPlacement  // this layer's
     let exchange: RowExchange
     let experts: [SwiGLUWeights?]  // by global id; nil where another rank owns the expert
     let counters: DispatchCounters
 
     private var tag: String { "layer \(layer)" }
-    private var local: Range<Int> { placement.ranges[exchange.rank] }
+    /// This rank's experts (global ids), in local order.
+    private var local: [Int] { placement.members[exchange.rank] }
     /// Floats of a dispatched row: x, then one routing weight per slot.
     private var width: Int { dim + k }
 
@@ -125,7 +126,7 @@ struct TokenDispatcher {
         let act = scratch.swiglu.act_NI.reuse(count: a * inner)
         for le in 0..<local.count {
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
-            experts[local.lowerBound + le]!.forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
+            experts[local[le]]!.forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
                                                     a: act + lo * inner, y: yg + lo * d, accumulate: false)
         }
         return owner
@@ -142,7 +143,7 @@ struct TokenDispatcher {
         owner.gather(from: saved.received_MW.reuse(count: owner.rows * width), stride: width, into: xg, dim: d)
         for le in 0..<local.count {
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
-            experts[local.lowerBound + le]!.backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner,
+            experts[local[le]]!.backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner,
                                                      u: u + lo * inner, rowScale: owner.weights + lo, dRowScale: dw + lo,
                                                      dx: dxg + lo * d, accumulateDx: false, scratch: scratch.swiglu)
         }

@@ -104,9 +104,14 @@ public final class ModelDirectory {
     /// Parameters as read-only mapped views. With `experts`, only routed experts in that range are
     /// included (and mapped); the rest of the experts are absent from the set.
     public func loadParameters(experts: Range<Int>? = nil) throws -> ParameterSet {
+        try loadParameters(keepingExpert: experts.map { r in { _, e in r.contains(e) } })
+    }
+
+    /// The same, keeping the routed experts `keep(layer, expert)` accepts (an expert placement's share).
+    public func loadParameters(keepingExpert keep: ((Int, Int) -> Bool)?) throws -> ParameterSet {
         let specs = config.parameterSpecs().filter { spec in
-            guard let experts, let e = spec.id.routedExpert?.expert else { return true }
-            return experts.contains(e)
+            guard let keep, let x = spec.id.routedExpert else { return true }
+            return keep(x.layer, x.expert)
         }
         let infos = try tensorInfos(specs)
         var fds: [String: Int32] = [:]

@@ -15,11 +15,12 @@ public struct LoadedModel {
         FileManager.default.fileExists(atPath: url.appendingPathComponent(ModelDirectoryLayout.nonExpertFile).path)
     }
 
-    /// With `experts`, an esft model directory maps only routed experts in that range.
-    public static func open(_ url: URL, experts: Range<Int>? = nil) throws -> LoadedModel {
+    /// With `keep(layer, expert)`, an esft model directory maps only the routed experts it accepts
+    /// (a rank's share under an expert placement).
+    public static func open(_ url: URL, keepingExpert keep: ((Int, Int) -> Bool)? = nil) throws -> LoadedModel {
         if isModelDirectory(url) {
             let dir = try ModelDirectory(url: url)
-            return LoadedModel(config: dir.config, parameters: try dir.loadParameters(experts: experts),
+            return LoadedModel(config: dir.config, parameters: try dir.loadParameters(keepingExpert: keep),
                                format: "esft model directory (\(dir.dtype.rawValue), \(dir.expertRanges.count) expert shard(s))", unused: [])
         }
         let checkpoint = try HFCheckpoint(directory: url)

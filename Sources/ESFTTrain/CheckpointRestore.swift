@@ -150,6 +150,14 @@ extension Trainer {
         guard m.step <= options.steps else {
             throw CheckpointMismatch(message: "\(name): is at step \(m.step), past --steps \(options.steps)")
         }
+        // Experts are read by name, so a checkpoint of another placement resumes like one of another rank count.
+        let placement = try m.reader.optionalField("placement")?.string() ?? "contiguous"
+        let owners = try m.reader.optionalField("expert_owners").map { r in
+            try Dictionary(uniqueKeysWithValues: r.keys().map { ($0, try r.field($0).items().map { try $0.int() }) })
+        }
+        if placement != model.placement.kind || (owners != nil && owners! != expertOwners) {
+            log("esft train: note: the checkpoint was trained with --placement \(placement)\(owners != nil && placement == model.placement.kind ? " (another expert map)" : ""); this run has --placement \(model.placement.kind): experts are re-assigned by name, and the continuation agrees within summation-order bounds, not bitwise")
+        }
         let threads = try m.reader.field("threads").int(), core = try m.reader.field("blas_core").string()
         if threads != BLASCore.threads || core != BLASCore.name || m.ranks != comm.size {
             log("esft train: note: the checkpoint ran \(m.ranks) rank(s) × \(threads) thread(s) on OpenBLAS \(core); this run has \(comm.size) × \(BLASCore.threads) on \(BLASCore.name): the continuation agrees within summation-order bounds, not bitwise")

@@ -46,6 +46,11 @@ public struct CheckpointPolicy: Equatable {
 }
 
 extension Trainer {
+    /// Each MoE layer's owner rank per routed expert (summary.json and checkpoint manifests).
+    var expertOwners: [String: [Int]] {
+        Dictionary(uniqueKeysWithValues: config.moeLayers.map { ("\($0)", model.placement.layer($0).ownerArray) })
+    }
+
     /// The job's expert config as the manifest records it (nil for --full).
     var expertConfigJSON: String? {
         if case .experts(let cfg, _) = selection { return String(decoding: cfg.jsonData(), as: UTF8.self) }
@@ -111,7 +116,7 @@ extension Trainer {
         var manifest: [String: Any] = [
             "format": CheckpointManifest.format, "version": CheckpointManifest.version, "esft_version": ESFTVersion.string,
             "step": step, "ranks": comm.size, "threads": BLASCore.threads, "blas_core": BLASCore.name,
-            "placement": "contiguous", "model_fingerprint": modelFingerprint(config: config),
+            "placement": model.placement.kind, "expert_owners": expertOwners, "model_fingerprint": modelFingerprint(config: config),
             "data_digest": dataset.digest, "train_rows": dataset.trainRows.count,
             "options": options.json, "optimizer": ["kind": "adamw", "step": optimizer.step],
             "sampler": ["seed": options.seed, "epoch": sampler.cursor.epoch, "position": sampler.cursor.position],

@@ -110,6 +110,7 @@ final class RunProfileRecorder {
                 "layer": l, "rows": rows, "bytes": bytes, "minimum_rows": minimumByPass,
                 "token_expert_pairs": records.map { $0.pairs[l] }, "pairs_off_rank": layerPairsOff,
                 "received_rows": (0..<ranks).map { t in dispatched.reduce(Int64(0)) { $0 + $1[t] } },
+                "owners": (0..<config.nRoutedExperts).map { model.placement.layer(l).owner(of: $0) },
             ])
         }
         let times: [[String: Any]] = records.enumerated().map { rank, r in
@@ -134,7 +135,7 @@ final class RunProfileRecorder {
             "format": "esft-profile", "version": 1, "ranks": ranks, "steps": steps, "first_step": firstStep,
             "tokens_per_step": tokensPerStep, "hidden_size": config.hiddenSize, "experts_per_token": config.expertsPerToken,
             "routed_experts": config.nRoutedExperts, "moe_layers": config.moeLayers,
-            "placement": (0..<config.nRoutedExperts).map { model.placement.owner(of: $0) },
+            "placement": model.placement.kind,
             "row_bytes": Dictionary(uniqueKeysWithValues: rowBytes.map { ($0.key.name, $0.value) }),
             "layers": layerObjects, "time": times, "collectives": collectives,
             "totals": [

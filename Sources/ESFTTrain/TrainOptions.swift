@@ -1,5 +1,6 @@
 import ESFTKernels
 import ESFTModel
+import ESFTMethod
 import Foundation
 
 /// Everything `esft train` can be told, from a JSON config file (snake_case keys) and/or flags.
@@ -28,6 +29,10 @@ public struct TrainOptions: Equatable, Sendable {
 
     public enum AuxScale: String, Sendable, CaseIterable { case batch, microBatch = "micro_batch" }
     public enum FinalWeights: String, Sendable, CaseIterable { case last, best }
+    /// How routed experts are spread over ranks (`PlacementKind`); results agree within summation order.
+    public var placement = "contiguous"
+    /// Routing logs (expert_weights_<layer>.txt) the affinity placement groups experts by.
+    public var placementRouting = ""
 
     public init() {}
 
@@ -47,7 +52,7 @@ public struct TrainOptions: Equatable, Sendable {
     /// Keys a config file may set (and their flags: --key-with-dashes).
     public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
-                              "weight_decay", "loss_normalization", "aux_scale", "final"]
+                              "weight_decay", "loss_normalization", "aux_scale", "final", "placement", "placement_routing"]
 
     /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
     public mutating func apply(_ config: JSONReader) throws {
@@ -125,6 +130,14 @@ public struct TrainOptions: Equatable, Sendable {
         case "loss_normalization": lossNormalization = try choice(LossNormalization.self)
         case "aux_scale": auxScale = try choice(AuxScale.self)
         case "final": finalWeights = try choice(FinalWeights.self)
+        case "placement":
+            guard case .string(let s) = value.value, PlacementKind(rawValue: s) != nil else {
+                throw ESFTError("\(source): 'placement' must be one of \(PlacementKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(shown)")
+            }
+            placement = s
+        case "placement_routing":
+            guard case .string(let s) = value.value else { throw ESFTError("\(source): 'placement_routing' must be a directory path, got \(shown)") }
+            placementRouting = s
         default: throw ESFTError("\(source): unknown key '\(key)'")
         }
     }
@@ -139,6 +152,6 @@ public struct TrainOptions: Equatable, Sendable {
          "warmup": warmup, "accumulation": accumulation, "eval_every": evalEvery, "eval_rows": evalRows,
          "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
          "eps": adam.eps, "weight_decay": adam.weightDecay, "loss_normalization": lossNormalization.rawValue,
-         "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue]
+         "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue, "placement": placement, "placement_routing": placementRouting]
     }
 }

@@ -16,8 +16,8 @@ public enum TrainableSelection {
     case full
 }
 
-/// Expert-parallel, data-parallel training on every rank of `comm`. Rank r owns a block of the routed
-/// experts of every MoE layer (mapped from its expert shard); everything else is replicated. Each rank
+/// Expert-parallel, data-parallel training on every rank of `comm`. Rank r owns its share of the routed
+/// experts of every MoE layer (`--placement`; mapped from the expert shards); everything else is replicated. Each rank
 /// trains on its share of every global batch; the loss is normalised by the global count of target tokens,
 /// so R ranks make the update one rank makes on the same batch.
 public final class Trainer {
@@ -50,8 +50,9 @@ public final class Trainer {
         dataset = inputs.dataset
         let probe = inputs.config
 
-        let placement = ExpertPlacement(experts: probe.nRoutedExperts, ranks: ranks)
-        let loaded = try LoadedModel.open(modelURL, experts: probe.nRoutedExperts > 0 ? placement.ranges[comm.rank] : nil)
+        let placement = try Self.placement(options, model: probe, ranks: ranks, selection: selection, comm: comm, log: log)
+        let rank = comm.rank
+        let loaded = try LoadedModel.open(modelURL, keepingExpert: probe.nRoutedExperts > 0 ? { l, e in placement.owns(rank: rank, layer: l, expert: e) } : nil)
         config = loaded.config
         let exchange: RowExchange = ranks == 1 ? LocalExchange() : CommunicatorExchange(comm)
         model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
@@ -69,11 +70,10 @@ public final class Trainer {
         model.jobLowestTrainableLayer = trainable.lowestLayer(numLayers: config.numLayers)
         // A rank trains only the routed experts its placement gives it (a Hugging Face directory maps every
         // expert on every rank; the others stay frozen views here and train on their owners).
-        let mine = placement.ranges[comm.rank]
         let chosen = loaded.parameters.ordered.filter { p in
             guard trainable.contains(p.id) else { return false }
-            guard let e = p.id.routedExpert?.expert else { return true }
-            return mine.contains(e)
+            guard let x = p.id.routedExpert else { return true }
+            return placement.owns(rank: rank, layer: x.layer, expert: x.expert)
         }
         arena = ParameterArena(owned: chosen.filter { $0.id.routedExpert != nil },
                                replicated: chosen.filter { $0.id.routedExpert == nil })

@@ -26,6 +26,9 @@ public struct TrainingSummary: Codable {
     public var finalWeightsValidationLoss: Double?
     /// Rank 0's OpenBLAS core and threads, and `--threads` (run.json says whether every rank ran the same core).
     public var blas: BLASCore.Record
+    /// `--placement` (contiguous, balanced, affinity) and, per MoE layer, each routed expert's rank.
+    public var placement: String
+    public var expertOwners: [String: [Int]]
 }
 
 /// How a call to `Trainer.run` ended.
@@ -147,7 +150,8 @@ extension Trainer {
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
             optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
             finalWeightsStep: best?.step, finalWeightsValidationLoss: best?.step == nil ? nil : best?.loss,
-            blas: BLASCore.record(requestedThreads: options.threads))
+            blas: BLASCore.record(requestedThreads: options.threads),
+            placement: model.placement.kind, expertOwners: expertOwners)
         if comm.rank == 0 {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -208,7 +212,7 @@ extension Trainer {
         let specs = trainable.specs(in: config).sorted { $0.name < $1.name }
         let local = Dictionary(uniqueKeysWithValues: arena.views.map { ($0.id, $0.offset) })
         let exchange = CommunicatorExchange(comm)
-        func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.owner(of: $0.expert) } ?? 0 }
+        func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.layer($0.layer).owner(of: $0.expert) } ?? 0 }
         /// The values written: the weights, or (for --save-gradients) this step's gradients.
         func values(_ id: ParameterID) -> UnsafeMutablePointer<Float> {
             (gradients ? arena.gradients : arena.weights).pointer + local[id]!

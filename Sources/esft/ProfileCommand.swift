@@ -92,11 +92,14 @@ struct RunProfileFile {
         let layer: Int
         let rows: [String: [[Int]]], bytes: [String: [[Int]]], minimumRows: [String: [[Int]]]
         let pairs: [Int], pairsOffRank: [Int], receivedRows: [Int]
+        /// The rank of each routed expert in this layer (placements may differ per layer).
+        let owners: [Int]
     }
     struct Time { let wall: Double, compute: Double, collectives: [String: Double], waiting: Double }
 
     let ranks: Int, steps: Int, firstStep: Int, tokensPerStep: Int
-    let placement: [Int]
+    /// --placement: contiguous, balanced or affinity.
+    let placement: String
     let rowBytes: [String: Int]
     let layers: [Layer]
     let time: [Time]
@@ -126,14 +129,8 @@ struct RunProfileFile {
             guard items.count == ranks else { throw f.fail("must be \(ranks) × \(ranks) (one row per source rank), got \(items.count) rows") }
             return try items.map { try counts($0, length: ranks) }
         }
-        placement = try r.field("placement").items().map { i in
-            let v = try i.int()
-            guard (0..<ranks).contains(v) else { throw i.fail("must be a rank in 0..<\(ranks), got \(v)") }
-            return v
-        }
-        guard placement.count == (try r.field("routed_experts").int()) else {
-            throw try r.field("placement").fail("must give an owner for each of the \(try r.field("routed_experts").int()) routed experts, got \(placement.count)")
-        }
+        placement = try r.field("placement").string()
+        let experts = try r.field("routed_experts").int()
         let rb = try r.field("row_bytes")
         rowBytes = try Dictionary(uniqueKeysWithValues: Self.directions.map { d in
             let f = try rb.field(d), v = try f.int()
@@ -152,10 +149,19 @@ struct RunProfileFile {
                 } }
             }
             for p in ["forward", "backward"] { minimum[p] = try matrix(l.field("minimum_rows").field(p)) }
+            let ownersField = try l.field("owners")
+            let owners = try ownersField.items().map { i in
+                let v = try i.int()
+                guard (0..<ranks).contains(v) else { throw i.fail("must be a rank in 0..<\(ranks), got \(v)") }
+                return v
+            }
+            guard owners.count == experts else {
+                throw ownersField.fail("must give an owner for each of the \(experts) routed experts, got \(owners.count)")
+            }
             return Layer(layer: try l.field("layer").int(), rows: rows, bytes: bytes, minimumRows: minimum,
                          pairs: try counts(l.field("token_expert_pairs"), length: ranks),
                          pairsOffRank: try counts(l.field("pairs_off_rank"), length: ranks),
-                         receivedRows: try counts(l.field("received_rows"), length: ranks))
+                         receivedRows: try counts(l.field("received_rows"), length: ranks), owners: owners)
         }
         let times = try r.field("time").items()
         guard times.count == ranks else { throw try r.field("time").fail("must have one entry per rank (\(ranks)), got \(times.count)") }

@@ -13,10 +13,11 @@ enum TrainCommand {
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
                       [--recipe esft|reference] [--loss-normalization tokens|rows] [--aux-scale batch|micro-batch]
                       [--final last|best]
+                      [--placement contiguous|balanced|affinity [--placement-routing DIR]]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
-    one process, or under mpirun/srun with expert parallelism: rank r of R owns a contiguous block of every MoE
-    layer's routed experts (mapped from the model's HDF5 shards; other ranks' experts are never mapped), tokens
+    one process, or under mpirun/srun with expert parallelism: rank r of R owns a share of every MoE layer's
+    routed experts (--placement; mapped from the model's HDF5 shards; other ranks' experts are never mapped), tokens
     travel to their experts' ranks with all-to-all and back, everything else is replicated. Each optimizer
     step takes B rows of the dataset's training split, shared out across ranks (uneven shares allowed); the
     loss is averaged over the global count of target tokens, so R ranks make the update one rank makes.
@@ -56,6 +57,10 @@ enum TrainCommand {
       --final F          last (default): trained.safetensors holds the last step's weights; best: those of the
                          evaluation with the lowest validation loss (needs --eval-every; keeps one more copy of
                          the trainable weights per rank; cannot --resume yet)
+      --placement P      which rank owns which routed experts (docs/training.md): contiguous (default: id
+                         blocks), balanced (each layer's trainable experts spread evenly), affinity (experts
+                         chosen together share a rank: fewer dispatch rows; needs --placement-routing DIR,
+                         routing logs expert_weights_<layer>.txt). Results agree within summation order
       --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
                          safetensors like trained.safetensors) to F: for checking runs against each other
 

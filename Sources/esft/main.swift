@@ -26,6 +26,7 @@ Commands:
   bench      Measure forward and forward+backward throughput on a random model from a config.
   profile    Report what a run's expert-parallel exchanges moved (per layer, direction, pair of ranks)
              against the analytic minimum, and draw it as PNG pictures into RUN_DIR/profile/.
+  plan       Predict a training job's memory and communication per rank; compare placements on routing logs.
   mpi-check  Check every MPI collective esft uses, on any number of ranks, and measure all-to-all
              bandwidth: run it first on a new cluster (mpirun -n R esft mpi-check).
 
@@ -55,6 +56,7 @@ let commands: [String: ([String]) throws -> Void] = [
     "bench": BenchCommand.run,
     "mpi-check": MPICheckCommand.run,
     "profile": ProfileCommand.run,
+    "plan": PlanCommand.run,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())

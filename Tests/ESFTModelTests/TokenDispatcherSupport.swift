@@ -39,7 +39,7 @@ struct DispatchFixture {
     }
 
     func dispatcher(_ exchange: RowExchange, layer: Int = 5, counters: DispatchCounters = DispatchCounters()) -> TokenDispatcher {
-        TokenDispatcher(layer: layer, dim: d, k: k, inner: inner, placement: .single(experts: e), exchange: exchange,
+        TokenDispatcher(layer: layer, dim: d, k: k, inner: inner, placement: .contiguous(experts: e, ranks: 1), exchange: exchange,
                         experts: experts, counters: counters)
     }
 

@@ -16,7 +16,7 @@ final class TokenDispatcherTests: XCTestCase {
                              1, 0, 5,   // ranks 0, 2
                              3, 2, 1]   // ranks 1, 0
         let counters = DispatchCounters()
-        let t = TokenDispatcher(layer: 2, dim: 4, k: 3, inner: 2, placement: ExpertPlacement(experts: 6, ranks: 3),
+        let t = TokenDispatcher(layer: 2, dim: 4, k: 3, inner: 2, placement: .contiguous(experts: 6, ranks: 3),
                                 exchange: PlanOnlyExchange(), experts: [SwiGLUWeights?](repeating: nil, count: 6), counters: counters)
         let saved = DispatchSaved(), scratch = DispatchScratch()
         let plan = topk.withUnsafeBufferPointer { t.plan(topkIdx: $0.baseAddress!, tokens: 5, saved: saved, scratch: scratch) }

@@ -97,6 +97,14 @@ final class ModelDirectoryTests: XCTestCase {
         XCTAssertEqual(experts, [2, 3, 4])
         XCTAssertNotNil(params["model.layers.0.self_attn.q_proj.weight"], "non-expert tensors are always there")
         XCTAssertNotNil(params["model.layers.1.mlp.shared_experts.up_proj.weight"])
+        // A placement's share may differ per layer: exactly the (layer, expert) pairs it accepts are mapped.
+        let keep: (Int, Int) -> Bool = { l, e in (l + e) % 3 == 0 }
+        let shared = try ModelDirectory(url: model).loadParameters(keepingExpert: keep)
+        let pairs = shared.ordered.compactMap(\.id.routedExpert)
+        XCTAssertFalse(pairs.isEmpty)
+        XCTAssertTrue(pairs.allSatisfy { keep($0.layer, $0.expert) })
+        let all = try ModelDirectory(url: model).loadParameters().ordered.compactMap(\.id.routedExpert)
+        XCTAssertEqual(pairs.count, all.filter { keep($0.layer, $0.expert) }.count)
     }
 
     func testBadInputIsAClearErrorAndLeavesNothing() throws {

@@ -20,7 +20,10 @@ final class ProfileTests: TrainTestCase {
         XCTAssertEqual(p["ranks"] as? Int, 2)
         XCTAssertEqual(p["steps"] as? Int, steps)
         XCTAssertEqual(p["moe_layers"] as? [Int], [1, 2], "tiny.json: first_k_dense_replace 1, 3 layers")
-        XCTAssertEqual(p["placement"] as? [Int], [Int](repeating: 0, count: 8) + [Int](repeating: 1, count: 8), "contiguous blocks of 8")
+        XCTAssertEqual(p["placement"] as? String, "contiguous")
+        for layer in try XCTUnwrap(p["layers"] as? [[String: Any]]) {
+            XCTAssertEqual(layer["owners"] as? [Int], [Int](repeating: 0, count: 8) + [Int](repeating: 1, count: 8), "contiguous blocks of 8")
+        }
         // tiny.json: D = 64, K = 4. Rows are [x | K weights] fp32 + K Int32 slots out, D floats back.
         let d = 64, k = 4
         let rowBytes = try XCTUnwrap(p["row_bytes"] as? [String: Int])
@@ -147,10 +150,10 @@ final class ProfileTests: TrainTestCase {
         XCTAssert(missing.stderr.contains("\(out.path)/profile.json: no profile"), missing.stderr)
         let row = #"{"forward dispatch": [[1, 2], [3, 4]], "forward combine": [[1, 3], [2, 4]], "backward dispatch": [[1, 2], [3, 4]], "backward combine": [[1, 3], [2, 4]]}"#
         func profile(bytes: String) -> String {
-            #"{"format": "esft-profile", "version": 1, "ranks": 2, "steps": 1, "first_step": 1, "tokens_per_step": 8, "routed_experts": 2, "placement": [0, 1], "#
+            #"{"format": "esft-profile", "version": 1, "ranks": 2, "steps": 1, "first_step": 1, "tokens_per_step": 8, "routed_experts": 2, "placement": "contiguous", "#
             + #""row_bytes": {"forward dispatch": 10, "forward combine": 10, "backward dispatch": 10, "backward combine": 10}, "#
             + #""layers": [{"layer": 1, "rows": \#(row), "bytes": \#(bytes), "minimum_rows": {"forward": [[0, 2], [3, 0]], "backward": [[0, 2], [3, 0]]}, "#
-            + #""token_expert_pairs": [8, 8], "pairs_off_rank": [4, 4], "received_rows": [4, 6]}], "#
+            + #""token_expert_pairs": [8, 8], "pairs_off_rank": [4, 4], "received_rows": [4, 6], "owners": [0, 1]}], "#
             + #""time": [{"wall_seconds": 1, "compute_seconds": 1, "collective_seconds": {}, "waiting_seconds": 0}, {"wall_seconds": 1, "compute_seconds": 1, "collective_seconds": {}, "waiting_seconds": 0}]}"#
         }
         let good = #"{"forward dispatch": [[10, 20], [30, 40]], "forward combine": [[10, 30], [20, 40]], "backward dispatch": [[10, 20], [30, 40]], "backward combine": [[10, 30], [20, 40]]}"#
