@@ -7,7 +7,10 @@ intent and law come from datasets/train (the reference's training files); summar
 training file in the reference material, so their eval records (a few-shot prompt and raw_answers[0]) become
 chat records: the prompt without its "User: " prefix and "\\n\\nAssistant:" suffix, answered by raw_answers[0].
 
-    experiment_data.py REFERENCE_DIR OUT_DIR [--intent-eval N]
+    experiment_data.py REFERENCE_DIR OUT_DIR [--intent-eval N] [--pretrain-tasks law,summary,translation]
+
+--pretrain-tasks names the tasks whose training records go into the pretraining mixture (default: all
+four); leaving the fine-tuning task out makes it new to the base model, as a downstream task is in the paper.
 """
 import json, os, sys
 
@@ -19,6 +22,8 @@ def chat(user, answer):
 def main():
     ref, out = sys.argv[1], sys.argv[2]
     n_eval = int(sys.argv[sys.argv.index("--intent-eval") + 1]) if "--intent-eval" in sys.argv else 30
+    pretrain = sys.argv[sys.argv.index("--pretrain-tasks") + 1].split(",") if "--pretrain-tasks" in sys.argv \
+        else ["intent", "law", "summary", "translation"]
     os.makedirs(out, exist_ok=True)
     tasks = {}
     for task in ("intent", "law"):
@@ -44,8 +49,9 @@ def main():
             with open(os.path.join(out, f"{task}.{name}.jsonl"), "w", encoding="utf-8") as f:
                 for r in part:
                     f.write(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n")
-        mixture.append(train)
-        print(f"{task}: {len(train)} train, {len(held)} held-out records")
+        if task in pretrain:
+            mixture.append(train)
+        print(f"{task}: {len(train)} train, {len(held)} held-out records{' (in the pretraining mixture)' if task in pretrain else ''}")
     # Round-robin over the tasks until each is used up: every stretch of the mixture holds all four.
     with open(os.path.join(out, "mixture.jsonl"), "w", encoding="utf-8") as f:
         for i in range(max(map(len, mixture))):

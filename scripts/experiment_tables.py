@@ -11,6 +11,11 @@ def experts(cfg):
     return {int(l): set(v) for l, v in cfg["experts"].items()}
 
 
+if os.path.exists(os.path.join(work, "experiment.json")):
+    x = load("experiment.json")
+    print(f"Run: {x['config']}, rows of {x['seq_len']} byte tokens, {x['batch_rows']} rows per step, pretraining "
+          f"{x['pretrain_steps']} steps on {x['pretrain_tasks']}, fine-tuning {x['finetune_steps']} steps on intent, "
+          f"{x['ranks']} ranks, {x['intent_eval_records']} intent eval prompts (≤ {x['max_new_tokens']} new tokens); {x['cpu']}.\n")
 base_cfg = load("base", "config.json")
 E, K = base_cfg["n_routed_experts"], base_cfg["num_experts_per_tok"]
 print(f"Model: configs of {work}/base: {base_cfg['num_hidden_layers']} layers, hidden {base_cfg['hidden_size']}, "

@@ -13,6 +13,7 @@
 # Sizes come from the environment (defaults: about 45 minutes on 2 cores):
 #   EXP_DIR (./experiments-run) EXP_CONFIG (small.json) EXP_SEQ (256) EXP_ROWS (8) EXP_PRETRAIN_STEPS (300)
 #   EXP_FT_STEPS (100) EXP_RANKS (2) EXP_INTENT_EVAL (20) EXP_MAX_NEW (128)
+#   EXP_PRETRAIN_TASKS (law,summary,translation: intent, the fine-tuning task, is new to the base model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -24,13 +25,18 @@ work="${EXP_DIR:-$(pwd)/experiments-run}"
 config="configs/${EXP_CONFIG:-small.json}"
 seq="${EXP_SEQ:-256}" rows="${EXP_ROWS:-8}" pre_steps="${EXP_PRETRAIN_STEPS:-300}" ft_steps="${EXP_FT_STEPS:-100}"
 ranks="${EXP_RANKS:-2}" n_eval="${EXP_INTENT_EVAL:-20}" max_new="${EXP_MAX_NEW:-128}"
+pretrain_tasks="${EXP_PRETRAIN_TASKS:-law,summary,translation}"
 mkdir -p "$work"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 mpi=(mpirun -n "$ranks" --oversubscribe)
 step() { echo; echo "== $(date -u +%H:%M:%S) $*"; }
 
+printf '{"config": "%s", "seq_len": %s, "batch_rows": %s, "pretrain_steps": %s, "finetune_steps": %s, "ranks": %s, "intent_eval_records": %s, "max_new_tokens": %s, "pretrain_tasks": "%s", "cpu": "%s"}\n' \
+    "$config" "$seq" "$rows" "$pre_steps" "$ft_steps" "$ranks" "$n_eval" "$max_new" "$pretrain_tasks" \
+    "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" > "$work/experiment.json"
+
 step "1. data"
-python3 scripts/experiment_data.py "$reference" "$work/data" --intent-eval "$n_eval"
+python3 scripts/experiment_data.py "$reference" "$work/data" --intent-eval "$n_eval" --pretrain-tasks "$pretrain_tasks"
 for t in mixture intent; do
     f="$work/data/$t.jsonl"; [ "$t" = intent ] && f="$work/data/intent.train.jsonl"
     [ -f "$work/$t.h5" ] || "$esft" data prepare --tokenizer bytes --input "$f" --seq-len "$seq" --out "$work/$t.h5" --seed 1 | tail -n 3
