@@ -121,10 +121,11 @@ public enum CrossEntropy {
     }
 
     /// The same with a denominator per sequence of `rowLength` positions (position r uses
-    /// denominators[r / rowLength]): every sequence can weigh the same whatever its count of targets.
+    /// denominators[(rowOffset + r) / rowLength], rowOffset being where these rows start in the batch):
+    /// every sequence can weigh the same whatever its count of targets.
     /// Returns the plain sum of the terms and the sum of term/denominator (the loss this batch adds).
     public static func forwardBackward(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int,
-                                       vocab: Int, rowLength: Int, denominators: UnsafePointer<Double>,
+                                       vocab: Int, rowLength: Int, rowOffset: Int = 0, denominators: UnsafePointer<Double>,
                                        dLogits: UnsafeMutablePointer<Float>?) -> (sum: Double, weighted: Double) {
         var partial = [Double](repeating: 0, count: rows)
         partial.withUnsafeMutableBufferPointer { part in
@@ -143,7 +144,7 @@ public enum CrossEntropy {
                     part[r] = lse - Double(lr[Int(t)])
                     if let dLogits {
                         let dr = dLogits + r * vocab
-                        let lseF = Float(lse), scale = Float(1 / denominators[r / rowLength])
+                        let lseF = Float(lse), scale = Float(1 / denominators[(rowOffset + r) / rowLength])
                         for i in 0..<vocab { dr[i] = expf(lr[i] - lseF) * scale }
                         dr[Int(t)] -= scale
                     }
@@ -153,7 +154,7 @@ public enum CrossEntropy {
         var sum = 0.0, weighted = 0.0
         for r in 0..<rows {
             sum += partial[r]
-            if targets[r] != ignoreIndex { weighted += partial[r] / denominators[r / rowLength] }
+            if targets[r] != ignoreIndex { weighted += partial[r] / denominators[(rowOffset + r) / rowLength] }
         }
         return (sum, weighted)
     }

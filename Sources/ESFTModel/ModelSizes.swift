@@ -69,21 +69,26 @@ public struct ModelSizes {
         return first >= c.numLayers ? 0 : (c.numLayers - 1 - first) / c.moeLayerFreq + 1
     }
 
-    /// fp32 logits of one row of `seqLen` tokens (and as much again for their gradient in training).
-    public func logitsBytes(rows: Int, seqLen: Int) -> Double { Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4 }
+    /// fp32 logits the head holds for `rows` rows of `seqLen` tokens: one chunk of at most
+    /// DeepseekV2Model.headChunkBytes (the head runs chunk by chunk), as much again for their gradient in training.
+    public func logitsBytes(rows: Int, seqLen: Int) -> Double {
+        min(Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4, Double(DeepseekV2Model.headChunkBytes))
+    }
 
-    /// What a forward (and backward, when training) of `rows` rows holds beyond the weights, in its largest
-    /// pieces: the fp32 logits (and their gradient) and attention's T×T score matrix (and its gradient).
-    /// The other activations are a few floats per token and hidden unit, small beside these.
+    /// What a forward (and backward, when training) of `rows` rows holds beyond the weights, at least: a chunk
+    /// of fp32 logits (and their gradient), attention's T×T score matrix (and its gradient), and the hidden
+    /// states every token keeps per layer when training (two when not): a lower bound, enough to refuse what
+    /// cannot fit (esft plan's ActivationMemory predicts the whole).
     public func batchBytes(rows: Int, seqLen: Int, training: Bool) -> Double {
         let t = Double(seqLen), factor: Double = training ? 2 : 1
-        return factor * (logitsBytes(rows: rows, seqLen: seqLen) + t * t * 4)
+        let hidden = Double(rows) * t * Double(config.hiddenSize) * 4 * (training ? Double(config.numLayers) : 2)
+        return factor * (logitsBytes(rows: rows, seqLen: seqLen) + t * t * 4) + hidden
     }
 
     /// Refuses a batch whose activations (batchBytes) exceed the machine's memory; `what` names the options.
     public func requireBatchMemory(rows: Int, seqLen: Int, training: Bool, what: String, source: String) throws {
         try requireMemory(batchBytes(rows: rows, seqLen: seqLen, training: training),
-                          for: "\(what): logits (rows × tokens × vocab_size) and attention scores (tokens²)", field: "vocab_size", source: source)
+                          for: "\(what): hidden states (rows × tokens × hidden_size per layer), a chunk of logits and attention scores (tokens²)", field: "vocab_size", source: source)
     }
 
     /// The machine's physical memory in bytes.

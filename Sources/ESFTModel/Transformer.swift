@@ -115,9 +115,17 @@ public final class DeepseekV2Model {
     }
     public var jobLowestTrainableLayer: Int?
 
-    /// Logits [B·T, V] of the last forward.
+    /// Rows of logits the head computes at once (nil: as many as fit `headChunkBytes`). A forward whose B·T
+    /// rows fit in one chunk keeps all its logits for `logits(count:)` (esft forward sets B·T to keep them).
+    public var headChunkRows: Int?
+    /// Bytes of one chunk's logits (and again of their gradient, training): 256 MiB, 640 rows of a 102,400 vocabulary.
+    public static let headChunkBytes = 256 << 20
+    private var keptLogitRows = 0
+
+    /// Logits [B·T, V] of the last forward (only when it ran the head in one chunk).
     public func logits(count: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: head.logits_NV.reuse(count: count), count: count)
+        precondition(count <= keptLogitRows * config.vocabSize, "the last forward kept \(keptLogitRows) rows of logits; set headChunkRows to keep them all")
+        return UnsafeBufferPointer(start: head.logits_NV.reuse(count: count), count: count)
     }
 
     /// Runs the model. With `training`, keeps what backward needs and computes ∂loss/∂logits with
@@ -135,30 +143,48 @@ public final class DeepseekV2Model {
         let xf = head.finalInput_ND.reuse(count: n * d), fn = head.finalNormed_ND.reuse(count: n * d)
         RMSNorm.forward(x: xf, weight: finalNorm.value, eps: config.rmsNormEps, y: fn, rstd: head.finalRstd_N.reuse(count: n),
                         rows: n, dim: d)
-        let logits = head.logits_NV.reuse(count: n * v)
-        Linear.forward(x: fn, weight: lmHead.weight, bias: nil, y: logits, n: n, inDim: d, outDim: v)
-
+        // The head and its loss run chunk by chunk, each chunk's backward right away (training), so the
+        // [B·T, V] logits never exist at once: only [C, V] logits and their gradient, and ∂L/∂(normed) [N, D].
+        let chunk = max(1, min(n, headChunkRows ?? Self.headChunkBytes / (4 * v)))  // n is 0 for an empty share
+        let needDx = training && (lowest < config.numLayers || finalNorm.isTrainable)
+        let dfn = needDx ? scratch.dFinalNormed_ND.reuse(count: n * d) : nil
         let targets = batch.targets, count = batch.targetCount
-        let dLogits = training ? head.dLogits_NV.reuse(count: n * v) : nil
-        pending = training ? (batch, lowest) : nil
+        var rowDenominators: [Double] = [], denominator = 1.0
         switch normalization {
-        case .tokens:
-            let denominator = lossDenominator ?? Double(max(count, 1))
-            let ceSum = targets.withUnsafeBufferPointer { t in
-                CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, denominator: denominator,
-                                             dLogits: dLogits)
-            }
-            return ForwardResult(loss: ceSum / denominator, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+        case .tokens: denominator = lossDenominator ?? Double(max(count, 1))
         case .rows:
             let perRow = batch.targetsPerRow
             let rows = lossDenominator ?? Double(max(perRow.filter { $0 > 0 }.count, 1))
-            let denominators = perRow.map { Double(max($0, 1)) * rows }
-            let (ceSum, loss) = targets.withUnsafeBufferPointer { t in
-                CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress!, rows: n, vocab: v, rowLength: batch.seqLen,
-                                             denominators: denominators, dLogits: dLogits)
-            }
-            return ForwardResult(loss: loss, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
+            rowDenominators = perRow.map { Double(max($0, 1)) * rows }
         }
+        var ceSum = 0.0, loss = 0.0
+        for c0 in stride(from: 0, to: n, by: chunk) {
+            let rows = min(chunk, n - c0)
+            let logits = head.logits_NV.reuse(count: rows * v), dLogits = training ? head.dLogits_NV.reuse(count: rows * v) : nil
+            Linear.forward(x: fn + c0 * d, weight: lmHead.weight, bias: nil, y: logits, n: rows, inDim: d, outDim: v)
+            targets.withUnsafeBufferPointer { t in
+                switch normalization {
+                case .tokens:
+                    let sum = CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress! + c0, rows: rows, vocab: v,
+                                                           denominator: denominator, dLogits: dLogits)
+                    ceSum += sum; loss += sum / denominator
+                case .rows:
+                    let (sum, weighted) = CrossEntropy.forwardBackward(logits: logits, targets: t.baseAddress! + c0, rows: rows, vocab: v,
+                                                                       rowLength: batch.seqLen, rowOffset: c0,
+                                                                       denominators: rowDenominators, dLogits: dLogits)
+                    ceSum += sum; loss += weighted
+                }
+            }
+            if let dLogits {
+                Linear.backward(dy: dLogits, x: fn + c0 * d, weight: lmHead.weight, dx: dfn.map { $0 + c0 * d },
+                                dWeight: lmHead.gradPointer, dBias: nil, n: rows, inDim: d, outDim: v)
+            }
+        }
+        keptLogitRows = chunk >= n ? n : 0
+        pending = training ? (batch, lowest) : nil
+        // One chunk: the same sums as before chunking (loss = ceSum / denominator exactly).
+        if normalization == .tokens && chunk >= n { loss = ceSum / denominator }
+        return ForwardResult(loss: loss, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
     }
 
     /// Embeddings and decoder layers only, for their routing (`routingObserver`): no final norm, head
@@ -204,14 +230,13 @@ public final class DeepseekV2Model {
     public func backward() throws {
         guard let (batch, lowest) = pending else { throw ESFTError("backward() needs a preceding forward(training: true)") }
         pending = nil
-        let n = batch.batch * batch.seqLen, d = config.hiddenSize, v = config.vocabSize
+        let n = batch.batch * batch.seqLen, d = config.hiddenSize
         let tables = ropeTables(length: batch.seqLen)
-        let fn = head.finalNormed_ND.reuse(count: n * d), xf = head.finalInput_ND.reuse(count: n * d)
-        let dLogits = head.dLogits_NV.reuse(count: n * v), dfn = scratch.dFinalNormed_ND.reuse(count: n * d)
+        let xf = head.finalInput_ND.reuse(count: n * d)
+        let dfn = scratch.dFinalNormed_ND.reuse(count: n * d)
         let dHidden = scratch.dHidden_ND.reuse(count: n * d)
         let needBelowHead = lowest < config.numLayers
-        Linear.backward(dy: dLogits, x: fn, weight: lmHead.weight, dx: needBelowHead || finalNorm.isTrainable ? dfn : nil,
-                        dWeight: lmHead.gradPointer, dBias: nil, n: n, inDim: d, outDim: v)
+        // The head's backward ran in forward, chunk by chunk (lm_head's gradient, and ∂L/∂(final normed) in dfn).
         guard needBelowHead || finalNorm.isTrainable else { return }
         RMSNorm.backward(dy: dfn, x: xf, weight: finalNorm.value, rstd: head.finalRstd_N.reuse(count: n),
                          dx: needBelowHead ? dHidden : nil, dWeight: finalNorm.gradPointer, rows: n, dim: d,

@@ -60,6 +60,7 @@ enum ForwardCommand {
         let batch = try TokenFile.read(path: tokensPath)
         let model = try DeepseekV2Model(config: loaded.config, parameters: params)
         model.auxLossAlpha = Float(alpha)
+        model.headChunkRows = batch.batch * batch.seqLen  // every row's logits are written out
         if grads {
             let chosen = try TrainableSpec.parse(trainableSpec ?? "all").select(from: params)
             for p in chosen { p.makeTrainable() }
