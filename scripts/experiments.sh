@@ -12,7 +12,7 @@
 #   6. write the tables (scripts/experiment_tables.py)
 # Sizes come from the environment (defaults: about 45 minutes on 2 cores):
 #   EXP_DIR (./experiments-run) EXP_CONFIG (small.json) EXP_SEQ (256) EXP_ROWS (8) EXP_PRETRAIN_STEPS (300)
-#   EXP_FT_STEPS (100) EXP_RANKS (2) EXP_INTENT_EVAL (20) EXP_MAX_NEW (128)
+#   EXP_FT_STEPS (100) EXP_RANKS (2) EXP_INTENT_EVAL (10) EXP_MAX_NEW (128)
 #   EXP_PRETRAIN_TASKS (law,summary,translation: intent, the fine-tuning task, is new to the base model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ esft="$(pwd)/.build/release/esft"
 work="${EXP_DIR:-$(pwd)/experiments-run}"
 config="configs/${EXP_CONFIG:-small.json}"
 seq="${EXP_SEQ:-256}" rows="${EXP_ROWS:-8}" pre_steps="${EXP_PRETRAIN_STEPS:-300}" ft_steps="${EXP_FT_STEPS:-100}"
-ranks="${EXP_RANKS:-2}" n_eval="${EXP_INTENT_EVAL:-20}" max_new="${EXP_MAX_NEW:-128}"
+ranks="${EXP_RANKS:-2}" n_eval="${EXP_INTENT_EVAL:-10}" max_new="${EXP_MAX_NEW:-128}"
 pretrain_tasks="${EXP_PRETRAIN_TASKS:-law,summary,translation}"
 mkdir -p "$work"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
