@@ -10,7 +10,7 @@
 #   5. evaluate the pretrained model (vanilla) and each fine-tune: held-out loss on all four tasks, intent
 #      exact-match on the reference's eval prompts; trainable parameters, stored bytes, wall time
 #   6. write the tables (scripts/experiment_tables.py)
-# Sizes come from the environment (defaults: about 45 minutes on 2 cores):
+# Sizes come from the environment (defaults: about 25 minutes on 2 cores):
 #   EXP_DIR (./experiments-run) EXP_CONFIG (small.json) EXP_SEQ (256) EXP_ROWS (8) EXP_PRETRAIN_STEPS (300)
 #   EXP_FT_STEPS (100) EXP_RANKS (2) EXP_INTENT_EVAL (10) EXP_MAX_NEW (128)
 #   EXP_PRETRAIN_TASKS (law,summary,translation: intent, the fine-tuning task, is new to the base model)
