@@ -1,0 +1,70 @@
+import CDNNLShims
+
+/// Which library runs the GEMM layer's products. OpenBLAS is today's path and the default; oneDNN runs
+/// fp32 products through `dnnl_sgemm` and, with bf16 compute, the products whose weight is stored bf16
+/// through a bf16×bf16→fp32 matmul primitive. See docs/architecture.md ("The GEMM layer").
+public enum GEMMBackend: String, CaseIterable, Sendable { case openblas, onednn }
+
+/// The precision of the products whose weight is stored bf16 (frozen experts, attention, head). fp32 widens
+/// the weight exactly and multiplies in fp32 (bit-for-bit today's path with OpenBLAS); bf16 rounds the
+/// activation operand to bf16 for that product only and accumulates in fp32 (oneDNN only). Products with
+/// fp32 weights (trainable tensors, attention scores) always stay fp32.
+public enum ComputePrecision: String, CaseIterable, Sendable { case fp32, bf16 }
+
+/// The process-wide GEMM set-up, chosen once at start-up (like `Threads`) from `--gemm` and `--compute`.
+public enum GEMMLayer {
+    public nonisolated(unsafe) private(set) static var backend: GEMMBackend = .openblas
+    public nonisolated(unsafe) private(set) static var compute: ComputePrecision = .fp32
+    /// What was asked for (`auto`, `openblas`, `onednn`) and why `backend` was picked.
+    public nonisolated(unsafe) private(set) static var requested = "openblas"
+    public nonisolated(unsafe) private(set) static var reason = "default"
+
+    /// True when the oneDNN products run with bf16 activations for bf16 weights.
+    @inline(__always) static var bf16Products: Bool { backend == .onednn && compute == .bf16 }
+
+    /// The `auto` rule: oneDNN where its CPU dispatcher finds bf16 hardware (AVX512-BF16 or AMX), where its
+    /// bf16 matmul has native instructions and its sgemm uses AVX-512 kernels; OpenBLAS everywhere else
+    /// (no oneDNN, or a CPU without bf16 instructions, where oneDNN would emulate bf16 and its advantage is
+    /// not established). `isa` is oneDNN's effective ISA name (`OneDNN.isa`), nil when oneDNN is unusable.
+    public static func autoChoice(isa: String?) -> (GEMMBackend, String) {
+        guard let isa else { return (.openblas, "auto: oneDNN is not usable here") }
+        if isa.contains("bf16") || isa.contains("amx") {
+            return (.onednn, "auto: oneDNN ISA \(isa) has bf16 instructions")
+        }
+        return (.openblas, "auto: oneDNN ISA \(isa) has no bf16 instructions")
+    }
+
+    /// Validates and applies `--gemm` and `--compute`; throws naming the option on bad values or combinations.
+    public static func configure(gemm: String, compute computeName: String) throws {
+        guard let precision = ComputePrecision(rawValue: computeName) else {
+            throw ESFTError("--compute must be fp32 or bf16, got '\(computeName)'")
+        }
+        let chosen: GEMMBackend, why: String
+        switch gemm {
+        case "auto": (chosen, why) = autoChoice(isa: OneDNN.isAvailable ? OneDNN.isa : nil)
+        case "openblas": (chosen, why) = (.openblas, "--gemm openblas")
+        case "onednn":
+            guard OneDNN.isAvailable else { throw ESFTError("--gemm onednn: oneDNN's CPU engine could not be created on this machine") }
+            (chosen, why) = (.onednn, "--gemm onednn")
+        default: throw ESFTError("--gemm must be auto, openblas or onednn, got '\(gemm)'")
+        }
+        if precision == .bf16 && chosen != .onednn {
+            throw ESFTError("--compute bf16 needs the oneDNN backend, but --gemm \(gemm) runs OpenBLAS (\(why))")
+        }
+        set(chosen, compute: precision, requested: gemm, reason: why)
+    }
+
+    /// Sets the backend directly (tests); `configure` is the command-line path.
+    public static func set(_ b: GEMMBackend, compute c: ComputePrecision = .fp32, requested r: String? = nil, reason why: String = "set") {
+        precondition(c == .fp32 || b == .onednn, "bf16 compute needs the oneDNN backend")
+        backend = b; compute = c; requested = r ?? b.rawValue; reason = why
+        if b == .onednn { esft_dnnl_set_threads(Int32(Threads.count)) }
+    }
+
+    /// The GEMM set-up of a run, recorded next to the BLAS record in run.json, summary.json and bench output.
+    public static var dictionary: [String: Any] {
+        var d: [String: Any] = ["backend": backend.rawValue, "compute": compute.rawValue, "requested": requested, "reason": reason]
+        if backend == .onednn { d["onednn_isa"] = OneDNN.isa; d["onednn_primitives"] = OneDNN.cachedPrimitives }
+        return d
+    }
+}
