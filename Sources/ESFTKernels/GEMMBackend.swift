@@ -62,9 +62,31 @@ public enum GEMMLayer {
     }
 
     /// The GEMM set-up of a run, recorded next to the BLAS record in run.json, summary.json and bench output.
-    public static var dictionary: [String: Any] {
-        var d: [String: Any] = ["backend": backend.rawValue, "compute": compute.rawValue, "requested": requested, "reason": reason]
-        if backend == .onednn { d["onednn_isa"] = OneDNN.isa; d["onednn_primitives"] = OneDNN.cachedPrimitives }
-        return d
+    public struct Record: Codable, Equatable, Sendable {
+        public var backend: String
+        public var compute: String
+        public var requested: String
+        public var reason: String
+        /// oneDNN's effective ISA (only with the oneDNN backend).
+        public var onednnIsa: String?
+        public var dictionary: [String: Any] {
+            var d: [String: Any] = ["backend": backend, "compute": compute, "requested": requested, "reason": reason]
+            if let onednnIsa { d["onednn_isa"] = onednnIsa }
+            return d
+        }
+        enum CodingKeys: String, CodingKey { case backend, compute, requested, reason, onednnIsa = "onednn_isa" }
     }
+
+    public static var record: Record {
+        Record(backend: backend.rawValue, compute: compute.rawValue, requested: requested, reason: reason,
+               onednnIsa: backend == .onednn ? OneDNN.isa : nil)
+    }
+
+    /// `--gemm` and `--compute` in every command's help.
+    public static let helpLines = """
+          --gemm auto|openblas|onednn  the GEMM backend (default openblas; auto: oneDNN when its CPU dispatch finds
+                             bf16 instructions, AVX512-BF16 or AMX, else OpenBLAS; see docs/architecture.md)
+          --compute fp32|bf16  products with bf16-stored weights in fp32 (default, exact widening) or bf16
+                             (activations rounded to bf16, fp32 accumulation; needs oneDNN)
+        """
 }
