@@ -11,7 +11,8 @@ struct esft_matmul {
     int64_t a_row, a_col, b_row, b_col, ldc, n, k;
     dnnl_data_type_t a_dt, b_dt;
     int runtime_m;
-    dnnl_memory_t a_mem, b_mem, c_mem;   // reused when M is fixed
+    int64_t mem_m;                       // the M the memory handles below were made for (-1: none)
+    dnnl_memory_t a_mem, b_mem, c_mem;   // reused while M stays the same: only the data pointers change
 };
 
 static dnnl_engine_t engine;
@@ -59,7 +60,7 @@ esft_matmul *esft_matmul_create(int64_t n, int64_t k, int64_t a_row, int64_t a_c
     if (!mm) return NULL;
     mm->a_dt = a_bf16 ? dnnl_bf16 : dnnl_f32; mm->b_dt = b_bf16 ? dnnl_bf16 : dnnl_f32;
     mm->a_row = a_row; mm->a_col = a_col; mm->b_row = b_row; mm->b_col = b_col; mm->ldc = ldc;
-    mm->n = n; mm->k = k; mm->runtime_m = runtime_m;
+    mm->n = n; mm->k = k; mm->runtime_m = runtime_m; mm->mem_m = -1;
     int64_t m = runtime_m ? DNNL_RUNTIME_DIM_VAL : fixed_m;
     md2(&mm->a_md, m, k, a_row, a_col, mm->a_dt);
     md2(&mm->b_md, k, n, b_row, b_col, mm->b_dt);
@@ -81,11 +82,6 @@ esft_matmul *esft_matmul_create(int64_t n, int64_t k, int64_t a_row, int64_t a_c
         }
         st = dnnl_primitive_create(&mm->prim, pd);
     }
-    if (st == dnnl_success && !runtime_m) {
-        st = dnnl_memory_create(&mm->a_mem, &mm->a_md, engine, DNNL_MEMORY_NONE);
-        if (st == dnnl_success) st = dnnl_memory_create(&mm->b_mem, &mm->b_md, engine, DNNL_MEMORY_NONE);
-        if (st == dnnl_success) st = dnnl_memory_create(&mm->c_mem, &mm->c_md, engine, DNNL_MEMORY_NONE);
-    }
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -94,41 +90,41 @@ esft_matmul *esft_matmul_create(int64_t n, int64_t k, int64_t a_row, int64_t a_c
     return mm;
 }
 
+static void drop_memory(esft_matmul *mm) {
+    if (mm->a_mem) dnnl_memory_destroy(mm->a_mem);
+    if (mm->b_mem) dnnl_memory_destroy(mm->b_mem);
+    if (mm->c_mem) dnnl_memory_destroy(mm->c_mem);
+    mm->a_mem = mm->b_mem = mm->c_mem = NULL; mm->mem_m = -1;
+}
+
 int esft_matmul_run(esft_matmul *mm, int64_t m, const void *a, const void *b, float *c) {
-    dnnl_memory_t am = mm->a_mem, bm = mm->b_mem, cm = mm->c_mem;
     dnnl_status_t st = dnnl_success;
-    if (mm->runtime_m) {
-        // Memory objects need concrete dimensions: three small handles per call (no data is copied).
+    if (mm->mem_m != m) {
+        // Memory handles need concrete dimensions: made again only when M changes (three small objects,
+        // no data copied), so a layer called with the same token count every step allocates nothing.
+        drop_memory(mm);
         dnnl_memory_desc_t a_md, b_md, c_md;
         md2(&a_md, m, mm->k, mm->a_row, mm->a_col, mm->a_dt);
         md2(&b_md, mm->k, mm->n, mm->b_row, mm->b_col, mm->b_dt);
         md2(&c_md, m, mm->n, mm->ldc, 1, dnnl_f32);
-        st = dnnl_memory_create(&am, &a_md, engine, (void *)a);
-        if (st == dnnl_success) st = dnnl_memory_create(&bm, &b_md, engine, (void *)b);
-        if (st == dnnl_success) st = dnnl_memory_create(&cm, &c_md, engine, c);
-    } else {
-        dnnl_memory_set_data_handle(am, (void *)a);
-        dnnl_memory_set_data_handle(bm, (void *)b);
-        dnnl_memory_set_data_handle(cm, c);
+        st = dnnl_memory_create(&mm->a_mem, &a_md, engine, DNNL_MEMORY_NONE);
+        if (st == dnnl_success) st = dnnl_memory_create(&mm->b_mem, &b_md, engine, DNNL_MEMORY_NONE);
+        if (st == dnnl_success) st = dnnl_memory_create(&mm->c_mem, &c_md, engine, DNNL_MEMORY_NONE);
+        if (st != dnnl_success) { drop_memory(mm); return (int)st; }
+        mm->mem_m = m;
     }
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-        st = dnnl_primitive_execute(mm->prim, stream, 3, args);
-        if (st == dnnl_success) st = dnnl_stream_wait(stream);
-    }
-    if (mm->runtime_m) {
-        if (am) dnnl_memory_destroy(am);
-        if (bm) dnnl_memory_destroy(bm);
-        if (cm) dnnl_memory_destroy(cm);
-    }
+    dnnl_memory_set_data_handle(mm->a_mem, (void *)a);
+    dnnl_memory_set_data_handle(mm->b_mem, (void *)b);
+    dnnl_memory_set_data_handle(mm->c_mem, c);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mm->a_mem}, {DNNL_ARG_WEIGHTS, mm->b_mem}, {DNNL_ARG_DST, mm->c_mem}};
+    st = dnnl_primitive_execute(mm->prim, stream, 3, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream);
     return (int)st;
 }
 
 void esft_matmul_destroy(esft_matmul *mm) {
     if (!mm) return;
+    drop_memory(mm);
     if (mm->prim) dnnl_primitive_destroy(mm->prim);
-    if (mm->a_mem) dnnl_memory_destroy(mm->a_mem);
-    if (mm->b_mem) dnnl_memory_destroy(mm->b_mem);
-    if (mm->c_mem) dnnl_memory_destroy(mm->c_mem);
     free(mm);
 }
