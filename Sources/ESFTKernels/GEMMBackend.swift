@@ -22,16 +22,16 @@ public enum GEMMLayer {
     /// True when the oneDNN products run with bf16 activations for bf16 weights.
     @inline(__always) static var bf16Products: Bool { backend == .onednn && compute == .bf16 }
 
-    /// The `auto` rule: oneDNN where its CPU dispatcher finds bf16 hardware (AVX512-BF16 or AMX), where its
-    /// bf16 matmul has native instructions and its sgemm uses AVX-512 kernels; OpenBLAS everywhere else
-    /// (no oneDNN, or a CPU without bf16 instructions, where oneDNN would emulate bf16 and its advantage is
-    /// not established). `isa` is oneDNN's effective ISA name (`OneDNN.isa`), nil when oneDNN is unusable.
-    public static func autoChoice(isa: String?) -> (GEMMBackend, String) {
+    /// The `auto` rule, from measurements (docs/performance.md): bf16 compute needs oneDNN (the only bf16
+    /// path; native with AVX512-BF16 or AMX, emulated by oneDNN on plain AVX-512). fp32 compute takes oneDNN
+    /// only with AMX (Sapphire Rapids and later, where issue 12 measured dnnl_sgemm at 1.7× OpenBLAS); on
+    /// AVX512-BF16 without AMX (Zen 4) the engine ran fp32 slower on oneDNN than on OpenBLAS's Cooperlake
+    /// kernels, and elsewhere OpenBLAS stays. `isa` is oneDNN's effective ISA (`OneDNN.isa`), nil when unusable.
+    public static func autoChoice(isa: String?, compute: ComputePrecision) -> (GEMMBackend, String) {
         guard let isa else { return (.openblas, "auto: oneDNN is not usable here") }
-        if isa.contains("bf16") || isa.contains("amx") {
-            return (.onednn, "auto: oneDNN ISA \(isa) has bf16 instructions")
-        }
-        return (.openblas, "auto: oneDNN ISA \(isa) has no bf16 instructions")
+        if compute == .bf16 { return (.onednn, "auto: --compute bf16 runs on oneDNN (ISA \(isa))") }
+        if isa.contains("amx") { return (.onednn, "auto: oneDNN ISA \(isa) has AMX") }
+        return (.openblas, "auto: fp32 compute and oneDNN ISA \(isa) has no AMX")
     }
 
     /// Validates and applies `--gemm` and `--compute`; throws naming the option on bad values or combinations.
@@ -41,7 +41,7 @@ public enum GEMMLayer {
         }
         let chosen: GEMMBackend, why: String
         switch gemm {
-        case "auto": (chosen, why) = autoChoice(isa: OneDNN.isAvailable ? OneDNN.isa : nil)
+        case "auto": (chosen, why) = autoChoice(isa: OneDNN.isAvailable ? OneDNN.isa : nil, compute: precision)
         case "openblas": (chosen, why) = (.openblas, "--gemm openblas")
         case "onednn":
             guard OneDNN.isAvailable else { throw ESFTError("--gemm onednn: oneDNN's CPU engine could not be created on this machine") }
@@ -84,8 +84,8 @@ public enum GEMMLayer {
 
     /// `--gemm` and `--compute` in every command's help.
     public static let helpLines = """
-          --gemm auto|openblas|onednn  the GEMM backend (default openblas; auto: oneDNN when its CPU dispatch finds
-                             bf16 instructions, AVX512-BF16 or AMX, else OpenBLAS; see docs/architecture.md)
+          --gemm auto|openblas|onednn  the GEMM backend (default openblas; auto: oneDNN with --compute bf16 or on
+                             CPUs with AMX, else OpenBLAS; see docs/architecture.md)
           --compute fp32|bf16  products with bf16-stored weights in fp32 (default, exact widening) or bf16
                              (activations rounded to bf16, fp32 accumulation; needs oneDNN)
         """
