@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // ESFT trainer: Expert-Specialized Fine-Tuning of Mixture-of-Experts models on CPU clusters.
 // Depends on nothing but the toolchain and three C libraries found through pkg-config:
-// OpenMPI (ompi), OpenBLAS (openblas), HDF5 (hdf5). See scripts/setup.sh.
+// OpenMPI (ompi), OpenBLAS (openblas), HDF5 (hdf5), and oneDNN (libdnnl, linked by name). See scripts/setup.sh.
 import PackageDescription
 
 let package = Package(
@@ -17,6 +17,10 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
+        // oneDNN (Debian 12 libdnnl-dev 2.6.3 ships no pkg-config file, so the module map links `dnnl`).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        // oneDNN matmul primitives built in C (their descriptors are fixed C arrays), the OpenMP thread count; for ESFTKernels.
+        .target(name: "CDNNLShims", dependencies: ["CDNNL"], linkerSettings: [.linkedLibrary("gomp")]),
         // The MPI macros Swift cannot import (MPI_COMM_WORLD, MPI_FLOAT, ...), one function each; for ESFTParallel.
         .target(name: "CMPIShims", dependencies: ["CMPI"]),
         // The HDF5 macros Swift cannot import (H5T_NATIVE_FLOAT, H5P_*, ...), one function each; for ESFTHDF5.
@@ -25,8 +29,8 @@ let package = Package(
         // Project-wide basics without C: ESFTError, SplitMix64, FNV-1a, the JSON reader, atomic writes, range splits,
         // the RowExchange protocol (identity on one process).
         .target(name: "ESFTBase"),
-        // fp32 buffers, OpenBLAS GEMM, elementwise kernels with their backward, threading. Re-exports ESFTBase.
-        .target(name: "ESFTKernels", dependencies: ["ESFTBase", "COpenBLAS"]),
+        // fp32 buffers, the GEMM layer (OpenBLAS or oneDNN), elementwise kernels with their backward, threading. Re-exports ESFTBase.
+        .target(name: "ESFTKernels", dependencies: ["ESFTBase", "COpenBLAS", "CDNNL", "CDNNLShims"]),
         // DeepSeek-V2 config, ParameterID (the one tensor identity), layers as forward/backward pairs with typed saved
         // state, the TokenDispatcher (expert-parallel MoE phases), loss.
         .target(name: "ESFTModel", dependencies: ["ESFTKernels"]),

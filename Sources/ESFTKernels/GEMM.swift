@@ -1,6 +1,7 @@
 import COpenBLAS
 
-/// Row-major single-precision GEMM through OpenBLAS: C = alpha * op(A) * op(B) + beta * C,
+/// Row-major single-precision GEMM through the chosen backend (`GEMMLayer.backend`: OpenBLAS by default,
+/// or oneDNN's dnnl_sgemm): C = alpha * op(A) * op(B) + beta * C,
 /// op(A) is m×k, op(B) is k×n, C is m×n. Leading dimensions are row strides in elements.
 @inline(__always)
 public func sgemm(transA: Bool = false, transB: Bool = false,
@@ -15,12 +16,18 @@ public func sgemm(transA: Bool = false, transB: Bool = false,
         else if beta != 1 { for i in 0..<m { cblas_sscal(Int32(n), beta, c + i * ldc, 1) } }
         return
     }
+    if GEMMLayer.backend == .onednn {
+        OneDNN.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                     beta: beta, c: c, ldc: ldc)
+        return
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// A linear layer in Hugging Face's convention: weight_OI is [out, in], y = x W^T + b.
-/// A bf16 weight is widened one block of output rows at a time (see `Weight`).
+/// A bf16 weight is widened one block of output rows at a time (see `Weight`), or, with oneDNN and
+/// `--compute bf16`, multiplied as bf16 against the activations rounded to bf16 (fp32 accumulation).
 public enum Linear {
     /// y_NO = x_NI · W_OI^T (+ bias_O). `accumulate` adds into y instead of overwriting.
     public static func forward(x: UnsafePointer<Float>, weight: Weight, bias: UnsafePointer<Float>?,
@@ -30,6 +37,12 @@ public enum Linear {
         switch weight {
         case .f32(let w):
             sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: ldx, b: w, ldb: inDim, beta: beta, c: y, ldc: ldy)
+        case .bf16(let w16) where GEMMLayer.bf16Products && n > 0 && inDim > 0 && outDim > 0:
+            let xb = BF16Scratch.activations.reuse(count: n * inDim)
+            roundToBF16(x, rows: n, cols: inDim, stride: ldx, into: xb)
+            // B = W^T: element (i, o) of the [in, out] operand is W_OI[o, i].
+            OneDNN.matmulBF16(m: n, n: outDim, k: inDim, a: xb, lda: inDim, b: w16, bRow: 1, bCol: inDim,
+                              c: y, ldc: ldy, accumulate: accumulate)
         case .bf16:
             let block = WidenScratch.rowsPerBlock(cols: inDim)
             let w = WidenScratch.pointer(min(block, outDim) * inDim)
@@ -55,6 +68,11 @@ public enum Linear {
             case .f32(let w):
                 sgemm(m: n, n: inDim, k: outDim, a: dy, lda: ldy, b: w, ldb: inDim,
                       beta: accumulateDx ? 1 : 0, c: dx, ldc: lddx)
+            case .bf16(let w16) where GEMMLayer.bf16Products && n > 0 && inDim > 0 && outDim > 0:
+                let dyb = BF16Scratch.activations.reuse(count: n * outDim)
+                roundToBF16(dy, rows: n, cols: outDim, stride: ldy, into: dyb)
+                OneDNN.matmulBF16(m: n, n: inDim, k: outDim, a: dyb, lda: outDim, b: w16, bRow: inDim, bCol: 1,
+                                  c: dx, ldc: lddx, accumulate: accumulateDx)
             case .bf16:
                 // dx = Σ over blocks of output rows: dy[:, block] · W[block, :].
                 let block = WidenScratch.rowsPerBlock(cols: inDim)

@@ -1,8 +1,9 @@
 import COpenBLAS
+import CDNNLShims
 import Dispatch
 import Foundation
 
-/// The number of threads this process may use for its own kernels and for OpenBLAS.
+/// The number of threads this process may use for its own kernels, OpenBLAS and oneDNN.
 /// Set once at start-up from `--threads` (default: the cores this rank may run on).
 public enum Threads {
     public private(set) static var count: Int = defaultCount()
@@ -10,6 +11,7 @@ public enum Threads {
     public static func set(_ n: Int) {
         count = max(1, n)
         openblas_set_num_threads(Int32(count))
+        esft_dnnl_set_threads(Int32(count))  // oneDNN's OpenMP team, for calls from this (the main) thread
     }
 
     /// Cores in this process's affinity mask (mpirun binds a rank to its cores), or all online cores.

@@ -18,6 +18,9 @@ public struct TrainOptions: Equatable, Sendable {
     public var gradClip = 1.0                   // 0: no clipping
     public var auxAlpha = 0.0                   // reference fine-tuning: 0.001
     public var threads = 0                      // 0: the cores this rank may use
+    /// The GEMM backend (`GEMMLayer.configure`): auto, openblas (default), onednn; and the bf16-weight product precision.
+    public var gemm = "openblas"
+    public var compute = "fp32"
     public var adam = AdamW.Hyperparameters()
     public var lossNormalization = LossNormalization.tokens
     /// What the aux loss averages over: the optimizer step's rows (`batch`), or each micro-batch's rows
@@ -52,7 +55,7 @@ public struct TrainOptions: Equatable, Sendable {
     /// Keys a config file may set (and their flags: --key-with-dashes).
     public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
-                              "weight_decay", "loss_normalization", "aux_scale", "final", "placement", "placement_routing"]
+                              "weight_decay", "loss_normalization", "aux_scale", "final", "placement", "placement_routing", "gemm", "compute"]
 
     /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
     public mutating func apply(_ config: JSONReader) throws {
@@ -121,6 +124,16 @@ public struct TrainOptions: Equatable, Sendable {
         case "grad_clip": gradClip = try nonNegative()
         case "aux_alpha": auxAlpha = try nonNegative()
         case "threads": threads = try integer(min: 0)
+        case "gemm":
+            guard case .string(let s) = value.value, s == "auto" || GEMMBackend(rawValue: s) != nil else {
+                throw ESFTError("\(source): 'gemm' must be auto, openblas or onednn, got \(shown)")
+            }
+            gemm = s
+        case "compute":
+            guard case .string(let s) = value.value, ComputePrecision(rawValue: s) != nil else {
+                throw ESFTError("\(source): 'compute' must be fp32 or bf16, got \(shown)")
+            }
+            compute = s
         case "beta1", "beta2":
             let b = try nonNegative()
             guard b < 1 else { throw ESFTError("\(source): '\(key)' must be in [0, 1), got \(shown)") }
@@ -152,6 +165,7 @@ public struct TrainOptions: Equatable, Sendable {
          "warmup": warmup, "accumulation": accumulation, "eval_every": evalEvery, "eval_rows": evalRows,
          "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
          "eps": adam.eps, "weight_decay": adam.weightDecay, "loss_normalization": lossNormalization.rawValue,
-         "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue, "placement": placement, "placement_routing": placementRouting]
+         "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue, "placement": placement, "placement_routing": placementRouting,
+         "gemm": gemm, "compute": compute]
     }
 }

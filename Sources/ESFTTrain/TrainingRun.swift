@@ -26,6 +26,8 @@ public struct TrainingSummary: Codable {
     public var finalWeightsValidationLoss: Double?
     /// Rank 0's OpenBLAS core and threads, and `--threads` (run.json says whether every rank ran the same core).
     public var blas: BLASCore.Record
+    /// The GEMM backend and compute precision this run used (`--gemm`, `--compute`).
+    public var gemm: GEMMLayer.Record
     /// `--placement` (contiguous, balanced, affinity) and, per MoE layer, each routed expert's rank.
     public var placement: String
     public var expertOwners: [String: [Int]]
@@ -150,7 +152,7 @@ extension Trainer {
             memoryPerRank: (0..<comm.size).map { MemoryUsage(rssBytes: Int(gathered[0][$0]), anonymousBytes: Int(gathered[1][$0]), peakRSSBytes: Int(gathered[2][$0])) },
             optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
             finalWeightsStep: best?.step, finalWeightsValidationLoss: best?.step == nil ? nil : best?.loss,
-            blas: BLASCore.record(requestedThreads: options.threads),
+            blas: BLASCore.record(requestedThreads: options.threads), gemm: GEMMLayer.record,
             placement: model.placement.kind, expertOwners: expertOwners)
         if comm.rank == 0 {
             let encoder = JSONEncoder()
@@ -177,6 +179,7 @@ extension Trainer {
         let record: [String: Any] = [
             "command": CommandLine.arguments, "ranks": comm.size, "mpi": comm.implementationName,
             "blas": BLASCore.record(requestedThreads: options.threads).dictionary, "blas_core_same_on_every_rank": same,
+            "gemm": GEMMLayer.record.dictionary,
             "options": options.json, "model_fingerprint": modelFingerprint(config: config),
             "started": ISO8601DateFormatter().string(from: Date()), "esft_version": ESFTVersion.string,
             "resumed_from": restored.map { ["checkpoint": $0.folder.path, "step": $0.step] as [String: Any] } ?? NSNull(),

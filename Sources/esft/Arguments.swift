@@ -86,6 +86,11 @@ struct Arguments {
         return n > 0 ? n : Threads.defaultCount()
     }
 
+    /// `--gemm` and `--compute`, the same in every command that computes: validated and applied to the GEMM layer.
+    mutating func gemm() throws {
+        try GEMMLayer.configure(gemm: try option("--gemm") ?? "openblas", compute: try option("--compute") ?? "fp32")
+    }
+
     /// Puts an option back (a command that looked at it early, for checks, before the code that reads it).
     mutating func restore(_ name: String, _ value: String) { args += [name, value] }
 

@@ -5,8 +5,8 @@ import Foundation
 enum BenchCommand {
     static let help = """
     Usage: esft bench --config CONFIG.json [--batch B] [--seq T] [--steps N] [--trainable all|experts|none]
-                      [--seed S] [--threads N] [--attention-block R] [--json]
-           esft bench --sgemm N [--threads T] [--steps R]
+                      [--seed S] [--threads N] [--attention-block R] [--json] [--gemm G] [--compute C]
+           esft bench --sgemm N [--threads T] [--steps R] [--gemm G] [--compute C]
 
     Measures engine throughput on a randomly initialised model (no files needed): forward only, and
     forward+backward with the chosen parameters trainable. Reports tokens/s per phase as the median over
@@ -21,8 +21,10 @@ enum BenchCommand {
       --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
       --attention-block R  rows per causal attention block (default 256; ≥ --seq computes the full T×T)
       --json             print one JSON object instead of text
-      --sgemm N          instead: the GEMM layer's rate on N×N×N fp32 products (median of R calls after a
-                         warm-up), the peak that utilisation figures are stated against
+    \(GEMMLayer.helpLines)
+      --sgemm N          instead: the GEMM layer's rate on N×N×N products (median of R calls after a warm-up),
+                         the peak that utilisation figures are stated against: fp32 sgemm, or with
+                         --compute bf16 the bf16×bf16→fp32 product of an N×N bf16 weight (Linear, y = x·Wᵀ)
     """
 
     /// Timings are kept to take their median: a bound keeps that list (and the run) finite.
@@ -35,15 +37,17 @@ enum BenchCommand {
             let threads = try args.threads()
             let repeats = try args.int("--steps", default: 5, min: 1)!
             guard repeats <= maxSteps else { throw ESFTError("bench: --steps \(repeats) is more than \(maxSteps) timed repeats") }
+            try args.gemm()
             try args.finish()
             let bytes = 3 * Double(n) * Double(n) * 4, memory = ModelSizes.physicalMemory
             guard bytes <= memory / 2 else {   // three N×N fp32 matrices; half the memory leaves room for the rest
                 throw ESFTError("bench: --sgemm \(n): three \(n)×\(n) fp32 matrices need \(ModelSizes.format(bytes)), more than half of this machine's \(ModelSizes.format(memory))")
             }
             Threads.set(threads)
-            let rate = measureSgemmGFLOPs(n: n, repeats: repeats)
-            print(String(format: "sgemm %d×%d×%d: %.1f GFLOP/s on %d thread(s) (%.1f per thread), median of %d; OpenBLAS %@ kernels, chosen by %@",
-                         n, n, n, rate, threads, rate / Double(threads), repeats, BLASCore.name, BLASCore.origin))
+            let rate = measureSgemmGFLOPs(n: n, repeats: repeats, compute: GEMMLayer.compute)
+            let what = GEMMLayer.backend == .onednn ? "oneDNN \(OneDNN.isa)" : "OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin)"
+            print(String(format: "%@ %d×%d×%d: %.1f GFLOP/s on %d thread(s) (%.1f per thread), median of %d; %@",
+                         GEMMLayer.compute == .bf16 ? "bf16 matmul" : "sgemm", n, n, n, rate, threads, rate / Double(threads), repeats, what))
             return
         }
         let configPath = try args.required("--config")
@@ -55,6 +59,7 @@ enum BenchCommand {
         let threads = try args.threads()
         let json = args.flag("--json")
         if let block = try args.int("--attention-block", min: 1) { DeepseekV2Model.attentionBlockRows = block }
+        try args.gemm()
         try args.finish()
         guard ["all", "experts", "none"].contains(trainable) else {
             throw ESFTError("--trainable must be all, experts or none, got '\(trainable)'")
@@ -99,6 +104,7 @@ enum BenchCommand {
             "forward_tokens_per_s": tokens / median(forward),
             "forward_backward_tokens_per_s": train.isEmpty ? NSNull() : tokens / median(train) as Any,
             "activation_bytes": model.activationBytes, "blas": BLASCore.record(requestedThreads: threads).dictionary,
+            "gemm": GEMMLayer.record.dictionary,
         ]
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
@@ -106,6 +112,7 @@ enum BenchCommand {
         } else {
             print("\(configPath): \(total) parameters (\(trainableCount) trainable), batch \(b)×\(t), \(threads) thread(s)")
             print("  BLAS: OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin); \(BLASCore.threads) OpenBLAS thread(s)")
+            print("  GEMM: \(GEMMLayer.backend.rawValue), compute \(GEMMLayer.compute.rawValue) (\(GEMMLayer.reason))")
             print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(forward), steps, median(forward)))
             if !train.isEmpty {
                 print(String(format: "  forward+backward  %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(train), steps, median(train)))

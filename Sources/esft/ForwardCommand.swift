@@ -6,7 +6,7 @@ import Foundation
 enum ForwardCommand {
     static let help = """
     Usage: esft forward --model DIR --tokens FILE --out FILE.safetensors [--grads] [--trainable SPEC]
-                        [--aux-alpha A] [--compare REF.safetensors] [--threads N]
+                        [--aux-alpha A] [--compare REF.safetensors] [--threads N] [--gemm G] [--compute C]
 
     Runs DeepseekV2ForCausalLM on a batch of tokens and writes what Hugging Face transformers would
     compute, so that anyone can check this engine against their own reference.
@@ -32,6 +32,7 @@ enum ForwardCommand {
                          largest magnitude and exits 3 unless logits and loss are within 1e-4 and
                          every gradient within 1e-3
       --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
+    \(GEMMLayer.helpLines)
     """
 
     static func run(_ argv: [String]) throws {
@@ -45,6 +46,7 @@ enum ForwardCommand {
         let alpha = try args.double("--aux-alpha") ?? 0
         let comparePath = try args.option("--compare")
         Threads.set(try args.threads())
+        try args.gemm()
         try args.finish()
         try OutputGuard.check(outputs: [.init("--out", outPath.path)],
                               inputs: [("--model", modelDir.path), ("--tokens", tokensPath), ("--compare", comparePath)]

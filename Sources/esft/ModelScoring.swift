@@ -36,6 +36,7 @@ enum ModelScoring {
         let seed = try args.int("--seed", default: recipe == .reference ? Recipe.referenceSeed : 0, min: 0)!
         let batchRows = try args.int("--batch-rows", default: 4, min: 1)!
         let threads = try args.threads()
+        try args.gemm()
         try args.finish()
         for (flag, path) in [("--model", model), ("--data", data)] where !FileManager.default.fileExists(atPath: path) {
             throw ESFTError("score: \(flag) \(path): no such file or directory")

@@ -7,7 +7,7 @@ import Foundation
 /// are shared (`write`).
 enum ScoreCommand {
     static let help = """
-    Usage: esft score --model DIR --data DATA.h5 --tokens N|all [--seed S] [--batch-rows B] [--threads T]
+    Usage: esft score --model DIR --data DATA.h5 --tokens N|all [--seed S] [--batch-rows B] [--threads T] [--gemm G] [--compute C]
                       [--score-per-sample [--reference-ranks W]] [--recipe esft|reference]
                       [--normalize samples|tokens] --out SCORES.json
            esft score --from-logs DIR [--top-k K] [--experts E] [--normalize samples|tokens] --out SCORES.json
@@ -28,6 +28,7 @@ enum ScoreCommand {
       --seed S            seed of the sample shuffle (default 0)
       --batch-rows B      rows per forward pass (default 4); ranks take contiguous runs of batches
       --threads T         threads per rank for kernels and OpenBLAS (0 or absent: the cores it may use)
+    \(GEMMLayer.helpLines)
       --score-per-sample  the reference's scoring (scripts/expert/get_expert_scores.py): every sample of the
                           dataset (train and validation rows: the reference reads the whole file) shuffled as
                           CPython's random.seed(S); random.shuffle(...) does; reference process r of W takes

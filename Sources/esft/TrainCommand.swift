@@ -12,7 +12,7 @@ enum TrainCommand {
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
                       [--recipe esft|reference] [--loss-normalization tokens|rows] [--aux-scale batch|micro-batch]
-                      [--final last|best]
+                      [--final last|best] [--gemm auto|openblas|onednn] [--compute fp32|bf16]
                       [--placement contiguous|balanced|affinity [--placement-routing DIR]]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
@@ -45,6 +45,7 @@ enum TrainCommand {
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
       --threads T        kernel and OpenBLAS threads per rank (0 or absent: the cores the rank may use)
+    \(GEMMLayer.helpLines)
       --recipe R         esft (default) or reference: start from the ESFT reference's recipe (configs/base.yaml
                          and train.py: 500 steps of 128 rows in 16 micro-batches, lr 1e-5 constant, AdamW 0.9/0.95,
                          wd 0.1, clip 1.0, aux 0.001, --loss-normalization rows, --aux-scale micro-batch,
@@ -130,6 +131,7 @@ enum TrainCommand {
 
         let comm = try Communicators.fromEnvironment()
         Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
+        try GEMMLayer.configure(gemm: options.gemm, compute: options.compute)
         runRanked(comm) {
             // Every input is validated (TrainInputs, in Trainer) on every rank before --out is created.
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,

@@ -29,6 +29,24 @@ final class BLASCoreSelectionTests: XCTestCase {
         }
     }
 
+    /// `--gemm` and `--compute` reach the GEMM layer and are recorded next to the BLAS record.
+    func testBenchRecordsTheGEMMBackend() throws {
+        var r = try Executables.esft(bench)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual((json["gemm"] as? [String: Any])?["backend"] as? String, "openblas", "the default")
+        try XCTSkipUnless(OneDNN.isAvailable, "oneDNN's CPU engine is not available here (scripts/setup.sh installs libdnnl-dev)")
+        r = try Executables.esft(bench + ["--gemm", "onednn", "--compute", "bf16"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let gemm = try XCTUnwrap(json["gemm"] as? [String: Any])
+        XCTAssertEqual(gemm["backend"] as? String, "onednn")
+        XCTAssertEqual(gemm["compute"] as? String, "bf16")
+        r = try Executables.esft(bench + ["--gemm", "cuda"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("--gemm must be auto, openblas or onednn, got 'cuda'"), r.stderr)
+    }
+
     func testFallbackIsReexecutedWithTheBestCore() throws {
         guard let flags = BLASCore.cpuFlags() else { throw XCTSkip("no /proc/cpuinfo flags here") }
         let best = BLASCore.level(ofFlags: flags)

@@ -25,6 +25,34 @@ final class TrainCommandTests: TrainTestCase {
         XCTAssertEqual(sblas["core"] as? String, blas["core"] as? String)
         XCTAssertEqual(sblas["threads"] as? Int, 1)
         XCTAssert(run.stdout.contains("OpenBLAS \(blas["core"] as! String) kernels"), run.stdout)
+        for (file, json) in [("run.json", record), ("summary.json", summary)] {
+            let gemm = try XCTUnwrap(json["gemm"] as? [String: Any], "\(file) records the GEMM set-up")
+            XCTAssertEqual(gemm["backend"] as? String, "openblas", "\(file): the default")
+            XCTAssertEqual(gemm["compute"] as? String, "fp32", file)
+        }
+    }
+
+    /// `--gemm onednn` trains the same model to the same losses within fp32 summation-order differences, and
+    /// says so in summary.json. Each fp32 product differs between libraries by ≤ 2γ_k relative to Σ|a||b|
+    /// (k ≤ 256 here: ~3e-5 worst case, ~1e-6 typical); over 3 steps at lr 1e-4 the losses move by far less
+    /// than that allows, so 1e-4 relative on each step's loss is a loose but meaningful bound.
+    func testOneDNNBackendTrainsToTheSameLosses() throws {
+        try XCTSkipUnless(OneDNN.isAvailable, "oneDNN's CPU engine is not available here (scripts/setup.sh installs libdnnl-dev)")
+        let blas = try train(ranks: 1, ["--experts", path("experts.json")], tag: "gemm-blas", steps: 3)
+        let dnnl = try train(ranks: 1, ["--experts", path("experts.json")], tag: "gemm-dnnl", steps: 3, extra: ["--gemm", "onednn"])
+        let a = try metrics(blas.out).compactMap { $0["loss"] as? Double }, b = try metrics(dnnl.out).compactMap { $0["loss"] as? Double }
+        XCTAssertEqual(a.count, 3)
+        XCTAssertEqual(a.count, b.count)
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-4 * abs(x)) }
+        let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: dnnl.out.appendingPathComponent("summary.json"))) as? [String: Any])
+        let gemm = try XCTUnwrap(summary["gemm"] as? [String: Any])
+        XCTAssertEqual(gemm["backend"] as? String, "onednn")
+        XCTAssertEqual(gemm["requested"] as? String, "onednn")
+        XCTAssertFalse((gemm["onednn_isa"] as? String ?? "").isEmpty)
+        let bad = try train(ranks: 1, ["--experts", path("experts.json")], tag: "gemm-bad", steps: 1, extra: ["--compute", "bf16"], expectSuccess: false)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssert(bad.stderr.contains("--compute bf16 needs the oneDNN backend"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: bad.out.path), "nothing written on bad input")
     }
 
     /// A Hugging Face directory works under mpirun too (every rank maps every expert, but trains only its
