@@ -29,6 +29,20 @@ def save(fig, path):
     print(f"wrote {path}")
 
 
+def finish_layer_chart(fig, ax, names, ylabel, title, ncol, path):
+    """Per-MoE-layer bar charts share their axes, legend and saving."""
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_xlabel("MoE layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.subplots_adjust(bottom=0.2)
+    fig.legend(loc="lower center", ncol=ncol, fontsize=9)
+    save(fig, path)
+    import matplotlib.pyplot as plt  # already loaded by main()
+    plt.close(fig)
+
+
 def heatmap(plt, matrix, title, path):
     ranks = len(matrix)
     fig, ax = plt.subplots(figsize=HEATMAP_INCHES)
@@ -99,15 +113,8 @@ def main():
                        for s in range(ranks) for t in range(ranks) if s != t) * p["row_bytes"][d] * per_step for layer in layers]
         ax.scatter([x + (i - 1.5) * width for x in range(len(layers))], minimum, marker="_", s=200, color="black",
                    label="analytic minimum" if i == 0 else None, zorder=3)
-    ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(names)
-    ax.set_xlabel("MoE layer")
-    ax.set_ylabel("bytes per step sent to other ranks")
-    ax.set_title("expert-parallel bytes per layer and direction")
-    fig.subplots_adjust(bottom=0.2)
-    fig.legend(loc="lower center", ncol=5, fontsize=9)
-    save(fig, os.path.join(out, "bytes_per_layer_direction.png"))
-    plt.close(fig)
+    finish_layer_chart(fig, ax, names, "bytes per step sent to other ranks", "expert-parallel bytes per layer and direction",
+                       5, os.path.join(out, "bytes_per_layer_direction.png"))
 
     width = 0.8 / ranks
     fig, ax = plt.subplots(figsize=CHART_INCHES)
@@ -117,15 +124,8 @@ def main():
     for x, layer in enumerate(layers):
         mean = sum(layer["received_rows"]) * per_step / ranks
         ax.hlines(mean, x - 0.4, x + 0.4, colors="black", linestyles="dashed", label="mean" if x == 0 else None)
-    ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(names)
-    ax.set_xlabel("MoE layer")
-    ax.set_ylabel("rows received per step (forward dispatch)")
-    ax.set_title("load per rank (imbalance = max / mean)")
-    fig.subplots_adjust(bottom=0.2)
-    fig.legend(loc="lower center", ncol=min(ranks + 1, 8), fontsize=9)
-    save(fig, os.path.join(out, "rows_received.png"))
-    plt.close(fig)
+    finish_layer_chart(fig, ax, names, "rows received per step (forward dispatch)", "load per rank (imbalance = max / mean)",
+                       min(ranks + 1, 8), os.path.join(out, "rows_received.png"))
 
     fig, ax = plt.subplots(figsize=CHART_INCHES)
     left = [0.0] * ranks

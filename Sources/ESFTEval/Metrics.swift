@@ -27,10 +27,7 @@ public enum Evaluation {
         for (i, c) in zip(mine, completions) {
             let r = records[i], m = ExactJSONMetric.score(rawPrediction: c.text, answer: r.rawAnswers[0])
             sums[0] += m.score; sums[1] += c.stopped ? 1 : 0; sums[2] += Double(c.tokens.count)
-            var text = "{\"example\": {\"prompt\": \(JSONText.string(r.prompt)), \"raw_prediction\": \(JSONText.string(c.text)), "
-                + "\"raw_answers\": [\(r.rawAnswers.map(JSONText.string).joined(separator: ", "))]}, \"score\": \(m.score == 1 ? "1" : "0")"
-            if let note = m.note { text += ", \"note\": \(JSONText.string(note))" }
-            lines.append((i, text + "}"))
+            lines.append((i, exactJSONResultLine(prompt: r.prompt, prediction: c.text, answers: r.rawAnswers, result: m)))
         }
         try comm.allReduceSum(&sums, tag: "eval")
         let seconds = try comm.maxAllReduce(Date().timeIntervalSince(start), tag: "eval")

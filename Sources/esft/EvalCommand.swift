@@ -80,25 +80,17 @@ enum EvalCommand {
         guard metric == "exact-json" else { throw ESFTError("eval: --rescore scores predictions with --metric exact-json, got '\(metric)'") }
         let outURL = URL(fileURLWithPath: out), summaryURL = summaryPath(outURL)
         try OutputGuard.check(outputs: [.init("--out", outURL.path), .init("the summary", summaryURL.path)], inputs: [.init("--rescore", path)])
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(error.localizedDescription))") }
         var lines: [String] = [], total = 0.0, recorded = 0, agree = 0
-        for (i, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
-        where !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
-            let r = try JSONReader.parse(Data(line), source: "\(path):\(i + 1)", what: "result line")
+        for (_, r) in try jsonLines(path, what: "result line") {
             let example = try r.field("example")
             let prompt = try example.field("prompt").string(), prediction = try example.field("raw_prediction").string()
             let answers = try example.field("raw_answers").items().map { try $0.string() }
-            guard let answer = answers.first else { throw ESFTError("\(path):\(i + 1): example.raw_answers is empty") }
+            guard let answer = answers.first else { throw ESFTError("\(r.source): example.raw_answers is empty") }
             let m = ExactJSONMetric.score(rawPrediction: prediction, answer: answer)
             total += m.score
             if let old = try r.optionalField("score") { recorded += 1; if try old.double() == m.score { agree += 1 } }
-            var text = "{\"example\": {\"prompt\": \(JSONText.string(prompt)), \"raw_prediction\": \(JSONText.string(prediction)), "
-                + "\"raw_answers\": [\(answers.map(JSONText.string).joined(separator: ", "))]}, \"score\": \(m.score == 1 ? "1" : "0")"
-            if let note = m.note { text += ", \"note\": \(JSONText.string(note))" }
-            lines.append(text + "}\n")
+            lines.append(exactJSONResultLine(prompt: prompt, prediction: prediction, answers: answers, result: m) + "\n")
         }
-        guard !lines.isEmpty else { throw ESFTError("\(path): no result lines (the file is empty)") }
         let summary: [String: Any] = ["metric": metric, "rescored": path, "records": lines.count, "score": total / Double(lines.count),
                                       "correct": Int(total), "recorded_scores": recorded, "recorded_scores_agreeing": agree]
         let summaryData = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])

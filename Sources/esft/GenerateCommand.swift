@@ -82,14 +82,6 @@ enum GenerateCommand {
 extension EvalRecord {
     /// The "prompt" of every non-blank line (other fields are not needed to generate).
     static func loadPrompts(_ path: String) throws -> [String] {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw ESFTError("\(path): cannot read (\(error.localizedDescription))") }
-        var prompts: [String] = []
-        for (i, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
-        where !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
-            prompts.append(try JSONReader.parse(Data(line), source: "\(path):\(i + 1)", what: "prompt record").field("prompt").string())
-        }
-        guard !prompts.isEmpty else { throw ESFTError("\(path): no prompts (the file is empty)") }
-        return prompts
+        try jsonLines(path, what: "prompt record").map { try $0.reader.field("prompt").string() }
     }
 }
