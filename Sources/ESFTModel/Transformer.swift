@@ -21,6 +21,8 @@ public struct TokenBatch {
         return out
     }
     public var targetCount: Int { targets.reduce(0) { $0 + ($1 == CrossEntropy.ignoreIndex ? 0 : 1) } }
+    /// Rows holding at least one target: what a row-normalised loss averages over.
+    public var rowsWithTargets: Int { targetsPerRow.lazy.filter { $0 > 0 }.count }
     /// Targets in each row (a row with none adds nothing to a row-normalised loss).
     public var targetsPerRow: [Int] {
         let t = targets
@@ -154,7 +156,7 @@ public final class DeepseekV2Model {
         case .tokens: denominator = lossDenominator ?? Double(max(count, 1))
         case .rows:
             let perRow = batch.targetsPerRow
-            let rows = lossDenominator ?? Double(max(perRow.filter { $0 > 0 }.count, 1))
+            let rows = lossDenominator ?? Double(max(perRow.lazy.filter { $0 > 0 }.count, 1))  // rowsWithTargets, from the counts at hand
             rowDenominators = perRow.map { Double(max($0, 1)) * rows }
         }
         var ceSum = 0.0, loss = 0.0

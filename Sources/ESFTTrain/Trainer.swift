@@ -98,7 +98,7 @@ public final class Trainer {
         // Row normalisation divides each row's mean by the job's count of rows that hold a target.
         var denominator = Double(targets)
         if options.lossNormalization == .rows {
-            let rows = Int64(batches.reduce(0) { $0 + $1.targetsPerRow.lazy.filter { $0 > 0 }.count })
+            let rows = Int64(batches.reduce(0) { $0 + $1.rowsWithTargets })
             denominator = Double(try comm.allReduceSum(rows, tag: "step rows"))
         }
         var sums = [0.0, 0.0]
@@ -158,7 +158,7 @@ public final class Trainer {
             let b = batch(mine[(mine.startIndex + lo)..<(mine.startIndex + hi)])
             let r = try model.forward(b, training: false, lossDenominator: byRows ? 1 : nil, normalization: options.lossNormalization)
             sums[0] += byRows ? r.loss : r.crossEntropySum; sums[1] += Double(r.targetCount)
-            if byRows { sums[2] += Double(b.targetsPerRow.lazy.filter { $0 > 0 }.count) }
+            if byRows { sums[2] += Double(b.rowsWithTargets) }
         }
         try comm.allReduceSum(&sums, tag: "validation")
         guard sums[1] > 0 else { return nil }
