@@ -38,14 +38,22 @@ public final class TokenDataset {
     public let path: String
     public let metadata: Metadata
     public let rows: Int
-    public let inputIds: [Int32]
-    public let labels: [Int32]
     public let split: [UInt8]
     public let samples: [Sample]
+    /// FNV-1a 64 over input_ids, labels, split and samples (native little-endian bytes): two files with
+    /// the same digest hold the same training data, whatever their metadata. Checkpoints record it.
+    public let digest: String
+
+    /// The file stays open (each H5Dataset holds it): a batch reads its rows as hyperslabs, so a rank holds
+    /// the rows it trains on, never the whole dataset (a DeepSeek-V2-Lite run's rows of 4096 tokens add up).
+    private let idsData: H5Dataset, labelsData: H5Dataset
 
     public var seqLen: Int { metadata.seqLen }
     public var trainRows: [Int] { (0..<rows).filter { split[$0] == 0 } }
     public var validationRows: [Int] { (0..<rows).filter { split[$0] == 1 } }
+
+    /// Rows per block when a whole dataset is checked and digested at open: 4 Mi tokens, 16 MiB per block.
+    static func blockRows(seqLen: Int) -> Int { max(1, (4 << 20) / max(seqLen, 1)) }
 
     public init(path: String) throws {
         self.path = path
@@ -72,18 +80,47 @@ public final class TokenDataset {
         try TokenDatasetChecks.checkShapes(path: path, seqLen: metadata.seqLen, vocabSize: metadata.vocabSize, ids: ids, labels: lab,
                                            split: sp, samples: sm)
         rows = ids.shape[0]
-        let t = metadata.seqLen
+        let t = metadata.seqLen, v = metadata.vocabSize
         var split8 = [UInt8](repeating: 0, count: rows), samples64 = [Int64](repeating: 0, count: sm.shape[0] * 4)
-        inputIds = try TokenDatasetChecks.readIntegers(ids, path: path, name: "input_ids", count: rows * t, seqLen: t)
-        labels = try TokenDatasetChecks.readIntegers(lab, path: path, name: "labels", count: rows * t, seqLen: t)
         if rows > 0 { try split8.withUnsafeMutableBytes { try sp.read(into: $0.baseAddress!, element: .uint8) } }
         if !samples64.isEmpty { try samples64.withUnsafeMutableBytes { try sm.read(into: $0.baseAddress!, element: .int64) } }
         split = split8
         samples = stride(from: 0, to: samples64.count, by: 4).map {
             Sample(row: Int(samples64[$0]), start: Int(samples64[$0 + 1]), length: Int(samples64[$0 + 2]), source: Int(samples64[$0 + 3]))
         }
-        try TokenDatasetChecks.checkValues(path: path, seqLen: t, vocabSize: metadata.vocabSize, inputIds: inputIds, labels: labels,
-                                           split: split, samples: samples)
+        // Every value is checked before any command writes, and digested, one block of rows at a time.
+        var d = FNV1a64()
+        let n = rows, step = Self.blockRows(seqLen: t)
+        let blocks = stride(from: 0, to: n, by: step).map { $0..<min(n, $0 + step) }
+        for block in blocks {
+            let values = try TokenDatasetChecks.readIntegers(ids, path: path, name: "input_ids", rows: block, seqLen: t)
+            try TokenDatasetChecks.checkInputIds(path: path, seqLen: t, vocabSize: v, values, firstRow: block.lowerBound)
+            d.add(array: values)
+        }
+        for block in blocks {
+            let values = try TokenDatasetChecks.readIntegers(lab, path: path, name: "labels", rows: block, seqLen: t)
+            try TokenDatasetChecks.checkLabels(path: path, seqLen: t, vocabSize: v, values, firstRow: block.lowerBound)
+            d.add(array: values)
+        }
+        try TokenDatasetChecks.checkSplitAndSamples(path: path, seqLen: t, split: split, samples: samples)
+        d.add(array: split8); d.add(array: samples64)
+        digest = d.hexDigest
+        idsData = ids; labelsData = lab
+    }
+
+    /// input_ids of rows [rows.lowerBound, rows.upperBound), flattened [rows, seq_len] (values checked at open).
+    public func inputIds(rows r: Range<Int>) throws -> [Int32] { try read(idsData, rows: r) }
+    /// labels of those rows.
+    public func labels(rows r: Range<Int>) throws -> [Int32] { try read(labelsData, rows: r) }
+    /// Every row's input_ids (for small datasets and tests: training reads rows as it needs them).
+    public func allInputIds() throws -> [Int32] { try inputIds(rows: 0..<rows) }
+    public func allLabels() throws -> [Int32] { try labels(rows: 0..<rows) }
+
+    private func read(_ d: H5Dataset, rows r: Range<Int>) throws -> [Int32] {
+        precondition(r.lowerBound >= 0 && r.upperBound <= rows, "rows \(r) outside 0..<\(rows)")
+        var values = [Int32](repeating: 0, count: r.count * seqLen)
+        if !values.isEmpty { try values.withUnsafeMutableBytes { try d.readRows(r.lowerBound, r.count, into: $0.baseAddress!, element: .int32) } }
+        return values
     }
 
     /// Writes a dataset atomically (temporary name, then rename).
@@ -106,16 +143,5 @@ public final class TokenDataset {
             try flat.withUnsafeBytes { try f.createDataset("samples", element: .int64, shape: [samples.count, 4]).write($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, element: .int64) }
             try f.close()
         }
-    }
-}
-
-extension TokenDataset {
-    /// FNV-1a 64 over input_ids, labels, split and samples (native little-endian bytes): two files with
-    /// the same digest hold the same training data, whatever their metadata. Checkpoints record it.
-    public var digest: String {
-        var d = FNV1a64()
-        d.add(array: inputIds); d.add(array: labels); d.add(array: split)
-        d.add(array: samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] })
-        return d.hexDigest
     }
 }

@@ -27,36 +27,45 @@ enum TokenDatasetChecks {
         if split.elementKind.isFloat { throw ESFTError(ErrorText.field(path, "split", "is stored as floats; it must be an integer dataset of 0 and 1")) }
     }
 
-    /// Reads an integer dataset as int32; a float dataset is accepted only if every value is a whole number
-    /// (a fractional id would otherwise be truncated silently by HDF5's conversion).
-    static func readIntegers(_ d: H5Dataset, path: String, name: String, count: Int, seqLen: Int) throws -> [Int32] {
+    /// Reads rows `rows` of an integer [rows, seq_len] dataset as int32; a float dataset is accepted only if
+    /// every value is a whole number (a fractional id would otherwise be truncated silently by HDF5's conversion).
+    static func readIntegers(_ d: H5Dataset, path: String, name: String, rows: Range<Int>, seqLen: Int) throws -> [Int32] {
+        let count = rows.count * seqLen
         var values = [Int32](repeating: 0, count: count)
         guard count > 0 else { return values }
         if d.elementKind.isFloat {
             var floats = [Float](repeating: 0, count: count)
-            try floats.withUnsafeMutableBytes { try d.read(into: $0.baseAddress!, element: .float32) }
+            try floats.withUnsafeMutableBytes { try d.readRows(rows.lowerBound, rows.count, into: $0.baseAddress!, element: .float32) }
             for (i, x) in floats.enumerated() {
                 guard x.isFinite, x == x.rounded(), abs(x) < 2_147_483_648 else {
-                    throw ESFTError(ErrorText.field(path, "\(name)[\(i / seqLen)][\(i % seqLen)]", "is \(x), stored as a float; token ids must be whole numbers (store them as int32)"))
+                    throw ESFTError(ErrorText.field(path, "\(name)[\(rows.lowerBound + i / seqLen)][\(i % seqLen)]", "is \(x), stored as a float; token ids must be whole numbers (store them as int32)"))
                 }
                 values[i] = Int32(x)
             }
             return values
         }
-        try values.withUnsafeMutableBytes { try d.read(into: $0.baseAddress!, element: .int32) }
+        try values.withUnsafeMutableBytes { try d.readRows(rows.lowerBound, rows.count, into: $0.baseAddress!, element: .int32) }
         return values
     }
 
-    /// Values: ids within the vocabulary, labels within it or -100, split 0 or 1, samples inside their rows.
-    static func checkValues(path: String, seqLen: Int, vocabSize: Int, inputIds: [Int32], labels: [Int32], split: [UInt8],
-                            samples: [TokenDataset.Sample]) throws {
+    /// Input ids of rows starting at `firstRow`: within the vocabulary.
+    static func checkInputIds(path: String, seqLen: Int, vocabSize: Int, _ ids: [Int32], firstRow: Int) throws {
         let v = Int32(vocabSize)
-        if let bad = inputIds.firstIndex(where: { $0 < 0 || $0 >= v }) {
-            throw ESFTError(ErrorText.field(path, "input_ids[\(bad / seqLen)][\(bad % seqLen)]", "is \(inputIds[bad]), outside the vocabulary 0..<\(v) (vocab_size)"))
+        if let bad = ids.firstIndex(where: { $0 < 0 || $0 >= v }) {
+            throw ESFTError(ErrorText.field(path, "input_ids[\(firstRow + bad / seqLen)][\(bad % seqLen)]", "is \(ids[bad]), outside the vocabulary 0..<\(v) (vocab_size)"))
         }
+    }
+
+    /// Labels of rows starting at `firstRow`: within the vocabulary or -100.
+    static func checkLabels(path: String, seqLen: Int, vocabSize: Int, _ labels: [Int32], firstRow: Int) throws {
+        let v = Int32(vocabSize)
         if let bad = labels.firstIndex(where: { $0 != -100 && ($0 < 0 || $0 >= v) }) {
-            throw ESFTError(ErrorText.field(path, "labels[\(bad / seqLen)][\(bad % seqLen)]", "is \(labels[bad]); a label must be in 0..<\(v) (vocab_size) or -100 (not trained)"))
+            throw ESFTError(ErrorText.field(path, "labels[\(firstRow + bad / seqLen)][\(bad % seqLen)]", "is \(labels[bad]); a label must be in 0..<\(v) (vocab_size) or -100 (not trained)"))
         }
+    }
+
+    /// Split 0 or 1, samples inside their rows.
+    static func checkSplitAndSamples(path: String, seqLen: Int, split: [UInt8], samples: [TokenDataset.Sample]) throws {
         if let bad = split.firstIndex(where: { $0 > 1 }) {
             throw ESFTError(ErrorText.field(path, "split[\(bad)]", "is \(split[bad]); it must be 0 (train) or 1 (validation)"))
         }

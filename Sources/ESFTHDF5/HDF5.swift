@@ -187,6 +187,21 @@ public final class H5Dataset {
 
     /// Writes rows [row, row+count) of a dataset whose first dimension is rows.
     public func writeRows(_ row: Int, _ count: Int, _ data: UnsafeRawPointer, element: H5Element) throws {
+        guard withRows(row, count, { H5Dwrite(id, element.memoryType, $0, $1, 0, data) }) >= 0 else {
+            throw ESFTError("\(where_): write of rows \(row)..<\(row + count) failed (disk full?)\(HDF5ErrorStack.detail)")
+        }
+    }
+
+    /// Reads rows [row, row+count) of a dataset whose first dimension is rows (a hyperslab: only those
+    /// rows' bytes are read from the file).
+    public func readRows(_ row: Int, _ count: Int, into data: UnsafeMutableRawPointer, element: H5Element) throws {
+        guard withRows(row, count, { H5Dread(id, element.memoryType, $0, $1, 0, data) }) >= 0 else {
+            throw ESFTError("\(where_): read of rows \(row)..<\(row + count) failed\(HDF5ErrorStack.detail)")
+        }
+    }
+
+    /// Runs `io(memorySpace, fileSpace)` with rows [row, row+count) selected in the file.
+    private func withRows(_ row: Int, _ count: Int, _ io: (hid_t, hid_t) -> herr_t) -> herr_t {
         let dims = shape
         var start = [hsize_t](repeating: 0, count: dims.count), counts = dims.map { hsize_t($0) }
         start[0] = hsize_t(row); counts[0] = hsize_t(count)
@@ -195,9 +210,7 @@ public final class H5Dataset {
         H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &counts, nil)
         let memSpace = H5Screate_simple(Int32(counts.count), &counts, nil)
         defer { H5Sclose(memSpace) }
-        guard H5Dwrite(id, element.memoryType, memSpace, fileSpace, 0, data) >= 0 else {
-            throw ESFTError("\(where_): write of rows \(row)..<\(row + count) failed (disk full?)\(HDF5ErrorStack.detail)")
-        }
+        return io(memSpace, fileSpace)
     }
 
     public func read(into data: UnsafeMutableRawPointer, element: H5Element) throws {

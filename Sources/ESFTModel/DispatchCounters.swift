@@ -44,6 +44,9 @@ public final class DispatchCounters {
 
     public init() {}
 
+    /// While true nothing is recorded (a recomputed forward: its rows were counted the first time).
+    public var paused = false
+
     /// Rows to each peer (rank order) in one direction of one layer.
     public func rowsSent(layer: Int, _ d: DispatchDirection) -> [Int64] { slice(peerRows, layer, d) }
     /// Payload bytes to each peer (rank order) in one direction of one layer.
@@ -58,12 +61,14 @@ public final class DispatchCounters {
     public func pairsOffRank(layer: Int) -> Int64 { layer < layers ? offRankPairs[layer] : 0 }
 
     func record(layer: Int, rows: Int, pairs p: Int) {
+        guard !paused else { return }
         rowsSent[layer, default: 0] += rows
         pairs[layer, default: 0] += p
     }
 
     /// One row exchange: `rowsTo[s]` rows of `rowBytes` bytes went to rank s.
     func recordSent(layer: Int, _ d: DispatchDirection, rowsTo: [Int], rowBytes: Int) {
+        guard !paused else { return }
         ensure(layer: layer, ranks: rowsTo.count)
         let base = (layer * DispatchDirection.allCases.count + d.rawValue) * ranks
         for (s, r) in rowsTo.enumerated() {
@@ -76,6 +81,7 @@ public final class DispatchCounters {
     /// owns at least one of its K experts; in forward also the (token, expert) pairs routed off-rank.
     func recordRouting(layer: Int, _ pass: DispatchPass, topkIdx: UnsafePointer<Int32>, tokens n: Int, k: Int,
                        placement: LayerPlacement, rank: Int) {
+        guard !paused else { return }
         ensure(layer: layer, ranks: placement.ranks)
         let base = (layer * DispatchPass.allCases.count + pass.rawValue) * ranks
         var off: Int64 = 0

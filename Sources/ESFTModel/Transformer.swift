@@ -73,6 +73,7 @@ public final class DeepseekV2Model {
     private let layerSaved: [LayerSaved]
     private let belowSaved = LayerSaved()   // shared by the layers that need no backward
     private let belowInputs = [Reusable<Float>(), Reusable<Float>()]  // their inputs, ping-pong
+    private let recomputedOut = Reusable<Float>()  // a recomputed layer's output, not needed by its backward
     private let head = HeadSaved()
     private let scratch = Scratch()
     private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
@@ -116,6 +117,13 @@ public final class DeepseekV2Model {
         return min(local, jobLowestTrainableLayer ?? local)
     }
     public var jobLowestTrainableLayer: Int?
+
+    /// Activation checkpointing: training keeps only each layer's input [B·T, D] and runs the layer's forward
+    /// again (into the shared set the frozen layers use) just before its backward, so one layer's activations
+    /// are held at a time instead of every trained layer's: one more forward of the trained layers per step
+    /// (and, with expert parallelism, its dispatch and combine again) for memory. The recomputed forward
+    /// repeats the first one's operations on the same input, so the gradients are the same.
+    public var recomputeLayers = false
 
     /// Rows of logits the head computes at once (nil: as many as fit `headChunkBytes`). A forward whose B·T
     /// rows fit in one chunk keeps all its logits for `logits(count:)` (esft forward sets B·T to keep them).
@@ -223,7 +231,8 @@ public final class DeepseekV2Model {
         for l in 0..<config.numLayers {
             aux += try layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
                                          auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
-                                         saved: l >= lowest ? layerSaved[l] : belowSaved, scratch: scratch, observer: routingObserver)
+                                         saved: l >= lowest && !recomputeLayers ? layerSaved[l] : belowSaved, scratch: scratch,
+                                         observer: routingObserver)
         }
         return aux
     }
@@ -246,9 +255,19 @@ public final class DeepseekV2Model {
         guard needBelowHead else { return }
         for l in stride(from: config.numLayers - 1, through: lowest, by: -1) {
             let x = layerSaved[l].input_ND.reuse(count: n * d)
+            var saved = layerSaved[l]
+            if recomputeLayers {
+                // The aux loss and the dispatch counters were taken in the first forward: not again.
+                dispatchCounters.paused = true
+                defer { dispatchCounters.paused = false }
+                _ = try layers[l].forward(x: x, out: recomputedOut.reuse(count: n * d), batch: batch.batch, seqLen: batch.seqLen,
+                                          rope: tables, auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
+                                          saved: belowSaved, scratch: scratch, observer: nil)
+                saved = belowSaved
+            }
             try layers[l].backward(dHidden: dHidden, x: x, batch: batch.batch, seqLen: batch.seqLen, rope: tables,
                                    auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
-                                   needInputGrad: l > lowest || embed.isTrainable, saved: layerSaved[l], scratch: scratch)
+                                   needInputGrad: l > lowest || embed.isTrainable, saved: saved, scratch: scratch)
         }
         if let dE = embed.gradPointer {
             for t in 0..<n { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }
@@ -270,6 +289,6 @@ public final class DeepseekV2Model {
     /// Bytes of activations and scratch currently held (for memory reports).
     public var activationBytes: Int {
         layerSaved.reduce(0) { $0 + $1.heldBytes } + belowSaved.heldBytes + belowInputs.reduce(0) { $0 + $1.heldBytes }
-            + head.heldBytes + scratch.heldBytes
+            + recomputedOut.heldBytes + head.heldBytes + scratch.heldBytes
     }
 }

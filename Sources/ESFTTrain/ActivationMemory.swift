@@ -22,8 +22,10 @@ public struct ActivationMemory: Equatable {
 
     /// n = this rank's tokens per micro-batch (rows × T); `lowest` = the job's lowest trainable layer;
     /// `dispatch[layer]` for each MoE layer; `localExperts[layer]` = experts this rank owns there.
+    /// `recompute`: activation checkpointing (`DeepseekV2Model.recomputeLayers`): trained layers keep their
+    /// input only and share the frozen layers' set.
     public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, ranks: Int, lowest: Int, validation: Bool,
-                attentionBackward: (Int) -> Bool, dispatch: [Int: Dispatch], localExperts: [Int: Int]) {
+                recompute: Bool = false, attentionBackward: (Int) -> Bool, dispatch: [Int: Dispatch], localExperts: [Int: Int]) {
         let d = Double(c.hiddenSize), nn = Double(n), k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts)
         let h = Double(c.numHeads), dn = Double(c.qkNopeHeadDim), dr = Double(c.qkRopeHeadDim), dv = Double(c.vHeadDim)
         let rkv = Double(c.kvLoraRank), rq = Double(c.qLoraRank ?? 0), v = Double(c.vocabSize)
@@ -52,8 +54,9 @@ public struct ActivationMemory: Equatable {
         let layers = 0..<c.numLayers
         // Layers at or above `lowest` keep their own state; the others (and validation) share one set,
         // sized by the largest use: dense and MoE parts both when both kinds run there.
-        for l in layers where l >= lowest { saved += layerSaved(l, input: true) }
-        let below = layers.filter { $0 < lowest || validation }
+        for l in layers where l >= lowest { saved += recompute ? b(nn * d) : layerSaved(l, input: true) }
+        if recompute && lowest < c.numLayers { saved += b(nn * d) }                        // the recomputed layer's output
+        let below = layers.filter { $0 < lowest || validation || recompute }
         if !below.isEmpty {
             let dense = below.filter { !c.isMoELayer($0) }, moe = below.filter { c.isMoELayer($0) }
             saved += 3 * b(nn * d) + 2 * b(nn) + attentionSaved() + (dense.isEmpty ? 0 : 2 * b(nn * iDense))
@@ -62,7 +65,9 @@ public struct ActivationMemory: Equatable {
             }
         }
         saved += Double(min(lowest, 2)) * b(nn * d)                                       // inputs of the layers below
-        saved += 2 * b(nn * d) + b(nn) + b(nn * v) + b(nn * v)                             // head: input, norm, logits, ∂logits
+        // Head: input, normed, rstd, one chunk of logits and (training) of their gradient.
+        let chunkRows = max(1, min(nn, Double(DeepseekV2Model.headChunkBytes / (4 * c.vocabSize))))
+        saved += 2 * b(nn * d) + b(nn) + b(chunkRows * v) + b(chunkRows * v)
 
         // Workspaces: the largest use over the layers that run them.
         let trained = layers.filter { $0 >= lowest }

@@ -45,6 +45,8 @@ public struct CapacityPlan {
         public var trainable: TrainableSet
         public var ranks = 1, threads = 1, batchRows = 8, seqLen = 128, accumulation = 1
         public var validation = false
+        /// Activation checkpointing (esft train --recompute).
+        public var recompute = false
         public var placement: ExpertPlacement
         public var routing = RoutingAssumption.uniform
         public var storedBytesPerElement = 2
@@ -143,7 +145,7 @@ public struct CapacityPlan {
                 }
             }
             let act = ActivationMemory(config: c, tokens: n, seqLen: job.seqLen, ranks: r, lowest: lowest, validation: job.validation,
-                                       attentionBackward: attnBack, dispatch: dispatch, localExperts: local)
+                                       recompute: job.recompute, attentionBackward: attnBack, dispatch: dispatch, localExperts: local)
             rank.activationBytes = act.saved; rank.workspaceBytes = act.workspace
             var tensors = 0
             for s in specs {

@@ -127,8 +127,8 @@ public struct ModelScorer {
                 unit: "samples", countedTokens: plan.countedTokens,
                 description: "esft score: \(samples.count) samples, each alone (the reference's scoring: shuffled with seed \(o.seed) as CPython's random.shuffle, taken as \(w) reference processes would), \(plan.countedTokens) tokens counted of \(plan.availableTokens); \(ranks) rank\(ranks == 1 ? "" : "s")",
                 make: { b in
-                    let s = samples[b], start = s.row * t + s.start
-                    let ids = Array(dataset.inputIds[start..<(start + s.length)])
+                    let s = samples[b]
+                    let ids = Array(try dataset.inputIds(rows: s.row..<(s.row + 1))[s.start..<(s.start + s.length)])
                     let batch = TokenBatch(batch: 1, seqLen: s.length, inputIds: ids,
                                            labels: [Int32](repeating: CrossEntropy.ignoreIndex, count: s.length))
                     return (batch, .oneSample(tokens: s.length))
@@ -140,7 +140,7 @@ public struct ModelScorer {
             count: plan.batchCount, mine: plan.batches(rank: rank, ranks: ranks), totalTokens: plan.rows.count * t,
             unit: "batches", countedTokens: plan.countedTokens,
             description: "esft score: \(plan.chosenSamples.count) samples, \(plan.countedTokens) tokens counted (of \(plan.availableTokens) in train samples\(o.tokens.map { ", asked \($0)" } ?? "")) in \(plan.rows.count) rows of \(t) tokens; \(ranks) rank\(ranks == 1 ? "" : "s"), \(plan.batchCount) batches of ≤ \(plan.batchRows) rows",
-            make: { b in (dataset.batch(rows: plan.rows(ofBatch: b), labels: false), try plan.grouping(ofBatch: b)) })
+            make: { b in (try dataset.batch(rows: plan.rows(ofBatch: b), labels: false), try plan.grouping(ofBatch: b)) })
     }
 
     static func digest(ofFile url: URL) throws -> String {

@@ -36,6 +36,9 @@ public struct TrainOptions: Equatable, Sendable {
     public var placement = "contiguous"
     /// Routing logs (expert_weights_<layer>.txt) the affinity placement groups experts by.
     public var placementRouting = ""
+    /// Activation checkpointing (`DeepseekV2Model.recomputeLayers`): keep each trained layer's input only and
+    /// recompute its forward in backward. Same gradients; one more forward of the trained layers per step.
+    public var recompute = false
 
     public init() {}
 
@@ -55,7 +58,7 @@ public struct TrainOptions: Equatable, Sendable {
     /// Keys a config file may set (and their flags: --key-with-dashes).
     public static let keys = ["steps", "batch_rows", "seed", "lr", "min_lr", "schedule", "warmup", "accumulation",
                               "eval_every", "eval_rows", "grad_clip", "aux_alpha", "threads", "beta1", "beta2", "eps",
-                              "weight_decay", "loss_normalization", "aux_scale", "final", "placement", "placement_routing", "gemm", "compute"]
+                              "weight_decay", "loss_normalization", "aux_scale", "final", "placement", "placement_routing", "gemm", "compute", "recompute"]
 
     /// Applies a config file's keys; unknown keys and wrong types are errors naming the file and the key.
     public mutating func apply(_ config: JSONReader) throws {
@@ -148,6 +151,13 @@ public struct TrainOptions: Equatable, Sendable {
                 throw ESFTError("\(source): 'placement' must be one of \(PlacementKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(shown)")
             }
             placement = s
+        case "recompute":
+            switch value.value {
+            case .bool(let b): recompute = b
+            case .string("true"): recompute = true
+            case .string("false"): recompute = false
+            default: throw ESFTError("\(source): 'recompute' must be true or false, got \(shown)")
+            }
         case "placement_routing":
             guard case .string(let s) = value.value else { throw ESFTError("\(source): 'placement_routing' must be a directory path, got \(shown)") }
             placementRouting = s
@@ -166,6 +176,6 @@ public struct TrainOptions: Equatable, Sendable {
          "grad_clip": gradClip, "aux_alpha": auxAlpha, "threads": threads, "beta1": adam.beta1, "beta2": adam.beta2,
          "eps": adam.eps, "weight_decay": adam.weightDecay, "loss_normalization": lossNormalization.rawValue,
          "aux_scale": auxScale.rawValue, "final": finalWeights.rawValue, "placement": placement, "placement_routing": placementRouting,
-         "gemm": gemm, "compute": compute]
+         "gemm": gemm, "compute": compute, "recompute": recompute]
     }
 }

@@ -58,6 +58,7 @@ public final class Trainer {
         model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
         model.auxLossAlpha = Float(options.auxAlpha)
         // The aux loss of a row weighs 1/(rows it is averaged over): the step's rows, or a micro-batch's.
+        model.recomputeLayers = options.recompute
         model.auxLossRows = options.auxScale == .batch ? options.batchRows : options.batchRows / options.accumulation
 
         let trainable: TrainableSet
@@ -82,7 +83,7 @@ public final class Trainer {
         sampler = Sampler(rows: dataset.trainRows, seed: options.seed)
     }
 
-    private func batch(_ rows: ArraySlice<Int>) -> TokenBatch { dataset.batch(rows: rows) }
+    private func batch(_ rows: ArraySlice<Int>) throws -> TokenBatch { try dataset.batch(rows: rows) }
 
     /// One optimizer step over the next global batch. Returns (loss, aux loss, grad norm, target tokens).
     func step(lr: Double) throws -> (loss: Double, aux: Double, gradNorm: Double, targets: Int) {
@@ -91,7 +92,7 @@ public final class Trainer {
         let shares = (0..<options.accumulation).map {
             Sampler.share(of: Array(rows[($0 * micro)..<(($0 + 1) * micro)]), rank: comm.rank, ranks: comm.size)
         }
-        let batches = shares.map(batch)
+        let batches = try shares.map(batch)
         var targets = Int64(batches.reduce(0) { $0 + $1.targetCount })
         targets = try comm.allReduceSum(targets, tag: "step targets")
         guard targets > 0 else { throw ESFTError("the batch has no target tokens (every label is -100)") }
@@ -155,7 +156,7 @@ public final class Trainer {
         var sums = [0.0, 0.0, 0.0]  // Σ CE (or Σ row means), targets, rows holding a target
         for c in 0..<calls {
             let lo = min(mine.count, c * chunk), hi = min(mine.count, lo + chunk)
-            let b = batch(mine[(mine.startIndex + lo)..<(mine.startIndex + hi)])
+            let b = try batch(mine[(mine.startIndex + lo)..<(mine.startIndex + hi)])
             let r = try model.forward(b, training: false, lossDenominator: byRows ? 1 : nil, normalization: options.lossNormalization)
             sums[0] += byRows ? r.loss : r.crossEntropySum; sums[1] += Double(r.targetCount)
             if byRows { sums[2] += Double(b.rowsWithTargets) }

@@ -23,7 +23,7 @@ enum CapacityCommand {
         let nodeMemory = try args.option("--node-memory").map { try parseBytes($0, option: "--node-memory") }
         let perNode = try args.int("--ranks-per-node", default: 1, min: 1)!
         let dtypeArg = try args.option("--dtype")
-        let perLayer = args.flag("--per-layer")
+        let perLayer = args.flag("--per-layer"), recompute = args.flag("--recompute")
         try args.finish()
         guard (expertsPath != nil) != full else { throw ESFTError("plan: give exactly one of --experts CFG.json or --full") }
 
@@ -80,7 +80,7 @@ enum CapacityCommand {
                                                     trainable: trainableExperts, routing: tokens)
         var job = CapacityPlan.Job(config: config, trainable: trainable, placement: placement)
         job.ranks = ranks; job.threads = threads; job.batchRows = batchRows; job.seqLen = seqLen; job.accumulation = accumulation
-        job.validation = evalEvery > 0; job.routing = routing; job.storedBytesPerElement = bytesPerElement
+        job.validation = evalEvery > 0; job.recompute = recompute; job.routing = routing; job.storedBytesPerElement = bytesPerElement
         job.datasetRows = datasetRows; job.datasetSamples = datasetSamples
         let plan = try CapacityPlan(job)
         report(plan, routing: routingArg, kind: kind, nodeMemory: nodeMemory, perNode: perNode, datasetKnown: dataPath != nil, perLayer: perLayer)

@@ -11,7 +11,7 @@ enum PlanCommand {
     Usage: esft plan --model M (--experts CFG.json | --full) --ranks R --batch-rows B --seq-len L
                      [--threads T] [--accumulation A] [--placement P] [--routing uniform|SCORES.json|LOGS_DIR]
                      [--data D.h5] [--eval-every K] [--dtype bf16|fp32] [--node-memory 24GiB [--ranks-per-node N]]
-                     [--per-layer]
+                     [--per-layer] [--recompute]
            esft plan --routing-logs DIR [--ranks 2,4,8] [--placement contiguous,balanced,affinity]
                      [--experts CFG.json] [--hidden D] [--load-tolerance F] [--holdout]
 
@@ -34,6 +34,7 @@ enum PlanCommand {
                          routing: exact rows per (token, rank))
       --data D.h5        the token dataset: its memory counts, and its rows give --seq-len
       --eval-every K     validation during training (its forward sizes the shared buffers too)
+      --recompute        activation checkpointing, as esft train --recompute
       --dtype D          stored weights' dtype for a config.json (default bf16; a model directory says)
       --per-layer        list each MoE layer's collectives (default: summed over layers)
       --node-memory M    memory per node (e.g. 24GiB, 512MiB); prints whether the ranks on one node fit,

@@ -13,7 +13,7 @@ enum TrainCommand {
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
                       [--recipe esft|reference] [--loss-normalization tokens|rows] [--aux-scale batch|micro-batch]
                       [--final last|best] [--gemm auto|openblas|onednn] [--compute fp32|bf16]
-                      [--placement contiguous|balanced|affinity [--placement-routing DIR]]
+                      [--placement contiguous|balanced|affinity [--placement-routing DIR]] [--recompute]
 
     Trains the experts an expert config selects (ESFT), or every parameter (--full, the FFT baseline). Runs as
     one process, or under mpirun/srun with expert parallelism: rank r of R owns a share of every MoE layer's
@@ -62,6 +62,12 @@ enum TrainCommand {
                          blocks), balanced (each layer's trainable experts spread evenly), affinity (experts
                          chosen together share a rank: fewer dispatch rows; needs --placement-routing DIR,
                          routing logs expert_weights_<layer>.txt). Results agree within summation order
+      --recompute        activation checkpointing: keep only each trained layer's input [rows·T, hidden] and
+                         run the layer's forward again just before its backward. The same gradients, one
+                         layer's activations held at a time instead of every trained layer's, for one more
+                         forward of the trained layers per step (and its expert-parallel exchanges). For rows
+                         of thousands of tokens (DeepSeek-V2-Lite: 0.7 GB per layer and row of 4096);
+                         `esft plan --recompute` shows the difference
       --save-gradients F write the first step's gradients (every trained tensor, before clipping, F32
                          safetensors like trained.safetensors) to F: for checking runs against each other
 
@@ -108,7 +114,8 @@ enum TrainCommand {
         if let configPath {
             try options.apply(JSONReader.load(URL(fileURLWithPath: configPath), what: "training config"))
         }
-        for key in TrainOptions.keys {
+        if args.flag("--recompute") { options.recompute = true }
+        for key in TrainOptions.keys where key != "recompute" {
             if let v = try args.option("--" + key.replacingOccurrences(of: "_", with: "-")) { try options.set(key, flag: v) }
         }
         try args.finish()

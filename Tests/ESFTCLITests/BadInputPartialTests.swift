@@ -18,7 +18,7 @@ final class BadInputPartialTests: BadInputTestCase {
     /// A dataset like data.h5 with one label changed.
     private func dataset(_ name: String, label: Int32, vocab: Int = 259, seqLen: Int = 16) throws -> String {
         let d = try TokenDataset(path: path("data.h5"))
-        var labels = d.labels, ids = d.inputIds
+        var labels = (try d.allLabels()), ids = (try d.allInputIds())
         labels[labels.count - 1] = label
         var meta = d.metadata
         meta.vocabSize = vocab

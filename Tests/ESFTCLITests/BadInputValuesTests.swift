@@ -33,21 +33,21 @@ final class BadInputValuesTests: BadInputTestCase {
     private func dataset(_ name: String, replacing dataset: String, float: Bool = false, _ edit: (inout [Int32]) -> Void) throws -> String {
         let d = try TokenDataset(path: path("data.h5"))
         let out = dir.appendingPathComponent(name)
-        var values: [Int32] = dataset == "labels" ? d.labels : d.inputIds
+        var values: [Int32] = dataset == "labels" ? (try d.allLabels()) : (try d.allInputIds())
         var split = d.split
         if dataset == "split" { var s = split.map(Int32.init); edit(&s); split = s.map { UInt8($0) } } else { edit(&values) }
-        try TokenDataset.write(to: out, metadata: d.metadata, inputIds: dataset == "input_ids" ? values : d.inputIds,
-                               labels: dataset == "labels" ? values : d.labels, split: split, samples: d.samples)
+        try TokenDataset.write(to: out, metadata: d.metadata, inputIds: dataset == "input_ids" ? values : (try d.allInputIds()),
+                               labels: dataset == "labels" ? values : (try d.allLabels()), split: split, samples: d.samples)
         guard float else { return out.path }
         // Rewrite input_ids as float32 with one fractional id: what a careless numpy export produces.
         let f = try H5File.create(out.path + ".tmp", alignment: 64)
         let src = try H5File.openReadOnly(out.path)
         for key in ["esft_format"] { try f.attributes.set(key, src.attributes.string(key)!) }
         for key in ["esft_format_version", "seq_len", "vocab_size", "pad_id", "bos_id", "eos_id", "seed"] { try f.attributes.set(key, src.attributes.int(key)!) }
-        var floats = d.inputIds.map(Float.init)
+        var floats = (try d.allInputIds()).map(Float.init)
         floats[5] += 0.5
         try floats.withUnsafeBytes { try f.createDataset("input_ids", element: .float32, shape: [d.rows, d.seqLen]).write($0.baseAddress!, element: .float32) }
-        try d.labels.withUnsafeBytes { try f.createDataset("labels", element: .int32, shape: [d.rows, d.seqLen]).write($0.baseAddress!, element: .int32) }
+        try (try d.allLabels()).withUnsafeBytes { try f.createDataset("labels", element: .int32, shape: [d.rows, d.seqLen]).write($0.baseAddress!, element: .int32) }
         try d.split.withUnsafeBytes { try f.createDataset("split", element: .uint8, shape: [d.rows]).write($0.baseAddress!, element: .uint8) }
         let flat = d.samples.flatMap { [Int64($0.row), Int64($0.start), Int64($0.length), Int64($0.source)] }
         try flat.withUnsafeBytes { try f.createDataset("samples", element: .int64, shape: [d.samples.count, 4]).write($0.baseAddress!, element: .int64) }

@@ -40,7 +40,7 @@ final class DataCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("truncated samples: 0"), r.stdout)
         let d = try TokenDataset(path: out)
         let first: [Int32] = [256] + "User: Hi\n\nAssistant: Yo".utf8.map { Int32($0) } + [257]
-        XCTAssertEqual(Array(d.inputIds[0..<first.count]), first)
+        XCTAssertEqual(Array((try d.allInputIds())[0..<first.count]), first)
         XCTAssertEqual(d.samples.map(\.length), [first.count, 7])
         XCTAssertEqual(d.metadata.seed, 3)
         XCTAssertEqual(d.metadata.tokenizerFingerprint, "bytes-v1")

@@ -137,7 +137,8 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(d.samples.filter { $0.source == 0 }.count, 30)
         XCTAssertEqual(d.samples.filter { $0.source == 1 }.count, 60)
         // Sources interleave, each in file order.
-        let texts = d.samples.map { ByteTokenizer().decode(Array(d.inputIds[($0.row * 8 + $0.start)..<($0.row * 8 + $0.start + $0.length)])) }
+        let allIds = try d.allInputIds()
+        let texts = d.samples.map { ByteTokenizer().decode(Array(allIds[($0.row * 8 + $0.start)..<($0.row * 8 + $0.start + $0.length)])) }
         XCTAssertEqual(texts.filter { $0.hasPrefix("t") }, (0..<30).map { "t\($0)" })
         let g = texts.filter { $0.hasPrefix("g") }.map { Int($0.dropFirst())! }
         XCTAssertEqual(g, g.sorted())

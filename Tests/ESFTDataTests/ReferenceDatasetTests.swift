@@ -41,9 +41,10 @@ final class ReferenceDatasetTests: XCTestCase {
         let d = try TokenDataset(path: out)
         XCTAssertEqual(d.samples.count, expected.count)
         // Every sample of the first rows: masked span = prompt, trained span = answer + EOS.
+        let allIds = try d.allInputIds(), allLabels = try d.allLabels()
         for (k, s) in d.samples.enumerated().prefix(60) where s.length < d.seqLen {
             let base = s.row * d.seqLen + s.start
-            let ids = Array(d.inputIds[base..<(base + s.length)]), labels = Array(d.labels[base..<(base + s.length)])
+            let ids = Array(allIds[base..<(base + s.length)]), labels = Array(allLabels[base..<(base + s.length)])
             XCTAssertEqual(ids.first, d.metadata.bosId)
             XCTAssertEqual(ids.last, d.metadata.eosId)
             let split = try XCTUnwrap(labels.firstIndex { $0 != -100 })
