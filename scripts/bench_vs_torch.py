@@ -21,7 +21,9 @@ unselected experts' slices are zeroed before AdamW (weight decay 0 there, so the
                                       [--batch 4] [--seq 256] [--steps 4] [--reps 2] [--threads 2]
 
 `--compute bf16` runs esft with `--gemm onednn --compute bf16` on a bf16-stored model (frozen products in
-bf16, fp32 accumulation) and transformers under torch.autocast(bfloat16). Prints a Markdown table.
+bf16, fp32 accumulation) and transformers under torch.autocast(bfloat16). Prints a Markdown table, with
+both systems' model GFLOP/s (esft's summary.json `modelFLOPsPerStep` ÷ step time: the same FLOPs for both)
+and esft's MFU against the GEMM peak of the backend it ran (`esft bench --sgemm 2048`, measured after the runs).
 """
 import argparse, json, os, resource, statistics, subprocess, sys, tempfile
 
@@ -73,6 +75,17 @@ def run(cmd, **kw):
     return r.stdout
 
 
+_peaks = {}
+def peaks(compute):
+    """The GEMM peak esft's MFU is stated against: 2048³ through esft's GEMM layer at the same threads and
+    backend (fp32 sgemm with OpenBLAS; with bf16, oneDNN's bf16×bf16→fp32 product), GFLOP/s."""
+    if compute not in _peaks:
+        extra = ["--gemm", "onednn", "--compute", "bf16"] if compute == "bf16" else []
+        out = run([esft, "bench", "--sgemm", "2048", "--threads", str(_threads), *extra])
+        _peaks[compute] = float(out.split(":")[1].split("GFLOP/s")[0])
+    return _peaks[compute]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="small")
@@ -84,6 +97,8 @@ def main():
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
+    global _threads
+    _threads = a.threads
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in a.configs.split(","):
@@ -117,6 +132,7 @@ def main():
                              "--batch-rows", str(a.batch), "--threads", str(a.threads), "--lr", "1e-5", *extra])
                         metrics = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
                         summary = json.load(open(os.path.join(out, "summary.json")))
+                        flops = summary["modelFLOPsPerStep"]
                         ours.append({"step": statistics.median(m["step_seconds"] for m in metrics[1:]), "first": metrics[0]["loss"],
                                      "rss": summary["memoryPerRank"][0]["peakRSSBytes"],
                                      "anon": summary["memoryPerRank"][0]["anonymousBytes"]})
@@ -127,13 +143,14 @@ def main():
                     tokens = a.batch * a.seq
                     e, h = statistics.median(x["step"] for x in ours), statistics.median(x["step"] for x in theirs)
                     rows.append((cfg, mode, compute, tokens / h, tokens / e, h / e, ours[0]["first"], theirs[0]["first"],
-                                 max(x["rss"] for x in theirs), max(x["rss"] for x in ours), max(x["anon"] for x in ours)))
+                                 max(x["rss"] for x in theirs), max(x["rss"] for x in ours), max(x["anon"] for x in ours),
+                                 flops / e, flops / h, peaks(compute)))
                     print(f"{cfg} {mode} {compute}: transformers {tokens / h:.0f} tokens/s, esft {tokens / e:.0f} tokens/s", file=sys.stderr)
-    print(f"| model | mode | compute | transformers tokens/s | esft tokens/s | esft ÷ transformers | first loss esft / transformers (rel. diff) | peak RSS transformers | esft peak RSS (anonymous) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for cfg, mode, compute, th, us, ratio, le, lt, rt, re_, an in rows:
+    print(f"| model | mode | compute | transformers tokens/s | esft tokens/s | esft ÷ transformers | first loss esft / transformers (rel. diff) | peak RSS transformers | esft peak RSS (anonymous) | model GFLOP/s esft / transformers | GEMM peak | esft MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cfg, mode, compute, th, us, ratio, le, lt, rt, re_, an, fe, ft, peak in rows:
         print(f"| {cfg} | {mode} | {compute} | {th:.0f} | {us:.0f} | {ratio:.2f}× | {le:.6f} / {lt:.6f} ({abs(le - lt) / lt:.1e}) | "
-              f"{rt / 2**30:.2f} GiB | {re_ / 2**30:.2f} GiB ({an / 2**30:.2f}) |")
+              f"{rt / 2**30:.2f} GiB | {re_ / 2**30:.2f} GiB ({an / 2**30:.2f}) | {fe / 1e9:.1f} / {ft / 1e9:.1f} | {peak:.1f} | {100 * fe / 1e9 / peak:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,13 @@
 import Foundation
+import Synchronization
+
+/// Allocations of engine buffers (a `FloatBuffer`, or a `Reusable` that had to grow), process-wide: a
+/// step loop in steady state makes none, which `SteadyStateAllocationTests` asserts with this counter.
+public enum BufferAllocations {
+    private static let counter = Atomic<Int>(0)
+    public static var count: Int { counter.load(ordering: .relaxed) }
+    static func record() { counter.add(1, ordering: .relaxed) }
+}
 
 /// Owned, 64-byte aligned fp32 memory (anonymous). Frozen weights never live here: they are views
 /// into mapped files. Activations, gradients, optimizer state and scratch do.
@@ -15,6 +24,7 @@ public final class FloatBuffer {
             fatalError("out of memory allocating \(bytes) bytes")
         }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        BufferAllocations.record()
         if zeroed { pointer.initialize(repeating: 0, count: count) }
     }
 
@@ -47,6 +57,7 @@ public final class Reusable<Element: BitwiseCopyable> {
         let bytes = max(count, 1) * MemoryLayout<Element>.stride
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
+        BufferAllocations.record()
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         storage = raw.bindMemory(to: Element.self, capacity: max(count, 1))
         capacity = max(count, 1)

@@ -23,7 +23,8 @@ public struct RankCapacity {
     /// Activations kept for backward and the head's logits (`ActivationMemory.saved`).
     public var activationBytes = 0.0
     public var workspaceBytes = 0.0
-    /// The token dataset, held in memory by every rank.
+    /// The token dataset's split and sample table (held by every rank) and one micro-batch of its rows
+    /// (ids and labels: rows are read from the file as batches need them).
     public var datasetBytes = 0.0
     /// bf16 1-D tensors (norms) are widened into owned fp32.
     public var widenedBytes = 0.0
@@ -78,8 +79,8 @@ public struct CapacityPlan {
     public init(_ job: Job) throws {
         self.job = job
         let c = job.config, r = job.ranks, k = c.expertsPerToken
-        guard job.batchRows % job.accumulation == 0, job.batchRows / job.accumulation >= r else {
-            throw ESFTError("plan: --batch-rows \(job.batchRows) must be a multiple of --accumulation \(job.accumulation) and give each of the \(r) ranks a row per micro-batch")
+        guard job.batchRows % job.accumulation == 0 else {
+            throw ESFTError("plan: --batch-rows \(job.batchRows) must be a multiple of --accumulation \(job.accumulation)")
         }
         let micro = job.batchRows / job.accumulation
         let rowsOf = RangeSplit.contiguousBlocks(count: r, total: micro).map(\.count)
@@ -161,7 +162,7 @@ public struct CapacityPlan {
                     rank.mappedFrozenBytes += count * Double(job.storedBytesPerElement)
                 }
             }
-            rank.datasetBytes = Double(job.datasetRows * job.seqLen * 8 + job.datasetRows + job.datasetSamples * 32)
+            rank.datasetBytes = Double(rowsOf[q] * job.seqLen * 8 + job.datasetRows + job.datasetSamples * 32)
             rank.runtimeBytes = Self.runtimeBytes(ranks: r, tensors: tensors, activations: act.total)
             perRank.append(rank)
         }

@@ -19,9 +19,6 @@ public struct TrainInputs {
         guard options.batchRows % options.accumulation == 0 else {
             throw ESFTError("--batch-rows \(options.batchRows) must be a multiple of --accumulation \(options.accumulation)")
         }
-        guard options.batchRows / options.accumulation >= ranks else {
-            throw ESFTError("each micro-batch (\(options.batchRows / options.accumulation) rows) must give every one of the \(ranks) ranks at least one row: raise --batch-rows or lower --accumulation")
-        }
         let configPath = modelURL.appendingPathComponent("config.json")
         config = try ModelConfig.load(contentsOf: configPath)
         dataset = try TokenDataset(path: dataPath)

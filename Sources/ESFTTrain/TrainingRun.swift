@@ -31,6 +31,10 @@ public struct TrainingSummary: Codable {
     /// `--placement` (contiguous, balanced, affinity) and, per MoE layer, each routed expert's rank.
     public var placement: String
     public var expertOwners: [String: [Int]]
+    /// Model FLOPs of one optimizer step (`StepFLOPs`: forward, and backward's input gradients and trainable
+    /// weights' gradients), and per second of the run: what MFU is computed from (docs/performance.md).
+    public var modelFLOPsPerStep: Double?
+    public var modelFLOPsPerSecond: Double?
 }
 
 /// How a call to `Trainer.run` ended.
@@ -144,6 +148,9 @@ extension Trainer {
         }
         let trainedCount = try comm.allReduceSum(Int64(arena.ownedCount), tag: "summary") + Int64(arena.replicatedCount)
         let steps = Double(options.steps), seconds = counters.seconds
+        let micro = options.batchRows / options.accumulation * dataset.seqLen
+        let flops = Double(options.accumulation) * StepFLOPs(config: config, tokens: micro, seqLen: dataset.seqLen,
+                                                             trainable: trainable.contains).total
         let summary = TrainingSummary(
             steps: options.steps, firstLoss: first, lastLoss: last, lastValidationLoss: lastVal,
             tokensPerSecond: tokensPerStep * steps / seconds, trainableParameters: Int(trainedCount),
@@ -153,7 +160,8 @@ extension Trainer {
             optimizerStateBytesPerRank: gathered[3].map { Int($0) }, seconds: seconds,
             finalWeightsStep: best?.step, finalWeightsValidationLoss: best?.step == nil ? nil : best?.loss,
             blas: BLASCore.record(requestedThreads: options.threads), gemm: GEMMLayer.record,
-            placement: model.placement.kind, expertOwners: expertOwners)
+            placement: model.placement.kind, expertOwners: expertOwners,
+            modelFLOPsPerStep: flops, modelFLOPsPerSecond: flops * steps / seconds)
         if comm.rank == 0 {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -96,6 +96,7 @@ enum BenchCommand {
             }
         }
         let tokens = Double(b * t)
+        let flops = StepFLOPs(config: config, tokens: b * t, seqLen: t, trainable: { (id: ParameterID) in params[id]?.isTrainable ?? false })
         let total = params.ordered.reduce(0) { $0 + $1.count }
         let trainableCount = params.trainable.reduce(0) { $0 + $1.count }
         let result: [String: Any] = [
@@ -103,6 +104,9 @@ enum BenchCommand {
             "threads": threads, "steps": steps,
             "forward_tokens_per_s": tokens / median(forward),
             "forward_backward_tokens_per_s": train.isEmpty ? NSNull() : tokens / median(train) as Any,
+            "forward_flops": flops.forward, "forward_backward_flops": flops.total,
+            "forward_flops_per_s": flops.forward / median(forward),
+            "forward_backward_flops_per_s": train.isEmpty ? NSNull() : flops.total / median(train) as Any,
             "activation_bytes": model.activationBytes, "blas": BLASCore.record(requestedThreads: threads).dictionary,
             "gemm": GEMMLayer.record.dictionary,
         ]
@@ -113,10 +117,13 @@ enum BenchCommand {
             print("\(configPath): \(total) parameters (\(trainableCount) trainable), batch \(b)×\(t), \(threads) thread(s)")
             print("  BLAS: OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin); \(BLASCore.threads) OpenBLAS thread(s)")
             print("  GEMM: \(GEMMLayer.backend.rawValue), compute \(GEMMLayer.compute.rawValue) (\(GEMMLayer.reason))")
-            print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(forward), steps, median(forward)))
+            print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)  %7.1f model GFLOP/s",
+                         tokens / median(forward), steps, median(forward), flops.forward / median(forward) / 1e9))
             if !train.isEmpty {
-                print(String(format: "  forward+backward  %10.1f tokens/s  (median of %d, %.3f s/step)", tokens / median(train), steps, median(train)))
+                print(String(format: "  forward+backward  %10.1f tokens/s  (median of %d, %.3f s/step)  %7.1f model GFLOP/s",
+                             tokens / median(train), steps, median(train), flops.total / median(train) / 1e9))
             }
+            print("  model FLOPs counted from shapes (StepFLOPs); MFU = model GFLOP/s ÷ `esft bench --sgemm 2048` at these threads")
             print(String(format: "  activations+scratch held: %.1f MiB", Double(model.activationBytes) / 1048576))
         }
     }

@@ -38,7 +38,8 @@ enum TrainCommand {
       --seed S           sampling seed (default 5934875, the ESFT reference's)
       --lr LR            peak learning rate (default 1e-5; the paper: 1e-5 ESFT, 3e-5 full)
       --schedule S       constant (default) or cosine (after --warmup steps, down to --min-lr)
-      --accumulation A   micro-batches per step (default 1); each gives every rank at least one row
+      --accumulation A   micro-batches per step (default 1); a rank may get no row of one (it still serves
+                         its experts to the others: memory-bound jobs with fewer rows than ranks)
       --eval-every K     validation loss every K steps on the validation rows (default 0: never)
       --eval-rows V      validation rows per evaluation (default 0: all)
       --grad-clip C      clip the global gradient norm to C (default 1.0; 0: off)
@@ -216,6 +217,9 @@ enum TrainCommand {
                      s.lastValidationLoss.map { String(format: ", validation %.4f", $0) } ?? "", s.tokensPerSecond, s.seconds))
         print(String(format: "trainable parameters: %d of %d (%.2f%%)", s.trainableParameters, s.totalParameters,
                      100 * Double(s.trainableParameters) / Double(max(s.totalParameters, 1))))
+        if let f = s.modelFLOPsPerStep, let r = s.modelFLOPsPerSecond {
+            print(String(format: "model FLOPs: %.3g per step, %.1f GFLOP/s (divide by `esft bench --sgemm 2048` for MFU)", f, r / 1e9))
+        }
         print(String(format: "communication: %.2f MB per step; dispatch rows %.0f per step for %.0f (token, expert) pairs",
                      s.communicationBytesPerStep / 1e6, s.rowsSentPerStep, s.tokenExpertPairsPerStep))
         for (r, m) in s.memoryPerRank.enumerated() {

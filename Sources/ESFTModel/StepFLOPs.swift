@@ -1,0 +1,60 @@
+/// The floating-point operations one training step of the model needs, counted from shapes: the model FLOPs
+/// that utilisation (MFU) is stated in (docs/performance.md). A product of an [n, in] input with an [in, out]
+/// weight is 2·n·in·out. Forward: every projection of every layer, causal attention (QKᵀ and PV over the
+/// T(T+1)/2 visible pairs of each row), each token's K routed experts and the shared ones, the head.
+/// Backward, for the layers from the lowest trainable one up and the head: the input gradient of every
+/// product (the same FLOPs as forward; attention's core twice, for ∂Q, ∂K and ∂V, ∂P), and the weight
+/// gradient of the trainable weights only (a frozen weight needs none: ESFT's saving). A trainable routed
+/// expert is counted with the mean rows an expert gets, n·K/E. What is not counted, as MFU conventions do
+/// not: elementwise work (norms, RoPE, softmax, SwiGLU), the optimizer, recomputed forwards (--recompute).
+public struct StepFLOPs: Equatable, Sendable {
+    public var forward = 0.0
+    public var backward = 0.0
+    public var total: Double { forward + backward }
+
+    /// `tokens` = rows × `seqLen` of one micro-batch on all ranks together; `trainable` says which tensors train.
+    public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, trainable: (ParameterID) -> Bool) {
+        let nn = Double(n), rows = Double(n / max(t, 1)), d = Double(c.hiddenSize), h = Double(c.numHeads)
+        let dqk = Double(c.qkHeadDim), dv = Double(c.vHeadDim), dr = Double(c.qkRopeHeadDim), rkv = Double(c.kvLoraRank)
+        let k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize)
+        let trained = c.parameterSpecs().map(\.id).filter(trainable)
+        let lowest = TrainableSet(trained).lowestLayer(numLayers: c.numLayers)
+        let attentionTrains = Set(trained.compactMap { id -> Int? in if case .attention = id.kind { return id.layer } else { return nil } })
+        let pairs = rows * Double(t) * Double(t + 1) / 2
+
+        // One product: forward always; in backward (layer at or above `lowest`) ∂input, and ∂weight if trainable.
+        func product(_ tokens: Double, _ inDim: Double, _ outDim: Double, _ id: ParameterID?, layer: Int?, inputGrad: Bool = true) {
+            let f = 2 * tokens * inDim * outDim
+            forward += f
+            guard (layer ?? c.numLayers) >= lowest else { return }
+            if inputGrad { backward += f }
+            if let id, trainable(id) { backward += f }
+        }
+        func mlp(_ tokens: Double, inner: Double, _ id: (ParameterID.Projection) -> ParameterID, layer l: Int) {
+            product(tokens, d, inner, id(.gate), layer: l); product(tokens, d, inner, id(.up), layer: l)
+            product(tokens, inner, d, id(.down), layer: l)
+        }
+        for l in 0..<c.numLayers {
+            // Attention's backward is skipped at the lowest trained layer when it is frozen there (Transformer.backward).
+            let attnGrad = l > lowest || attentionTrains.contains(l)
+            func attn(_ a: Double, _ b: Double, _ tensor: ParameterID.AttentionTensor) {
+                product(nn, a, b, .attention(tensor, layer: l), layer: l, inputGrad: attnGrad)
+            }
+            if let rq = c.qLoraRank { attn(d, Double(rq), .qAProj); attn(Double(rq), h * dqk, .qBProj) } else { attn(d, h * dqk, .qProj) }
+            attn(d, rkv + dr, .kvAProj); attn(rkv, h * (dqk - dr + dv), .kvBProj); attn(h * dv, d, .oProj)
+            let core = 2 * pairs * h * (dqk + dv)
+            forward += core
+            if l >= lowest && attnGrad { backward += 2 * core }
+            if c.isMoELayer(l) {
+                product(nn, d, e, .router(layer: l), layer: l)
+                if c.nSharedExperts > 0 { mlp(nn, inner: im * Double(c.nSharedExperts), { .sharedExperts($0, layer: l) }, layer: l) }
+                // Routed experts: n·K rows in all; ∂input for all of them, ∂weight for the trainable experts' share.
+                let perExpert = nn * k / e
+                for x in 0..<c.nRoutedExperts { mlp(perExpert, inner: im, { .routedExpert($0, layer: l, expert: x) }, layer: l) }
+            } else {
+                mlp(nn, inner: Double(c.intermediateSize), { .denseMLP($0, layer: l) }, layer: l)
+            }
+        }
+        product(nn, d, Double(c.vocabSize), .lmHead, layer: nil, inputGrad: lowest < c.numLayers)
+    }
+}
