@@ -175,6 +175,6 @@ final class ScoringProgress {
 
     func finish(seconds: Double, countedTokens: Int) {
         let run = Double(totalTokens) / max(seconds, 1e-9)
-        say(String(format: "esft score: %d %@ (%d tokens run, %d counted) in %.2f s on %d rank%@: %.0f tokens/s run", totalPasses, unit, totalTokens, countedTokens, seconds, ranks, ranks == 1 ? "" : "s", run))
+        say(String(format: "esft score: %ld %@ (%ld tokens run, %ld counted) in %.2f s on %ld rank%@: %.0f tokens/s run", totalPasses, unit, totalTokens, countedTokens, seconds, ranks, ranks == 1 ? "" : "s", run))
     }
 }

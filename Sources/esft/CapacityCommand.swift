@@ -85,8 +85,7 @@ enum CapacityCommand {
         let plan = try CapacityPlan(job)
         report(plan, routing: routingArg, kind: kind, nodeMemory: nodeMemory, perNode: perNode, datasetKnown: dataPath != nil, perLayer: perLayer)
         if let nodeMemory {
-            let need = plan.perRank.map(\.anonymousBytes).max()! * Double(perNode)
-            if need > nodeMemory { fflush(stdout); exit(3) }   // a plan that does not fit: status 3, for job scripts
+            if nodeNeed(plan, perNode: perNode) > nodeMemory { fflush(stdout); exit(3) }   // a plan that does not fit: status 3, for job scripts
         }
     }
 
@@ -122,11 +121,18 @@ enum CapacityCommand {
             for key in order { print("  " + key.padding(toLength: 50, withPad: " ", startingAt: 0) + String(format: "%16.0f bytes", sums[key]!)) }
         }
         if let nodeMemory {
-            let need = plan.perRank.map(\.anonymousBytes).max()! * Double(perNode)
-            print(String(format: "node memory %@: %d rank(s) per node need %@ anonymous (the largest rank × %d) → %@", mib(nodeMemory), perNode, mib(need), perNode,
+            let need = nodeNeed(plan, perNode: perNode)
+            print(String(format: "node memory %@: %d rank(s) per node need %@ anonymous (the %d largest rank(s)) → %@", mib(nodeMemory), perNode, mib(need), perNode,
                          need <= nodeMemory ? "fits" : "does NOT fit"))
             print("  (mapped frozen weights come on top as page cache, shared by the ranks of a node)")
         }
+    }
+
+    /// Anonymous bytes of the node holding the `perNode` largest ranks: an upper bound whichever ranks share a
+    /// node (ranks differ when experts or rows are uneven: one row on 2 ranks leaves rank 1 only its experts).
+    static func nodeNeed(_ plan: CapacityPlan, perNode: Int) -> Double {
+        let sorted = plan.perRank.map(\.anonymousBytes).sorted(by: >)
+        return (0..<perNode).reduce(0.0) { $0 + sorted[$1 % sorted.count] }
     }
 
     /// "24GiB", "512MiB", "1.5GB", "1000000" (bytes).

@@ -69,7 +69,7 @@ enum InspectCommand {
             let bytes = trainable * SelectionReport.optimizerBytesPerParameter
             result["expert_config"] = ["path": expertsPath, "experts": cfg.expertCount, "trainable_parameters": trainable,
                                        "optimizer_state_bytes": bytes]
-            lines.append(String(format: "  expert config %@: %d experts, %d trainable parameters (%.2f%%), optimizer state %.1f MiB (16 B/parameter)",
+            lines.append(String(format: "  expert config %@: %ld experts, %ld trainable parameters (%.2f%%), optimizer state %.1f MiB (16 B/parameter)",
                                 expertsPath, cfg.expertCount, trainable, 100 * Double(trainable) / Double(total), Double(bytes) / 1048576))
         }
         if json {

@@ -215,7 +215,7 @@ enum TrainCommand {
     static func report(_ s: TrainingSummary, out: URL) {
         print(String(format: "done: %d steps, loss %.4f → %.4f%@, %.0f tokens/s, %.1f s", s.steps, s.firstLoss, s.lastLoss,
                      s.lastValidationLoss.map { String(format: ", validation %.4f", $0) } ?? "", s.tokensPerSecond, s.seconds))
-        print(String(format: "trainable parameters: %d of %d (%.2f%%)", s.trainableParameters, s.totalParameters,
+        print(String(format: "trainable parameters: %ld of %ld (%.2f%%)", s.trainableParameters, s.totalParameters,
                      100 * Double(s.trainableParameters) / Double(max(s.totalParameters, 1))))
         if let f = s.modelFLOPsPerStep, let r = s.modelFLOPsPerSecond {
             print(String(format: "model FLOPs: %.3g per step, %.1f GFLOP/s (divide by `esft bench --sgemm 2048` for MFU)", f, r / 1e9))

@@ -111,7 +111,6 @@ final class TrainCommandTests: TrainTestCase {
         try Data(#"{"experts": {"1": [0, 99], "2": [0]}, "shared_experts": false, "non_expert_modules": false}"#.utf8).write(to: badExpert)
         try expectFailure(ranks: 1, ["--experts", badLayer.path], mentions: ["bad-layer.json", "0"])
         try expectFailure(ranks: 1, ["--experts", badExpert.path], mentions: ["bad-expert.json", "99"])
-        try expectFailure(ranks: 3, ["--full"], extra: ["--batch-rows", "2"], mentions: ["every one of the 3 ranks"])
         try expectFailure(ranks: 1, ["--full"], extra: ["--batch-rows", "5", "--accumulation", "2"], mentions: ["multiple of --accumulation"])
         // A dataset from another vocabulary.
         let other = dir.appendingPathComponent("vocab300.h5")
