@@ -20,6 +20,8 @@ public struct StepFLOPs: Equatable, Sendable {
         let trained = c.parameterSpecs().map(\.id).filter(trainable)
         let lowest = TrainableSet(trained).lowestLayer(numLayers: c.numLayers)
         let attentionTrains = Set(trained.compactMap { id -> Int? in if case .attention = id.kind { return id.layer } else { return nil } })
+        let inputNormTrains = Set(trained.compactMap { id -> Int? in if case .inputNorm = id.kind { return id.layer } else { return nil } })
+        let embedTrains = trainable(.embedTokens)
         let pairs = rows * Double(t) * Double(t + 1) / 2
 
         // One product: forward always; in backward (layer at or above `lowest`) ∂input, and ∂weight if trainable.
@@ -35,13 +37,16 @@ public struct StepFLOPs: Equatable, Sendable {
             product(tokens, inner, d, id(.down), layer: l)
         }
         for l in 0..<c.numLayers {
-            // Attention's backward is skipped at the lowest trained layer when it is frozen there (Transformer.backward).
-            let attnGrad = l > lowest || attentionTrains.contains(l)
-            func attn(_ a: Double, _ b: Double, _ tensor: ParameterID.AttentionTensor) {
-                product(nn, a, b, .attention(tensor, layer: l), layer: l, inputGrad: attnGrad)
+            // As DecoderLayer.backward: at the lowest trained layer attention's backward runs only when the layer's
+            // input needs a gradient (the embedding trains), its input norm trains, or attention itself trains; the
+            // first projections' ∂input only when the input norm or the layer's input needs it.
+            let inputGrad = l > lowest || (l == lowest && embedTrains) || inputNormTrains.contains(l)
+            let attnGrad = inputGrad || attentionTrains.contains(l)
+            func attn(_ a: Double, _ b: Double, _ tensor: ParameterID.AttentionTensor, first: Bool = false) {
+                product(nn, a, b, .attention(tensor, layer: l), layer: l, inputGrad: first ? inputGrad : attnGrad)
             }
-            if let rq = c.qLoraRank { attn(d, Double(rq), .qAProj); attn(Double(rq), h * dqk, .qBProj) } else { attn(d, h * dqk, .qProj) }
-            attn(d, rkv + dr, .kvAProj); attn(rkv, h * (dqk - dr + dv), .kvBProj); attn(h * dv, d, .oProj)
+            if let rq = c.qLoraRank { attn(d, Double(rq), .qAProj, first: true); attn(Double(rq), h * dqk, .qBProj) } else { attn(d, h * dqk, .qProj, first: true) }
+            attn(d, rkv + dr, .kvAProj, first: true); attn(rkv, h * (dqk - dr + dv), .kvBProj); attn(h * dv, d, .oProj)
             let core = 2 * pairs * h * (dqk + dv)
             forward += core
             if l >= lowest && attnGrad { backward += 2 * core }
@@ -55,6 +60,11 @@ public struct StepFLOPs: Equatable, Sendable {
                 mlp(nn, inner: Double(c.intermediateSize), { .denseMLP($0, layer: l) }, layer: l)
             }
         }
-        product(nn, d, Double(c.vocabSize), .lmHead, layer: nil, inputGrad: lowest < c.numLayers)
+        // The head's ∂input feeds the layers or a trainable final norm; a tied head's weight gradient is the embedding's.
+        let headInputGrad = lowest < c.numLayers || trainable(.finalNorm)
+        let headForward = 2 * nn * d * Double(c.vocabSize)
+        forward += headForward
+        if headInputGrad { backward += headForward }
+        if trainable(.lmHead) || (c.tieWordEmbeddings && embedTrains) { backward += headForward }
     }
 }

@@ -77,7 +77,7 @@ public final class DeepseekV2Model {
     private let head = HeadSaved()
     private let scratch = Scratch()
     private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
-    private var pending: (batch: TokenBatch, lowest: Int)?
+    private var pending: (batch: TokenBatch, lowest: Int, recompute: Bool)?
 
     /// With expert parallelism, `parameters` holds only this rank's routed experts (see `placement`).
     public init(config: ModelConfig, parameters: ParameterSet, placement: ExpertPlacement? = nil,
@@ -191,7 +191,7 @@ public final class DeepseekV2Model {
             }
         }
         keptLogitRows = chunk >= n ? n : 0
-        pending = training ? (batch, lowest) : nil
+        pending = training ? (batch, lowest, recomputeLayers) : nil
         // One chunk: the same sums as before chunking (loss = ceSum / denominator exactly).
         if normalization == .tokens && chunk >= n { loss = ceSum / denominator }
         return ForwardResult(loss: loss, crossEntropySum: ceSum, targetCount: count, auxLoss: aux)
@@ -239,7 +239,7 @@ public final class DeepseekV2Model {
 
     /// Accumulates ∂(loss + aux)/∂θ into the gradient of every trainable parameter (call zeroGrad between steps).
     public func backward() throws {
-        guard let (batch, lowest) = pending else { throw ESFTError("backward() needs a preceding forward(training: true)") }
+        guard let (batch, lowest, recompute) = pending else { throw ESFTError("backward() needs a preceding forward(training: true)") }
         pending = nil
         let n = batch.batch * batch.seqLen, d = config.hiddenSize
         let tables = ropeTables(length: batch.seqLen)
@@ -256,7 +256,7 @@ public final class DeepseekV2Model {
         for l in stride(from: config.numLayers - 1, through: lowest, by: -1) {
             let x = layerSaved[l].input_ND.reuse(count: n * d)
             var saved = layerSaved[l]
-            if recomputeLayers {
+            if recompute {  // as the forward ran: it kept only the layer inputs
                 // The aux loss and the dispatch counters were taken in the first forward: not again.
                 dispatchCounters.paused = true
                 defer { dispatchCounters.paused = false }

@@ -23,8 +23,8 @@ public struct RankCapacity {
     /// Activations kept for backward and the head's logits (`ActivationMemory.saved`).
     public var activationBytes = 0.0
     public var workspaceBytes = 0.0
-    /// The token dataset's split and sample table (held by every rank) and one micro-batch of its rows
-    /// (ids and labels: rows are read from the file as batches need them).
+    /// The token dataset's split and sample table (held by every rank) and one step's rows, every
+    /// micro-batch (ids and labels: rows are read from the file as batches need them).
     public var datasetBytes = 0.0
     /// bf16 1-D tensors (norms) are widened into owned fp32.
     public var widenedBytes = 0.0
@@ -162,7 +162,7 @@ public struct CapacityPlan {
                     rank.mappedFrozenBytes += count * Double(job.storedBytesPerElement)
                 }
             }
-            rank.datasetBytes = Double(rowsOf[q] * job.seqLen * 8 + job.datasetRows + job.datasetSamples * 32)
+            rank.datasetBytes = Double(job.accumulation * rowsOf[q] * job.seqLen * 8 + job.datasetRows + job.datasetSamples * 32)
             rank.runtimeBytes = Self.runtimeBytes(ranks: r, tensors: tensors, activations: act.total)
             perRank.append(rank)
         }
@@ -205,9 +205,11 @@ public struct CapacityPlan {
         var out: [(String, Double)] = []
         for l in c.moeLayers {
             let off = zip(rowsOf, hit[l]!).reduce(0.0) { $0 + Double($1.0 * job.seqLen) * (rowsPerToken[l]! - $1.1) } * a
-            out.append(("allToAll layer \(l) forward counts", a * Double(r * (r - 1) * 8)))
-            out.append(("allToAllV layer \(l) forward dispatch", off * 4 * (d + 2 * k)))
-            out.append(("allToAllV layer \(l) forward combine", off * 4 * d))
+            // --recompute runs a trained layer's forward, exchanges included, a second time in backward.
+            let forwards = job.recompute && l >= lowest ? 2.0 : 1.0
+            out.append(("allToAll layer \(l) forward counts", forwards * a * Double(r * (r - 1) * 8)))
+            out.append(("allToAllV layer \(l) forward dispatch", forwards * off * 4 * (d + 2 * k)))
+            out.append(("allToAllV layer \(l) forward combine", forwards * off * 4 * d))
             if l >= lowest {
                 out.append(("allToAllV layer \(l) backward dispatch", off * 4 * d))
                 out.append(("allToAllV layer \(l) backward combine", off * 4 * (d + k)))

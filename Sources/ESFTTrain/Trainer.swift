@@ -57,8 +57,8 @@ public final class Trainer {
         let exchange: RowExchange = ranks == 1 ? LocalExchange() : CommunicatorExchange(comm)
         model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
         model.auxLossAlpha = Float(options.auxAlpha)
-        // The aux loss of a row weighs 1/(rows it is averaged over): the step's rows, or a micro-batch's.
         model.recomputeLayers = options.recompute
+        // The aux loss of a row weighs 1/(rows it is averaged over): the step's rows, or a micro-batch's.
         model.auxLossRows = options.auxScale == .batch ? options.batchRows : options.batchRows / options.accumulation
 
         let trainable: TrainableSet

@@ -132,7 +132,8 @@ enum CapacityCommand {
     /// node (ranks differ when experts or rows are uneven: one row on 2 ranks leaves rank 1 only its experts).
     static func nodeNeed(_ plan: CapacityPlan, perNode: Int) -> Double {
         let sorted = plan.perRank.map(\.anonymousBytes).sorted(by: >)
-        return (0..<perNode).reduce(0.0) { $0 + sorted[$1 % sorted.count] }
+        // More ranks per node than the job has: every rank of the job shares one node.
+        return sorted.prefix(perNode).reduce(0, +)
     }
 
     /// "24GiB", "512MiB", "1.5GB", "1000000" (bytes).

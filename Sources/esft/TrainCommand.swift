@@ -218,7 +218,7 @@ enum TrainCommand {
         print(String(format: "trainable parameters: %ld of %ld (%.2f%%)", s.trainableParameters, s.totalParameters,
                      100 * Double(s.trainableParameters) / Double(max(s.totalParameters, 1))))
         if let f = s.modelFLOPsPerStep, let r = s.modelFLOPsPerSecond {
-            print(String(format: "model FLOPs: %.3g per step, %.1f GFLOP/s (divide by `esft bench --sgemm 2048` for MFU)", f, r / 1e9))
+            print(String(format: "model FLOPs: %.3g per step, %.1f GFLOP/s for the job (MFU: divide by the ranks × `esft bench --sgemm 2048` at their threads)", f, r / 1e9))
         }
         print(String(format: "communication: %.2f MB per step; dispatch rows %.0f per step for %.0f (token, expert) pairs",
                      s.communicationBytesPerStep / 1e6, s.rowsSentPerStep, s.tokenExpertPairsPerStep))

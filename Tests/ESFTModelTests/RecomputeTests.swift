@@ -19,38 +19,45 @@ final class RecomputeTests: XCTestCase {
         }))
     }
 
+    /// A fresh model per pass, the recomputing one first: its per-layer buffers were never filled, so a
+    /// backward that read them instead of the recomputed set would give other gradients.
+    private func bothWays(_ name: String, _ setUp: (ModelFixture) -> Void) throws
+        -> (kept: (loss: Double, aux: Double, grads: [String: [Float]]), again: (loss: Double, aux: Double, grads: [String: [Float]]),
+            keptBytes: Int, againBytes: Int) {
+        let r = try ModelFixture(name)
+        setUp(r)
+        let again = try gradients(r, recompute: true)
+        let k = try ModelFixture(name)
+        setUp(k)
+        let kept = try gradients(k, recompute: false)
+        return (kept, again, k.model.activationBytes, r.model.activationBytes)
+    }
+
     /// Every parameter trainable (backward reaches the embedding), and with the aux loss on, whose gradient
     /// comes from routing the recomputation must reproduce.
     func testRecomputedGradientsEqualKeptActivations() throws {
         for name in try Fixtures.modelNames() {
-            let f = try ModelFixture(name)
-            for p in f.parameters.ordered { p.makeTrainable() }
-            f.model.auxLossAlpha = 0.01
-            let kept = try gradients(f, recompute: false)
-            let keptBytes = f.model.activationBytes
-            let again = try gradients(f, recompute: true)
+            let (kept, again, keptBytes, againBytes) = try bothWays(name) { f in
+                for p in f.parameters.ordered { p.makeTrainable() }
+                f.model.auxLossAlpha = 0.01
+            }
             XCTAssertEqual(again.loss, kept.loss, "\(name): forward is unchanged")
             XCTAssertEqual(again.aux, kept.aux, "\(name): the aux loss is counted once")
+            XCTAssertGreaterThan(kept.aux, 0, "\(name): the aux loss is on")
             XCTAssertEqual(Set(again.grads.keys), Set(kept.grads.keys))
             XCTAssertTrue(kept.grads["model.embed_tokens.weight"]?.contains { $0 != 0 } ?? false, "\(name): backward reached the embedding")
             for (param, g) in kept.grads { XCTAssertEqual(again.grads[param], g, "\(name): \(param)") }
-            // A fresh model holds only what recomputation needs: less than keeping every layer's activations.
-            let fresh = try ModelFixture(name)
-            for p in fresh.parameters.ordered { p.makeTrainable() }
-            _ = try gradients(fresh, recompute: true)
-            XCTAssertLessThan(fresh.model.activationBytes, keptBytes, "\(name): recomputation keeps less")
+            XCTAssertLessThan(againBytes, keptBytes, "\(name): recomputation keeps less")
         }
     }
 
     /// Only routed experts trainable: backward stops at the lowest MoE layer, and layers below it stay frozen.
     func testRecomputeWithExpertsOnly() throws {
         for name in try Fixtures.modelNames() {
-            let f = try ModelFixture(name)
-            let experts = f.parameters.ordered.filter { if case .routedExpert = $0.id.kind { return true } else { return false } }
-            guard !experts.isEmpty else { continue }
-            for p in experts { p.makeTrainable() }
-            let kept = try gradients(f, recompute: false)
-            let again = try gradients(f, recompute: true)
+            let (kept, again, _, _) = try bothWays(name) { f in
+                for p in f.parameters.ordered where p.id.routedExpert != nil { p.makeTrainable() }
+            }
+            XCTAssertFalse(kept.grads.isEmpty, "\(name): routed experts train")
             XCTAssertEqual(again.loss, kept.loss)
             for (param, g) in kept.grads { XCTAssertEqual(again.grads[param], g, "\(name): \(param)") }
         }
