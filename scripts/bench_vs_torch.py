@@ -76,14 +76,14 @@ def run(cmd, **kw):
 
 
 _peaks = {}
-def peaks(compute):
+def peaks(compute, threads):
     """The GEMM peak esft's MFU is stated against: 2048³ through esft's GEMM layer at the same threads and
     backend (fp32 sgemm with OpenBLAS; with bf16, oneDNN's bf16×bf16→fp32 product), GFLOP/s."""
-    if compute not in _peaks:
+    if (compute, threads) not in _peaks:
         extra = ["--gemm", "onednn", "--compute", "bf16"] if compute == "bf16" else []
-        out = run([esft, "bench", "--sgemm", "2048", "--threads", str(_threads), *extra])
-        _peaks[compute] = float(out.split(":")[1].split("GFLOP/s")[0])
-    return _peaks[compute]
+        out = run([esft, "bench", "--sgemm", "2048", "--threads", str(threads), *extra])
+        _peaks[compute, threads] = float(out.split(":")[1].split("GFLOP/s")[0])
+    return _peaks[compute, threads]
 
 
 def main():
@@ -97,8 +97,6 @@ def main():
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    global _threads
-    _threads = a.threads
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in a.configs.split(","):
@@ -144,7 +142,7 @@ def main():
                     e, h = statistics.median(x["step"] for x in ours), statistics.median(x["step"] for x in theirs)
                     rows.append((cfg, mode, compute, tokens / h, tokens / e, h / e, ours[0]["first"], theirs[0]["first"],
                                  max(x["rss"] for x in theirs), max(x["rss"] for x in ours), max(x["anon"] for x in ours),
-                                 flops / e, flops / h, peaks(compute)))
+                                 flops / e, flops / h, peaks(compute, a.threads)))
                     print(f"{cfg} {mode} {compute}: transformers {tokens / h:.0f} tokens/s, esft {tokens / e:.0f} tokens/s", file=sys.stderr)
     print(f"| model | mode | compute | transformers tokens/s | esft tokens/s | esft ÷ transformers | first loss esft / transformers (rel. diff) | peak RSS transformers | esft peak RSS (anonymous) | model GFLOP/s esft / transformers | GEMM peak | esft MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

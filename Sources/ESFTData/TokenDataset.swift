@@ -109,18 +109,16 @@ public final class TokenDataset {
     }
 
     /// input_ids of rows [rows.lowerBound, rows.upperBound), flattened [rows, seq_len] (values checked at open).
-    public func inputIds(rows r: Range<Int>) throws -> [Int32] { try read(idsData, rows: r) }
+    public func inputIds(rows r: Range<Int>) throws -> [Int32] { try read(idsData, "input_ids", rows: r) }
     /// labels of those rows.
-    public func labels(rows r: Range<Int>) throws -> [Int32] { try read(labelsData, rows: r) }
+    public func labels(rows r: Range<Int>) throws -> [Int32] { try read(labelsData, "labels", rows: r) }
     /// Every row's input_ids (for small datasets and tests: training reads rows as it needs them).
     public func allInputIds() throws -> [Int32] { try inputIds(rows: 0..<rows) }
     public func allLabels() throws -> [Int32] { try labels(rows: 0..<rows) }
 
-    private func read(_ d: H5Dataset, rows r: Range<Int>) throws -> [Int32] {
+    private func read(_ d: H5Dataset, _ name: String, rows r: Range<Int>) throws -> [Int32] {
         precondition(r.lowerBound >= 0 && r.upperBound <= rows, "rows \(r) outside 0..<\(rows)")
-        var values = [Int32](repeating: 0, count: r.count * seqLen)
-        if !values.isEmpty { try values.withUnsafeMutableBytes { try d.readRows(r.lowerBound, r.count, into: $0.baseAddress!, element: .int32) } }
-        return values
+        return try TokenDatasetChecks.readIntegers(d, path: path, name: name, rows: r, seqLen: seqLen)
     }
 
     /// Writes a dataset atomically (temporary name, then rename).

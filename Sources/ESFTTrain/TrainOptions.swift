@@ -151,13 +151,7 @@ public struct TrainOptions: Equatable, Sendable {
                 throw ESFTError("\(source): 'placement' must be one of \(PlacementKind.allCases.map(\.rawValue).joined(separator: ", ")), got \(shown)")
             }
             placement = s
-        case "recompute":
-            switch value.value {
-            case .bool(let b): recompute = b
-            case .string("true"): recompute = true
-            case .string("false"): recompute = false
-            default: throw ESFTError("\(source): 'recompute' must be true or false, got \(shown)")
-            }
+        case "recompute": recompute = try value.bool()  // a config file's true/false; the flag is --recompute alone
         case "placement_routing":
             guard case .string(let s) = value.value else { throw ESFTError("\(source): 'placement_routing' must be a directory path, got \(shown)") }
             placementRouting = s
