@@ -36,6 +36,7 @@ public enum BLASCore {
     public struct Record: Codable, Equatable {
         public var core: String
         public var origin: String
+        /// OpenBLAS's own threads: 1 (the GEMM layer splits products across `Threads.count` itself).
         public var blasThreads: Int
         /// `--threads` as given (0: the default, the cores the rank may use).
         public var threads: Int

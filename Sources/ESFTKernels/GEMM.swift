@@ -21,18 +21,54 @@ public func sgemm(transA: Bool = false, transB: Bool = false,
                      beta: beta, c: c, ldc: ldc)
         return
     }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    openBLASProduct(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                    beta: beta, c: c, ldc: ldc)
+}
+
+/// Multiply-adds below which a product runs on one thread (OpenBLAS's own cut-off, 65536 × 4): splitting
+/// it would cost more in hand-off than it saves.
+let splitProductMACs = 1 << 18
+
+/// OpenBLAS runs single-threaded (`Threads.set`); the GEMM layer splits a product across `Threads.count`
+/// workers itself, as a grid of blocks of C, each a single-threaded `cblas_sgemm`. Every block packs its
+/// own rows of op(A) and columns of op(B), so a grid of pr × pc blocks packs op(A) pc times and op(B) pr
+/// times: the grid is the one that packs least (2 threads: C's rows split when C is taller than wide,
+/// else its columns). One thread pool for everything, so no idle OpenBLAS threads spin on the cores
+/// that experts run on side by side (`concurrentWorkers`).
+private func openBLASProduct(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+    let parts = Threads.insideWorkers ? 1 : min(Threads.count, max(1, m * n * k / splitProductMACs))
+    var (pr, pc) = (1, 1), packed = Int.max
+    for r in 1...max(parts, 1) where parts % r == 0 && r <= m && parts / r <= n {
+        let cost = (parts / r) * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
+        if cost < packed { (pr, pc, packed) = (r, parts / r, cost) }
+    }
+    guard pr * pc > 1 else {
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        return
+    }
+    let rowsPer = (m + pr - 1) / pr, colsPer = (n + pc - 1) / pc
+    concurrentWorkers(pr * pc) { w in
+        let r0 = (w / pc) * rowsPer, c0 = (w % pc) * colsPer
+        let rows = min(m - r0, rowsPer), cols = min(n - c0, colsPer)
+        guard rows > 0 && cols > 0 else { return }
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(cols), Int32(k), alpha,
+                    a + (transA ? r0 : r0 * lda), Int32(lda), b + (transB ? c0 * ldb : c0), Int32(ldb),
+                    beta, c + r0 * ldc + c0, Int32(ldc))
+    }
 }
 
 /// A linear layer in Hugging Face's convention: weight_OI is [out, in], y = x W^T + b.
 /// A bf16 weight is widened one block of output rows at a time (see `Weight`), or, with oneDNN and
 /// `--compute bf16`, multiplied as bf16 against the activations rounded to bf16 (fp32 accumulation).
 public enum Linear {
-    /// y_NO = x_NI · W_OI^T (+ bias_O). `accumulate` adds into y instead of overwriting.
+    /// y_NO = x_NI · W_OI^T (+ bias_O). `accumulate` adds into y instead of overwriting. `worker`: the
+    /// `concurrentWorkers` worker making the call (its own widening scratch), 0 elsewhere.
     public static func forward(x: UnsafePointer<Float>, weight: Weight, bias: UnsafePointer<Float>?,
                                y: UnsafeMutablePointer<Float>, n: Int, inDim: Int, outDim: Int,
-                               xStride: Int? = nil, yStride: Int? = nil, accumulate: Bool = false) {
+                               xStride: Int? = nil, yStride: Int? = nil, accumulate: Bool = false, worker: Int = 0) {
         let ldx = xStride ?? inDim, ldy = yStride ?? outDim, beta: Float = accumulate ? 1 : 0
         switch weight {
         case .f32(let w):
@@ -45,7 +81,7 @@ public enum Linear {
                               c: y, ldc: ldy, accumulate: accumulate)
         case .bf16:
             let block = WidenScratch.rowsPerBlock(cols: inDim)
-            let w = WidenScratch.pointer(min(block, outDim) * inDim)
+            let w = WidenScratch.pointer(min(block, outDim) * inDim, worker: worker)
             for o in stride(from: 0, to: outDim, by: block) {
                 let rows = min(block, outDim - o)
                 weight.widenRows(o, rows, cols: inDim, into: w)
@@ -61,7 +97,7 @@ public enum Linear {
                                 dx: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                                 dBias: UnsafeMutablePointer<Float>?, n: Int, inDim: Int, outDim: Int,
                                 xStride: Int? = nil, dyStride: Int? = nil, dxStride: Int? = nil,
-                                accumulateDx: Bool = false) {
+                                accumulateDx: Bool = false, worker: Int = 0) {
         let ldy = dyStride ?? outDim, lddx = dxStride ?? inDim
         if let dx {
             switch weight {
@@ -76,7 +112,7 @@ public enum Linear {
             case .bf16:
                 // dx = Σ over blocks of output rows: dy[:, block] · W[block, :].
                 let block = WidenScratch.rowsPerBlock(cols: inDim)
-                let w = WidenScratch.pointer(min(block, outDim) * inDim)
+                let w = WidenScratch.pointer(min(block, outDim) * inDim, worker: worker)
                 var first = true
                 for o in stride(from: 0, to: outDim, by: block) {
                     let rows = min(block, outDim - o)

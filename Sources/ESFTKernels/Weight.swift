@@ -21,15 +21,20 @@ public func widenBF16(_ src: UnsafePointer<UInt16>, count: Int, into dst: Unsafe
     }
 }
 
-/// The scratch that bf16 weight blocks are widened into. Compute runs one layer operation at a time
-/// (kernels parallelise inside), so one process-wide buffer suffices; it holds at most `blockFloats`.
+/// The scratch that bf16 weight blocks are widened into, one per worker: compute runs one layer operation
+/// at a time (kernels parallelise inside) except where `concurrentWorkers` runs experts side by side, and
+/// each such worker widens into its own slot. A slot holds at most `blockFloats`.
 enum WidenScratch {
     static let blockFloats = 1 << 20  // 4 MiB: large enough for efficient GEMMs, small enough for cache
-    nonisolated(unsafe) static var buffer = FloatBuffer(count: 0)
+    nonisolated(unsafe) static var slots = [Reusable<Float>()]
 
-    static func pointer(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if buffer.count < count { buffer = FloatBuffer(count: count, zeroed: false) }
-        return buffer.pointer
+    /// Slots for `workers` workers (called before they start, so workers only read `slots`).
+    static func prepare(workers: Int) {
+        while slots.count < workers { slots.append(Reusable<Float>()) }
+    }
+
+    static func pointer(_ count: Int, worker: Int) -> UnsafeMutablePointer<Float> {
+        slots[worker].reuse(count: count)
     }
 
     /// Rows per block for a matrix with `cols` columns.

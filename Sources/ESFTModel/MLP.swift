@@ -25,13 +25,15 @@ struct SwiGLUWeights {
     }
 
     /// Saves g_NI and u_NI (pre-activation) for backward; `a_NI` is scratch. y is written, or added to.
+    /// `worker`: the `concurrentWorkers` worker running this expert (0 elsewhere).
     func forward(x: UnsafePointer<Float>, n: Int, g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
-                 a: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool) {
+                 a: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool, worker: Int = 0) {
         guard n > 0 else { return }
-        Linear.forward(x: x, weight: gate.weight, bias: nil, y: g, n: n, inDim: dim, outDim: inner)
-        Linear.forward(x: x, weight: up.weight, bias: nil, y: u, n: n, inDim: dim, outDim: inner)
+        Linear.forward(x: x, weight: gate.weight, bias: nil, y: g, n: n, inDim: dim, outDim: inner, worker: worker)
+        Linear.forward(x: x, weight: up.weight, bias: nil, y: u, n: n, inDim: dim, outDim: inner, worker: worker)
         SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)
-        Linear.forward(x: a, weight: down.weight, bias: nil, y: y, n: n, inDim: inner, outDim: dim, accumulate: accumulate)
+        Linear.forward(x: a, weight: down.weight, bias: nil, y: y, n: n, inDim: inner, outDim: dim, accumulate: accumulate,
+                       worker: worker)
     }
 
     /// dx (+)= ∂L/∂x and weight gradients for trainable projections.
@@ -40,13 +42,13 @@ struct SwiGLUWeights {
     func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int,
                   g: UnsafePointer<Float>, u: UnsafePointer<Float>,
                   rowScale: UnsafePointer<Float>? = nil, dRowScale: UnsafeMutablePointer<Float>? = nil,
-                  dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool, scratch ws: SwiGLUScratch) {
+                  dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool, scratch ws: SwiGLUScratch, worker: Int = 0) {
         guard n > 0 else { return }
         let a = ws.act_NI.reuse(count: n * inner), da = ws.dAct_NI.reuse(count: n * inner)
         let dg = ws.dGate_NI.reuse(count: n * inner), du = ws.dUp_NI.reuse(count: n * inner)
         SwiGLU.forward(gate: g, up: u, out: a, count: n * inner)  // recomputed: cheaper than keeping it
         Linear.backward(dy: dy, x: a, weight: down.weight, dx: da, dWeight: nil, dBias: nil,
-                        n: n, inDim: inner, outDim: dim)
+                        n: n, inDim: inner, outDim: dim, worker: worker)
         if let rowScale {
             // y[r] = a[r]·Wdᵀ, so ∂L/∂scale[r] = dy[r]·y[r] = (dy[r]·Wd)·a[r] = da[r]·a[r].
             for r in 0..<n {
@@ -60,9 +62,9 @@ struct SwiGLUWeights {
         }
         SwiGLU.backward(dOut: da, gate: g, up: u, dGate: dg, dUp: du, count: n * inner)
         Linear.backward(dy: dg, x: x, weight: gate.weight, dx: dx, dWeight: gate.gradPointer, dBias: nil,
-                        n: n, inDim: dim, outDim: inner, accumulateDx: accumulateDx)
+                        n: n, inDim: dim, outDim: inner, accumulateDx: accumulateDx, worker: worker)
         Linear.backward(dy: du, x: x, weight: up.weight, dx: dx, dWeight: up.gradPointer, dBias: nil,
-                        n: n, inDim: dim, outDim: inner, accumulateDx: true)
+                        n: n, inDim: dim, outDim: inner, accumulateDx: true, worker: worker)
     }
 }
 

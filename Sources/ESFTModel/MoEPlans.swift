@@ -112,6 +112,12 @@ struct OwnerPlan {
     }
 
     var assignments: Int { Int(offsets[localExperts]) }
+    /// The most assignments one local expert has.
+    var maxExpertRows: Int {
+        var most = 0
+        for le in 0..<localExperts { most = max(most, Int(offsets[le + 1] - offsets[le])) }
+        return most
+    }
 
     /// Groups the received rows' slots: slots_MK (local expert id or -1, the Int32 side channel) and
     /// each slot's weight at `weights[j * width + s]`.

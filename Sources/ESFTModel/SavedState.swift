@@ -23,4 +23,19 @@ final class Scratch: ReusableGroup {
     /// ∂L/∂(a decoder layer's normed input), first of its feed-forward, then of its attention.
     let dNormed_ND = Reusable<Float>()
     let dFinalNormed_ND = Reusable<Float>(), dHidden_ND = Reusable<Float>()
+    /// Experts run side by side (`ExpertWorkers`): worker 0 uses `swiglu`, the others one set each.
+    private(set) var moreExpertWorkers: [SwiGLUScratch] = []
+
+    /// Sizes SwiGLU backward scratch for `workers` workers to `rows` rows of `inner` (the layer's largest
+    /// expert) before they start, so a worker never grows a buffer another could be reading.
+    func reserveExpertWorkers(_ workers: Int, rows: Int, inner: Int) {
+        while moreExpertWorkers.count < workers - 1 { moreExpertWorkers.append(SwiGLUScratch()) }
+        for w in 0..<workers {
+            let s = expertWorker(w)
+            _ = s.act_NI.reuse(count: rows * inner); _ = s.dAct_NI.reuse(count: rows * inner)
+            _ = s.dGate_NI.reuse(count: rows * inner); _ = s.dUp_NI.reuse(count: rows * inner)
+        }
+    }
+
+    func expertWorker(_ w: Int) -> SwiGLUScratch { w == 0 ? swiglu : moreExpertWorkers[w - 1] }
 }

@@ -124,10 +124,10 @@ struct TokenDispatcher {
         owner.gather(from: received, stride: width, into: xg, dim: d)
         let g = saved.experts.gate_NI.reuse(count: a * inner), u = saved.experts.up_NI.reuse(count: a * inner)
         let act = scratch.swiglu.act_NI.reuse(count: a * inner)
-        for le in 0..<local.count {
+        ExpertWorkers.run(offsets: owner.offsets, localExperts: local.count) { worker, le in
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
             experts[local[le]]!.forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
-                                                    a: act + lo * inner, y: yg + lo * d, accumulate: false)
+                                        a: act + lo * inner, y: yg + lo * d, accumulate: false, worker: worker)
         }
         return owner
     }
@@ -141,11 +141,12 @@ struct TokenDispatcher {
         let xg = ds.gathered_AD.reuse(count: a * d), dyg = ds.dExpertOut_AD.reuse(count: a * d)
         let dxg = ds.dGathered_AD.reuse(count: a * d), dw = ds.dWeight_A.reuse(count: a)
         owner.gather(from: saved.received_MW.reuse(count: owner.rows * width), stride: width, into: xg, dim: d)
-        for le in 0..<local.count {
+        scratch.reserveExpertWorkers(ExpertWorkers.possible(localExperts: local.count), rows: owner.maxExpertRows, inner: inner)
+        ExpertWorkers.run(offsets: owner.offsets, localExperts: local.count) { worker, le in
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
             experts[local[le]]!.backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner,
-                                                     u: u + lo * inner, rowScale: owner.weights + lo, dRowScale: dw + lo,
-                                                     dx: dxg + lo * d, accumulateDx: false, scratch: scratch.swiglu)
+                                         u: u + lo * inner, rowScale: owner.weights + lo, dRowScale: dw + lo,
+                                         dx: dxg + lo * d, accumulateDx: false, scratch: scratch.expertWorker(worker), worker: worker)
         }
     }
 

@@ -23,8 +23,9 @@ public struct ActivationMemory: Equatable {
     /// n = this rank's tokens per micro-batch (rows × T); `lowest` = the job's lowest trainable layer;
     /// `dispatch[layer]` for each MoE layer; `localExperts[layer]` = experts this rank owns there.
     /// `recompute`: activation checkpointing (`DeepseekV2Model.recomputeLayers`): trained layers keep their
-    /// input only and share the frozen layers' set.
-    public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, ranks: Int, lowest: Int, validation: Bool,
+    /// input only and share the frozen layers' set. `threads`: the rank's `--threads` (experts run side by
+    /// side in backward with one SwiGLU scratch set per worker, `ExpertWorkers`).
+    public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, ranks: Int, threads: Int, lowest: Int, validation: Bool,
                 recompute: Bool = false, attentionBackward: (Int) -> Bool, dispatch: [Int: Dispatch], localExperts: [Int: Int]) {
         let d = Double(c.hiddenSize), nn = Double(n), k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts)
         let h = Double(c.numHeads), dn = Double(c.qkNopeHeadDim), dr = Double(c.qkRopeHeadDim), dv = Double(c.vHeadDim)
@@ -84,6 +85,13 @@ public struct ActivationMemory: Equatable {
         let act = max(nn * iDense, c.nSharedExperts > 0 ? nn * iShared : 0, maxA * iMoE)
         let back = max(denseBack ? nn * iDense : 0, moeBack ? max(c.nSharedExperts > 0 ? nn * iShared : 0, maxExpert * iMoE) : 0)
         workspace += b(act) + (denseBack || moeBack ? 3 * b(back) : 0)                      // SwiGLU act, ∂act, ∂gate, ∂up
+        // Experts' backward side by side: worker w ≥ 1 has its own four buffers, sized by the largest expert
+        // of each trained MoE layer with more than w workers (`Scratch.reserveExpertWorkers`).
+        let workersOf = { (l: Int) -> Int in let e = localExperts[l] ?? 0; return e >= 2 ? min(threads, e) : 1 }
+        for w in 1..<max(threads, 1) {
+            let rows = trained.filter { c.isMoELayer($0) && workersOf($0) > w }.compactMap { dispatch[$0]?.maxExpertRows }.max()
+            if let rows { workspace += 4 * b(rows * iMoE) }
+        }
         if !moeLayers.isEmpty {
             workspace += b(nn * e) + (moeBack ? b(nn * k) + 2 * b(nn * e) : 0)              // router logits; ∂weights, ∂probs, ∂logits
             workspace += b(maxS * (d + k)) + b(nn * kr * k) + b(maxM * k) + 2 * b(maxA * d) // send, slots, gathered, expert out

@@ -145,7 +145,7 @@ public struct CapacityPlan {
                     return job.trainable.contains(s.id)
                 }
             }
-            let act = ActivationMemory(config: c, tokens: n, seqLen: job.seqLen, ranks: r, lowest: lowest, validation: job.validation,
+            let act = ActivationMemory(config: c, tokens: n, seqLen: job.seqLen, ranks: r, threads: job.threads, lowest: lowest, validation: job.validation,
                                        recompute: job.recompute, attentionBackward: attnBack, dispatch: dispatch, localExperts: local)
             rank.activationBytes = act.saved; rank.workspaceBytes = act.workspace
             var tensors = 0

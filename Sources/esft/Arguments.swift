@@ -79,7 +79,7 @@ struct Arguments {
         return v
     }
 
-    /// `--threads N`, the same in every command: N ≥ 1 kernel and OpenBLAS threads; 0 or absent: the cores
+    /// `--threads N`, the same in every command: N ≥ 1 kernel and GEMM threads; 0 or absent: the cores
     /// this process may use (its affinity mask), as Threads.defaultCount() counts them.
     mutating func threads() throws -> Int {
         let n = try int("--threads", default: 0, min: 0)!

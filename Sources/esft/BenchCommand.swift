@@ -115,7 +115,7 @@ enum BenchCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("\(configPath): \(total) parameters (\(trainableCount) trainable), batch \(b)×\(t), \(threads) thread(s)")
-            print("  BLAS: OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin); \(BLASCore.threads) OpenBLAS thread(s)")
+            print("  BLAS: OpenBLAS \(BLASCore.name) kernels, chosen by \(BLASCore.origin); OpenBLAS on \(BLASCore.threads) thread(s), products split over \(Threads.count) by the GEMM layer")
             print("  GEMM: \(GEMMLayer.backend.rawValue), compute \(GEMMLayer.compute.rawValue) (\(GEMMLayer.reason))")
             print(String(format: "  forward           %10.1f tokens/s  (median of %d, %.3f s/step)  %7.1f model GFLOP/s",
                          tokens / median(forward), steps, median(forward), flops.forward / median(forward) / 1e9))

@@ -22,7 +22,7 @@ struct InferenceSetup {
       --max-new-tokens N    new tokens per prompt at most (default 128, the reference's eval default)
       --batch B             prompts decoded together (default 8): one KV cache slot each
       --no-bos              do not put BOS before each prompt (default: BOS first, as the reference's pipeline)
-      --threads T           kernel and OpenBLAS threads per rank (default: the cores it may use)
+      --threads T           kernel and GEMM threads per rank (default: the cores it may use)
     """
 
     let modelPath: String, trainedPath: String?, tokenizerSpec: String?

@@ -45,7 +45,7 @@ enum TrainCommand {
       --grad-clip C      clip the global gradient norm to C (default 1.0; 0: off)
       --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
-      --threads T        kernel and OpenBLAS threads per rank (0 or absent: the cores the rank may use)
+      --threads T        kernel and GEMM threads per rank (0 or absent: the cores the rank may use)
     \(GEMMLayer.helpLines)
       --recipe R         esft (default) or reference: start from the ESFT reference's recipe (configs/base.yaml
                          and train.py: 500 steps of 128 rows in 16 micro-batches, lr 1e-5 constant, AdamW 0.9/0.95,
@@ -151,7 +151,7 @@ enum TrainCommand {
             if comm.rank == 0 {
                 print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
                       + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0; "
-                      + "OpenBLAS \(BLASCore.name) kernels, \(BLASCore.threads) thread(s) per rank")
+                      + "OpenBLAS \(BLASCore.name) kernels, \(Threads.count) thread(s) per rank")
             }
             let signals = StopSignals { line in if comm.rank == 0 { print(line); fflush(stdout) } }
             control.stopSignal = { signals.receivedSignal }

@@ -12,15 +12,24 @@ struct DispatchFixture {
     var x: [Float], topkIdx: [Int32], topkWeight: [Float]
 
     /// Expert `unused` is never routed to (an expert with zero rows); the others get uneven loads.
-    init(tokens n: Int = 9, dim d: Int = 8, inner: Int = 6, experts e: Int = 5, k: Int = 3, unused: Int = 4, seed: UInt64 = 11) {
+    /// Experts in `frozenBF16` are stored bf16 and frozen (as mapped frozen experts are), the rest fp32 and trainable.
+    init(tokens n: Int = 9, dim d: Int = 8, inner: Int = 6, experts e: Int = 5, k: Int = 3, unused: Int = 4, seed: UInt64 = 11,
+         frozenBF16: Set<Int> = []) {
         self.n = n; self.d = d; self.inner = inner; self.e = e; self.k = k
         var rng = SplitMix64(seed: seed)
         for ex in 0..<e {
             for (proj, shape) in [(ParameterID.Projection.gate, [inner, d]), (.up, [inner, d]), (.down, [d, inner])] {
-                let p = Parameter(ParameterSpec(.routedExpert(proj, layer: 0, expert: ex), shape))
-                for i in 0..<p.count { p.value[i] = Float(rng.nextGaussian() * 0.5) }
-                p.makeTrainable()
-                parameters.add(p)
+                let spec = ParameterSpec(.routedExpert(proj, layer: 0, expert: ex), shape)
+                let values = (0..<spec.count).map { _ in Float(rng.nextGaussian() * 0.5) }
+                if frozenBF16.contains(ex) {
+                    let bits = BF16Bits(values.map { UInt16($0.bitPattern >> 16) })  // truncated: any bf16 values do
+                    parameters.add(Parameter(spec, weight: .bf16(bits.pointer), owner: bits))
+                } else {
+                    let p = Parameter(spec)
+                    p.value.update(from: values, count: values.count)
+                    p.makeTrainable()
+                    parameters.add(p)
+                }
             }
         }
         let params = parameters
@@ -51,6 +60,18 @@ struct DispatchFixture {
                         try t.forward(x: xp.baseAddress!, tokens: n, topkIdx: ip.baseAddress!, topkWeight: wp.baseAddress!,
                                       out: op.baseAddress!, saved: saved, scratch: scratch)
                     }
+                }
+            }
+        }
+    }
+
+    func backward(_ t: TokenDispatcher, dOut: [Float], dx: inout [Float], dTopk: inout [Float],
+                  saved: DispatchSaved, scratch: Scratch) throws {
+        try dOut.withUnsafeBufferPointer { d in
+            try dx.withUnsafeMutableBufferPointer { x in
+                try dTopk.withUnsafeMutableBufferPointer { w in
+                    try t.backward(dOut: d.baseAddress!, tokens: n, dx: x.baseAddress!, dTopkWeight: w.baseAddress!,
+                                   saved: saved, scratch: scratch)
                 }
             }
         }
@@ -115,6 +136,13 @@ struct DispatchFixture {
         }
         return (out, bound)
     }
+}
+
+/// Owned bf16 values for a frozen test parameter.
+final class BF16Bits {
+    let pointer: UnsafeMutablePointer<UInt16>
+    init(_ v: [UInt16]) { pointer = .allocate(capacity: v.count); pointer.initialize(from: v, count: v.count) }
+    deinit { pointer.deallocate() }
 }
 
 /// A LocalExchange that records each call as "element width tag".

@@ -82,7 +82,7 @@ final class TokenDispatcherTests: XCTestCase {
         let r = (0..<(f.n * f.d)).map { _ in Float(rng.nextGaussian()) }
         exchange.calls = []
         var dx = [Float](repeating: 0, count: f.n * f.d), dTopk = [Float](repeating: .nan, count: f.n * f.k)
-        try backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch, tokens: f.n)
+        try f.backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch)
         XCTAssertEqual(exchange.calls, ["Float 8 layer 5 backward dispatch", "Float 11 layer 5 backward combine"],
                        "∂out rows to the owners (D floats), [∂x | ∂weight per slot] back (D+K floats)")
 
@@ -103,7 +103,7 @@ final class TokenDispatcherTests: XCTestCase {
         }
         // dx is accumulated: one row per token on one rank, so a second pass adds the same row again (exactly 2×).
         let first = dx
-        try backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch, tokens: f.n)
+        try f.backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch)
         XCTAssertEqual(dx, first.map { 2 * $0 })
     }
 
@@ -123,7 +123,7 @@ final class TokenDispatcherTests: XCTestCase {
         _ = try loss(f)
         for p in f.parameters.ordered { p.zeroGrad() }
         var dx = [Float](repeating: 0, count: f.n * f.d), dTopk = [Float](repeating: 0, count: f.n * f.k)
-        try backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch, tokens: f.n)
+        try f.backward(t, dOut: r, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch)
 
         // Rounding noise: each out element is within `bound` of exact (reference()), so L is within
         // E = Σ|R|·bound, and a central difference within 2E/(2ε) = E/ε. Truncation is ε²/6·L''': with
@@ -182,7 +182,7 @@ final class TokenDispatcherTests: XCTestCase {
         var out = [Float](repeating: 0, count: f.n * f.d), dx = out, dTopk = [Float](repeating: 0, count: f.n * f.k)
         func step() throws {
             try f.forward(t, out: &out, saved: saved, scratch: scratch)
-            try backward(t, dOut: out, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch, tokens: f.n)
+            try f.backward(t, dOut: out, dx: &dx, dTopk: &dTopk, saved: saved, scratch: scratch)
         }
         try step()
         let bytes = saved.heldBytes + scratch.heldBytes, received = saved.received_MW.reuse(count: 0)
@@ -190,17 +190,5 @@ final class TokenDispatcherTests: XCTestCase {
         try step()
         XCTAssertEqual(saved.heldBytes + scratch.heldBytes, bytes, "a second step allocates nothing")
         XCTAssertEqual(saved.received_MW.reuse(count: 0), received)
-    }
-
-    private func backward(_ t: TokenDispatcher, dOut: [Float], dx: inout [Float], dTopk: inout [Float],
-                          saved: DispatchSaved, scratch: Scratch, tokens: Int) throws {
-        try dOut.withUnsafeBufferPointer { d in
-            try dx.withUnsafeMutableBufferPointer { x in
-                try dTopk.withUnsafeMutableBufferPointer { w in
-                    try t.backward(dOut: d.baseAddress!, tokens: tokens, dx: x.baseAddress!, dTopkWeight: w.baseAddress!,
-                                   saved: saved, scratch: scratch)
-                }
-            }
-        }
     }
 }
