@@ -25,25 +25,25 @@ public func sgemm(transA: Bool = false, transB: Bool = false,
                     beta: beta, c: c, ldc: ldc)
 }
 
-/// Multiply-adds below which a product runs on one thread (OpenBLAS's own cut-off, 65536 × 4): splitting
-/// it would cost more in hand-off than it saves.
+/// A product gets one block per this many multiply-adds, up to `Threads.count` blocks (OpenBLAS's own
+/// single-thread cut-off, 65536 × 4): below twice this it runs whole, where a hand-off costs more than it saves.
 let splitProductMACs = 1 << 18
 
 /// OpenBLAS runs single-threaded (`Threads.set`); the GEMM layer splits a product across `Threads.count`
 /// workers itself, as a grid of blocks of C, each a single-threaded `cblas_sgemm`. Every block packs its
 /// own rows of op(A) and columns of op(B), so a grid of pr × pc blocks packs op(A) pc times and op(B) pr
-/// times: the grid is the one that packs least (2 threads: C's rows split when C is taller than wide,
-/// else its columns). One thread pool for everything, so no idle OpenBLAS threads spin on the cores
+/// times: of the grids with the most blocks that fit C, the one that packs least (2 threads: C's rows
+/// split when C is taller than wide, else its columns). One thread pool for everything, so no idle OpenBLAS threads spin on the cores
 /// that experts run on side by side (`concurrentWorkers`).
 private func openBLASProduct(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
     let parts = Threads.insideWorkers ? 1 : min(Threads.count, max(1, m * n * k / splitProductMACs))
-    var (pr, pc) = (1, 1), packed = Int.max
-    for r in 1...max(parts, 1) where parts % r == 0 && r <= m && parts / r <= n {
-        let cost = (parts / r) * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
-        if cost < packed { (pr, pc, packed) = (r, parts / r, cost) }
+    var (pr, pc, blocks, packed) = (1, 1, 1, Int.max)
+    for r in 1...min(parts, m) {  // the most blocks that fit C, then the least packing
+        let c = min(parts / r, n), cost = c * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
+        if r * c > blocks || (r * c == blocks && cost < packed) { (pr, pc, blocks, packed) = (r, c, r * c, cost) }
     }
     guard pr * pc > 1 else {
         cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -89,6 +89,14 @@ public enum Linear {
             }
         }
         if let bias { addRowVector(y, bias, rows: n, cols: outDim, stride: ldy) }
+    }
+
+    /// Sizes the widening slots of `workers` workers for a bf16 weight of [outDim, inDim] (forward and dx
+    /// widen the same blocks), before `concurrentWorkers` starts them: no slot grows after the first step.
+    public static func reserveWidening(workers: Int, inDim: Int, outDim: Int) {
+        WidenScratch.prepare(workers: workers)
+        let floats = min(WidenScratch.rowsPerBlock(cols: inDim), outDim) * inDim
+        for w in 0..<workers { _ = WidenScratch.pointer(floats, worker: w) }
     }
 
     /// Backward of `forward`: dx_NI (+)= dy_NO · W_OI; dW_OI += dy^T · x; db_O += Σ_rows dy.

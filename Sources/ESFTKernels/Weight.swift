@@ -4,6 +4,8 @@ public enum Weight {
     case f32(UnsafePointer<Float>)
     case bf16(UnsafePointer<UInt16>)
 
+    public var isBF16: Bool { if case .bf16 = self { return true } else { return false } }
+
     /// Widens rows [row, row+count) of a matrix with `cols` columns into dst.
     @inline(__always)
     public func widenRows(_ row: Int, _ count: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) {

@@ -12,9 +12,11 @@ enum ExpertWorkers {
     /// one core.
     static let maxImbalance = 1.25
 
-    /// Workers that may run experts side by side: one per thread, at most one per expert. Backward sizes
-    /// this many per-worker scratch sets, whichever backend runs (`ActivationMemory` counts them).
-    static func possible(localExperts: Int) -> Int { localExperts >= 2 ? min(Threads.count, localExperts) : 1 }
+    /// Workers that may run experts side by side: one per thread, at most one per expert; one with oneDNN
+    /// (not called from workers). Backward sizes this many scratch sets (`ActivationMemory` counts them).
+    static func possible(localExperts: Int) -> Int {
+        GEMMLayer.backend == .openblas && localExperts >= 2 ? min(Threads.count, localExperts) : 1
+    }
 
     /// Calls of `run` that ran experts side by side (tests check the path was taken).
     nonisolated(unsafe) private(set) static var sideBySideRuns = 0
@@ -44,12 +46,12 @@ enum ExpertWorkers {
     /// Calls `body(worker, le)` once for every local expert le in 0..<localExperts, whose assignments are
     /// `offsets[le]..<offsets[le+1]`. Worker indices are below `possible(localExperts:)`.
     static func run(offsets: UnsafePointer<Int32>, localExperts: Int, _ body: (_ worker: Int, _ le: Int) -> Void) {
-        let workers = GEMMLayer.backend == .openblas ? possible(localExperts: localExperts) : 1
+        let workers = possible(localExperts: localExperts)
         guard workers > 1 else {
             for le in 0..<localExperts { body(0, le) }
             return
         }
-        // Stack scratch (64 experts: < 1 KiB).
+        // Temporary scratch: 3·E + 2·W + 1 Int32s (64 experts, 2 workers: 788 bytes, on the stack).
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 3 * localExperts + 2 * workers + 1) { tmp in
             let workerOf = tmp.baseAddress!, byRows = workerOf + localExperts, order = byRows + localExperts
             let load = order + localExperts, start = load + workers

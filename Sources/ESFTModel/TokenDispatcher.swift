@@ -124,6 +124,7 @@ struct TokenDispatcher {
         owner.gather(from: received, stride: width, into: xg, dim: d)
         let g = saved.experts.gate_NI.reuse(count: a * inner), u = saved.experts.up_NI.reuse(count: a * inner)
         let act = scratch.swiglu.act_NI.reuse(count: a * inner)
+        reserveWidening()
         ExpertWorkers.run(offsets: owner.offsets, localExperts: local.count) { worker, le in
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
             experts[local[le]]!.forward(x: xg + lo * d, n: cnt, g: g + lo * inner, u: u + lo * inner,
@@ -142,12 +143,21 @@ struct TokenDispatcher {
         let dxg = ds.dGathered_AD.reuse(count: a * d), dw = ds.dWeight_A.reuse(count: a)
         owner.gather(from: saved.received_MW.reuse(count: owner.rows * width), stride: width, into: xg, dim: d)
         scratch.reserveExpertWorkers(ExpertWorkers.possible(localExperts: local.count), rows: owner.maxExpertRows, inner: inner)
+        reserveWidening()
         ExpertWorkers.run(offsets: owner.offsets, localExperts: local.count) { worker, le in
             let lo = Int(owner.offsets[le]), cnt = Int(owner.offsets[le + 1]) - lo
             experts[local[le]]!.backward(dy: dyg + lo * d, x: xg + lo * d, n: cnt, g: g + lo * inner,
                                          u: u + lo * inner, rowScale: owner.weights + lo, dRowScale: dw + lo,
                                          dx: dxg + lo * d, accumulateDx: false, scratch: scratch.expertWorker(worker), worker: worker)
         }
+    }
+
+    /// Frozen bf16 experts are widened block by block, by each worker into its own slot: sized up front.
+    private func reserveWidening() {
+        guard experts.contains(where: { $0?.gate.weight.isBF16 ?? false }) else { return }
+        let workers = ExpertWorkers.possible(localExperts: local.count)
+        Linear.reserveWidening(workers: workers, inDim: dim, outDim: inner)  // gate, up
+        Linear.reserveWidening(workers: workers, inDim: inner, outDim: dim)  // down
     }
 
     // MARK: combine (owners → source)

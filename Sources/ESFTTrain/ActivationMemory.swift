@@ -23,8 +23,9 @@ public struct ActivationMemory: Equatable {
     /// n = this rank's tokens per micro-batch (rows × T); `lowest` = the job's lowest trainable layer;
     /// `dispatch[layer]` for each MoE layer; `localExperts[layer]` = experts this rank owns there.
     /// `recompute`: activation checkpointing (`DeepseekV2Model.recomputeLayers`): trained layers keep their
-    /// input only and share the frozen layers' set. `threads`: the rank's `--threads` (experts run side by
-    /// side in backward with one SwiGLU scratch set per worker, `ExpertWorkers`).
+    /// input only and share the frozen layers' set. `threads`: the rank's `--threads` (with OpenBLAS, experts
+    /// run side by side in backward with one SwiGLU scratch set per worker, `ExpertWorkers`; with oneDNN
+    /// they run one at a time and this overstates by the extra workers' sets).
     public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, ranks: Int, threads: Int, lowest: Int, validation: Bool,
                 recompute: Bool = false, attentionBackward: (Int) -> Bool, dispatch: [Int: Dispatch], localExperts: [Int: Int]) {
         let d = Double(c.hiddenSize), nn = Double(n), k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts)

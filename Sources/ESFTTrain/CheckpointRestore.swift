@@ -159,8 +159,8 @@ extension Trainer {
             log("esft train: note: the checkpoint was trained with --placement \(placement)\(owners != nil && placement == model.placement.kind ? " (another expert map)" : ""); this run has --placement \(model.placement.kind): experts are re-assigned by name, and the continuation agrees within summation-order bounds, not bitwise")
         }
         let threads = try m.reader.field("threads").int(), core = try m.reader.field("blas_core").string()
-        if threads != BLASCore.threads || core != BLASCore.name || m.ranks != comm.size {
-            log("esft train: note: the checkpoint ran \(m.ranks) rank(s) × \(threads) thread(s) on OpenBLAS \(core); this run has \(comm.size) × \(BLASCore.threads) on \(BLASCore.name): the continuation agrees within summation-order bounds, not bitwise")
+        if threads != Threads.count || core != BLASCore.name || m.ranks != comm.size {
+            log("esft train: note: the checkpoint ran \(m.ranks) rank(s) × \(threads) thread(s) on OpenBLAS \(core); this run has \(comm.size) × \(Threads.count) on \(BLASCore.name): the continuation agrees within summation-order bounds, not bitwise")
         }
     }
 }

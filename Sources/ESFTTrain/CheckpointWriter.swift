@@ -115,7 +115,7 @@ extension Trainer {
     private func writeManifest(folder: URL, step: Int, counters: RunCounters, validationLoss: Double?, files: [[String: Any]]) throws {
         var manifest: [String: Any] = [
             "format": CheckpointManifest.format, "version": CheckpointManifest.version, "esft_version": ESFTVersion.string,
-            "step": step, "ranks": comm.size, "threads": BLASCore.threads, "blas_core": BLASCore.name,
+            "step": step, "ranks": comm.size, "threads": Threads.count, "blas_core": BLASCore.name,
             "placement": model.placement.kind, "expert_owners": expertOwners, "model_fingerprint": modelFingerprint(config: config),
             "data_digest": dataset.digest, "train_rows": dataset.trainRows.count,
             "options": options.json, "optimizer": ["kind": "adamw", "step": optimizer.step],

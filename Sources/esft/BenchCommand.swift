@@ -18,7 +18,7 @@ enum BenchCommand {
       --steps N          timed steps per phase (default 5)
       --trainable WHAT   all (full fine-tuning, default), experts (routed experts only), none
       --seed S           initialisation seed (default 1)
-      --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
+      --threads N        threads for kernels and GEMM products (0 or absent: the cores this process may use)
       --attention-block R  rows per causal attention block (default 256; ≥ --seq computes the full T×T)
       --json             print one JSON object instead of text
     \(GEMMLayer.helpLines)

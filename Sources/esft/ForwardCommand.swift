@@ -31,7 +31,7 @@ enum ForwardCommand {
                          (with --grads) grad.<name>: prints each tensor's max error relative to its
                          largest magnitude and exits 3 unless logits and loss are within 1e-4 and
                          every gradient within 1e-3
-      --threads N        threads for kernels and OpenBLAS (0 or absent: the cores this process may use)
+      --threads N        threads for kernels and GEMM products (0 or absent: the cores this process may use)
     \(GEMMLayer.helpLines)
     """
 

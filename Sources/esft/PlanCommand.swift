@@ -25,7 +25,8 @@ enum PlanCommand {
       --ranks R          ranks of the job (default 1)
       --batch-rows B     rows per optimizer step over all ranks (as esft train; default 8)
       --seq-len L        tokens per row (the dataset's)
-      --threads T        threads per rank (as esft train; default 1)
+      --threads T        threads per rank, as the job will run them (default 1): experts' backward keeps
+                         one scratch set per thread (OpenBLAS; oneDNN runs experts one at a time)
       --accumulation A   micro-batches per step (default 1)
       --placement P      contiguous (default), balanced or affinity (affinity needs --routing LOGS_DIR)
       --routing R        how tokens choose experts, for the dispatch bytes: uniform (default: every

@@ -17,10 +17,11 @@ final class CheckpointTests: TrainTestCase {
     struct Outcome { let status: Int32; let stdout: String; let stderr: String; let seconds: Double; let timedOut: Bool }
 
     /// `esft train` into `out` (not removed first: a resumed run continues there).
-    func trainInto(_ out: URL, ranks: Int, _ mode: [String], steps: Int = 6, extra: [String] = [],
+    func trainInto(_ out: URL, ranks: Int, _ mode: [String], steps: Int = 6, extra: [String] = [], threads: Int = 1,
                    environment: [String: String] = [:], started: (Int32) -> Void = { _ in }) throws -> Outcome {
         let args = ["train", "--model", path("model"), "--data", path("data.h5"), "--out", out.path, "--steps", "\(steps)",
-                    "--batch-rows", "\(Self.rows)", "--lr", "\(Self.lr)", "--aux-alpha", "0.001", "--eval-every", "2", "--threads", "1"] + mode + extra
+                    "--batch-rows", "\(Self.rows)", "--lr", "\(Self.lr)", "--aux-alpha", "0.001", "--eval-every", "2",
+                    "--threads", "\(threads)"] + mode + extra
         if ranks == 1 {
             let start = Date()
             let r = try Executables.run(Executables.esft, args, environment: environment, started: started)
@@ -84,6 +85,20 @@ final class CheckpointTests: TrainTestCase {
                 XCTAssertEqual(try losses(run), try losses(base), "\(name), \(ranks) rank(s), resumed at step \(k): every step's loss and val_loss identical, none twice")
             }
         }
+    }
+
+    /// A checkpoint records the rank's `--threads` (the size of its thread pool; OpenBLAS itself runs one
+    /// thread), and resuming with another count says so: products split differently may round differently.
+    func testResumeWithOtherThreadsRecordsAndNotesThem() throws {
+        let run = try trainOK("threads-1", ranks: 1, esft, steps: 4, extra: ["--checkpoint-every", "2"])
+        let first = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("checkpoints/step-000002/manifest.json"))) as! [String: Any]
+        XCTAssertEqual(first["threads"] as? Int, 1)
+        let resumed = try interrupted(run, at: 2, as: "threads-1-to-2")
+        let r = try trainInto(resumed, ranks: 1, esft, steps: 4, extra: ["--checkpoint-every", "2", "--resume"], threads: 2)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("the checkpoint ran 1 rank(s) × 1 thread(s)") && r.stdout.contains("this run has 1 × 2"), r.stdout)
+        let next = try JSONSerialization.jsonObject(with: Data(contentsOf: resumed.appendingPathComponent("checkpoints/step-000004/manifest.json"))) as! [String: Any]
+        XCTAssertEqual(next["threads"] as? Int, 2, "the resumed run's checkpoint records its own --threads")
     }
 
     /// Over 6 AdamW steps the resharded continuation may differ from the R-rank one by summation order
