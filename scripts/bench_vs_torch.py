@@ -25,7 +25,7 @@ bf16, fp32 accumulation) and transformers under torch.autocast(bfloat16). Prints
 both systems' model GFLOP/s (esft's summary.json `modelFLOPsPerStep` ÷ step time: the same FLOPs for both)
 and esft's MFU against the GEMM peak of the backend it ran (`esft bench --sgemm 2048`, measured after the runs).
 """
-import argparse, json, os, resource, statistics, subprocess, sys, tempfile
+import argparse, json, os, resource, signal, statistics, subprocess, sys, tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 esft = os.path.join(root, ".build", "release", "esft")
@@ -152,4 +152,7 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM (kill, a job scheduler) unwinds like an error: subprocess.run kills the running child and the
+    # temporary directory (models of up to several GB) is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"bench_vs_torch: stopped by signal {signum}"))
     main()
