@@ -104,6 +104,11 @@ struct MLAttention {
         stride(from: 0, to: t, by: causalBlockRows).map { ($0, min(causalBlockRows, t - $0)) }
     }
 
+    /// The keys row `row`'s block computes with, [0, end): its block's products read P and dS no further,
+    /// so the masked zeros are written up to there only (not to T: at T = 4096, a sixteenth of the writes).
+    @inline(__always)
+    static func blockEnd(row: Int, t: Int) -> Int { min(t, (row / causalBlockRows + 1) * causalBlockRows) }
+
     /// Rows [row, row+rows) of S_TT = q_nope·k_nopeᵀ + q_rope·k_ropeᵀ for one (sequence, head), over the keys
     /// [0, row+rows) those rows may see; q_rope and k_rope already rotated.
     private func scores(qn: UnsafePointer<Float>, kn: UnsafePointer<Float>, kr: UnsafePointer<Float>,
@@ -126,7 +131,8 @@ struct MLAttention {
                 for j in 0...i { let e = expf(row[j] - m); row[j] = e; sum += e }
                 let inv = 1 / sum
                 for j in 0...i { row[j] *= inv }
-                if i + 1 < t { (row + i + 1).update(repeating: 0, count: t - i - 1) }
+                let end = Self.blockEnd(row: i, t: t)
+                if i + 1 < end { (row + i + 1).update(repeating: 0, count: end - i - 1) }
                 lse[i] = m + logf(sum)
             }
         }
@@ -160,7 +166,8 @@ struct MLAttention {
                     for i in range {
                         let row = p + i * t
                         for j in 0...i { row[j] = expf(row[j] * scale - lseh[i]) }
-                        if i + 1 < t { (row + i + 1).update(repeating: 0, count: t - i - 1) }
+                        let end = Self.blockEnd(row: i, t: t)
+                if i + 1 < end { (row + i + 1).update(repeating: 0, count: end - i - 1) }
                         rowDot[i] = dot(k.dv, dOh + i * k.ldo, oh + i * k.ldo)  // Σ_j P_ij dP_ij
                         (dkn + i * k.ldkv).update(repeating: 0, count: k.dn + k.dv)  // dK, dV accumulate over blocks
                     }
@@ -177,7 +184,8 @@ struct MLAttention {
                     for i in range {
                         let pr = p + i * t, dr = dp + i * t, c = rowDot[i]
                         for j in 0...i { dr[j] = pr[j] * (dr[j] - c) * scale }
-                        if i + 1 < t { (dr + i + 1).update(repeating: 0, count: t - i - 1) }
+                        let end = Self.blockEnd(row: i, t: t)
+                        if i + 1 < end { (dr + i + 1).update(repeating: 0, count: end - i - 1) }
                     }
                 }
                 // dQ = dS·K ; dK += dSᵀ·Q (the rope key is shared by all heads: accumulate over heads too)
