@@ -41,8 +41,11 @@ private func openBLASProduct(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
     let parts = Threads.insideWorkers ? 1 : min(Threads.count, max(1, m * n * k / splitProductMACs))
     var (pr, pc, blocks, packed) = (1, 1, 1, Int.max)
-    for r in 1...min(parts, m) {  // the most blocks that fit C, then the least packing
-        let c = min(parts / r, n), cost = c * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
+    for r0 in 1...min(parts, m) {  // the most non-empty blocks, then the least packing
+        // Blocks of ⌈m/r⌉ rows and ⌈n/c⌉ columns: as many as are non-empty (m = 5 in 4 parts is 3 blocks of 2).
+        let r = (m + (m + r0 - 1) / r0 - 1) / ((m + r0 - 1) / r0), c0 = min(parts / r0, n)
+        let c = (n + (n + c0 - 1) / c0 - 1) / ((n + c0 - 1) / c0)
+        let cost = c * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
         if r * c > blocks || (r * c == blocks && cost < packed) { (pr, pc, blocks, packed) = (r, c, r * c, cost) }
     }
     guard pr * pc > 1 else {

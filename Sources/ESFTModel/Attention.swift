@@ -167,7 +167,7 @@ struct MLAttention {
                         let row = p + i * t
                         for j in 0...i { row[j] = expf(row[j] * scale - lseh[i]) }
                         let end = Self.blockEnd(row: i, t: t)
-                if i + 1 < end { (row + i + 1).update(repeating: 0, count: end - i - 1) }
+                        if i + 1 < end { (row + i + 1).update(repeating: 0, count: end - i - 1) }
                         rowDot[i] = dot(k.dv, dOh + i * k.ldo, oh + i * k.ldo)  // Σ_j P_ij dP_ij
                         (dkn + i * k.ldkv).update(repeating: 0, count: k.dn + k.dv)  // dK, dV accumulate over blocks
                     }

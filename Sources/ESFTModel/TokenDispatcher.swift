@@ -154,7 +154,8 @@ struct TokenDispatcher {
 
     /// Frozen bf16 experts are widened block by block, by each worker into its own slot: sized up front.
     private func reserveWidening() {
-        guard experts.contains(where: { $0?.gate.weight.isBF16 ?? false }) else { return }
+        guard experts.contains(where: { e in e.map { [$0.gate, $0.up, $0.down].contains { $0.weight.isBF16 } } ?? false })
+        else { return }
         let workers = ExpertWorkers.possible(localExperts: local.count)
         Linear.reserveWidening(workers: workers, inDim: dim, outDim: inner)  // gate, up
         Linear.reserveWidening(workers: workers, inDim: inner, outDim: dim)  // down

@@ -75,7 +75,7 @@ public final class DeepseekV2Model {
     private let belowInputs = [Reusable<Float>(), Reusable<Float>()]  // their inputs, ping-pong
     private let recomputedOut = Reusable<Float>()  // a recomputed layer's output, not needed by its backward
     private let head = HeadSaved()
-    private let scratch = Scratch()
+    let scratch = Scratch()  // internal: tests poison its buffers
     private var ropeCos = FloatBuffer(count: 0), ropeSin = FloatBuffer(count: 0), ropeLength = 0
     private var pending: (batch: TokenBatch, lowest: Int, recompute: Bool)?
 
