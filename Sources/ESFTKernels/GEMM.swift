@@ -33,18 +33,18 @@ let splitProductMACs = 1 << 18
 /// workers itself, as a grid of blocks of C, each a single-threaded `cblas_sgemm`. Every block packs its
 /// own rows of op(A) and columns of op(B), so a grid of pr × pc blocks packs op(A) pc times and op(B) pr
 /// times: of the grids with the most blocks that fit C, the one that packs least (2 threads: C's rows
-/// split when C is taller than wide, else its columns). One thread pool for everything, so no idle OpenBLAS threads spin on the cores
-/// that experts run on side by side (`concurrentWorkers`).
+/// split when C is taller than wide, else its columns). One thread pool for everything, so no idle
+/// OpenBLAS threads spin on the cores that experts run on side by side (`concurrentWorkers`).
 private func openBLASProduct(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
     let parts = Threads.insideWorkers ? 1 : min(Threads.count, max(1, m * n * k / splitProductMACs))
     var (pr, pc, blocks, packed) = (1, 1, 1, Int.max)
+    // Cutting `len` into `parts` pieces of ⌈len/parts⌉ leaves this many non-empty (5 in 4 parts: 3 of 2).
+    func nonEmpty(_ len: Int, _ parts: Int) -> Int { let per = (len + parts - 1) / parts; return (len + per - 1) / per }
     for r0 in 1...min(parts, m) {  // the most non-empty blocks, then the least packing
-        // Blocks of ⌈m/r⌉ rows and ⌈n/c⌉ columns: as many as are non-empty (m = 5 in 4 parts is 3 blocks of 2).
-        let r = (m + (m + r0 - 1) / r0 - 1) / ((m + r0 - 1) / r0), c0 = min(parts / r0, n)
-        let c = (n + (n + c0 - 1) / c0 - 1) / ((n + c0 - 1) / c0)
+        let r = nonEmpty(m, r0), c = nonEmpty(n, min(parts / r0, n))
         let cost = c * m + r * n  // × k: floats of op(A) and op(B) packed over all blocks
         if r * c > blocks || (r * c == blocks && cost < packed) { (pr, pc, blocks, packed) = (r, c, r * c, cost) }
     }

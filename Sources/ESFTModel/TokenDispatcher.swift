@@ -154,7 +154,7 @@ struct TokenDispatcher {
 
     /// Frozen bf16 experts are widened block by block, by each worker into its own slot: sized up front.
     private func reserveWidening() {
-        guard experts.contains(where: { e in e.map { [$0.gate, $0.up, $0.down].contains { $0.weight.isBF16 } } ?? false })
+        guard experts.contains(where: { e in e.map { $0.gate.weight.isBF16 || $0.up.weight.isBF16 || $0.down.weight.isBF16 } ?? false })
         else { return }
         let workers = ExpertWorkers.possible(localExperts: local.count)
         Linear.reserveWidening(workers: workers, inDim: dim, outDim: inner)  // gate, up
