@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the tests need, then the tests: Debian packages and a release build (scripts/setup.sh),
-# then the XCTest suite. Ends with a one-line summary: "N passed, N failed".
+# then the XCTest suite. Ends with a one-line summary over all suites: "N passed, N failed, N skipped"
+# (scripts/test_summary.sh); exits non-zero when a test failed or the test process died.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -15,12 +16,5 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 swift test --disable-swift-testing 2>&1 | tee "$log" || status=$?
-executed=$(grep -E "^\s+Executed [0-9]+ tests?" "$log" | tail -1 || true)
-total=$(echo "$executed" | sed -nE 's/.*Executed ([0-9]+) tests?.*/\1/p')
-failed=$(echo "$executed" | sed -nE 's/.* ([0-9]+) failures?.*/\1/p')
-skipped=$(echo "$executed" | sed -nE 's/.* ([0-9]+) tests? skipped.*/\1/p')
-skipped=${skipped:-0}
-if [ -n "$total" ]; then
-    echo "$((total - failed - skipped)) passed, ${failed} failed, ${skipped} skipped"
-fi
-exit "$status"
+# Counted over every suite; a crashed test process is a failure naming the test that was running.
+scripts/test_summary.sh "$log" "$status"

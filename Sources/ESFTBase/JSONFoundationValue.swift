@@ -20,6 +20,7 @@ extension JSONValue {
             if isJSONBoolean(value) { self = .bool(n.boolValue); return }
             let type = String(cString: n.objCType)
             self = .number(type == "d" || type == "f" ? "\(n.doubleValue)" : n.stringValue)
+        // Invariant: trees come from JSONSerialization (only the types above) or literals in our code.
         default: preconditionFailure("not a JSON value: \(type(of: value))")
         }
     }

@@ -19,10 +19,10 @@ public enum JSONText {
         return out + "\""
     }
 
-    /// Shortest spelling that reads back to the same Double; scores are always finite.
+    /// Shortest spelling that reads back to the same Double; `null` for NaN and ±infinity, which JSON cannot
+    /// hold (an eval loss on a model with non-finite weights, say: reported, not a crash).
     public static func number(_ x: Double) -> String {
-        precondition(x.isFinite, "JSON cannot hold \(x)")
-        return "\(x)"
+        x.isFinite ? "\(x)" : "null"
     }
 
     public static func optionalString(_ s: String?) -> String { s.map(string) ?? "null" }

@@ -64,12 +64,14 @@ public struct PythonRandom {
 
     /// `random.getrandbits(k)` for 1 ≤ k ≤ 32: the top k bits of one output.
     public mutating func bits(_ k: Int) -> UInt32 {
+        // Invariant: called with constants and bit lengths of n ≤ UInt32.max (`below`).
         precondition((1...32).contains(k))
         return nextUInt32() >> UInt32(32 - k)
     }
 
     /// `random._randbelow(n)`: rejection sampling on bit_length(n) bits, so the draws match CPython's.
     public mutating func below(_ n: Int) -> Int {
+        // Invariant: n is a count of samples or rows (≥ 1, checked non-empty by the caller; datasets hold < 2^32 rows).
         precondition(n >= 1 && n <= Int(UInt32.max))
         let k = Int.bitWidth - n.leadingZeroBitCount
         while true {

@@ -5,6 +5,7 @@ public enum RangeSplit {
     /// Block `index` of `count`. With more blocks than items the last `count - total` blocks are empty
     /// (at `total`); with `total == 0` every block is `0..<0`.
     public static func contiguousBlock(index: Int, count: Int, total: Int) -> Range<Int> {
+        // Invariant: callers split over their rank count (≥ 1, index = a rank) and counts of things (≥ 0).
         precondition(count >= 1 && index >= 0 && index < count && total >= 0, "block \(index) of \(count) over \(total)")
         let base = total / count, extra = total % count
         let start = index * base + min(index, extra)

@@ -50,6 +50,7 @@ public struct DatasetPreparation {
     }
 
     public static func run(_ o: Options, tokenizer: LoadedTokenizer, progress: (String) -> Void = { _ in }) throws -> Summary {
+        // Invariant: `esft data prepare` parses one or two inputs and --seq-len ≥ 1 before calling.
         precondition((1...2).contains(o.inputs.count) && o.seqLen > 0)
         if let f = o.validationFraction, !(0..<1).contains(f) { throw ESFTError("--validation-fraction must be in [0, 1), got \(f)") }
         var isDirectory: ObjCBool = false

@@ -32,6 +32,7 @@ public struct Packer {
     private var used = 0
 
     public init(seqLen: Int, padId: Int32, bosId: Int32, mode: PackMode = .whole, dropBOS: Double = 0, seed: UInt64 = 0) {
+        // Invariant: --seq-len ≥ 1 is parsed by the command; dropBOS is 0 or the reference recipe's constant.
         precondition(seqLen > 0 && (0...1).contains(dropBOS))
         self.seqLen = seqLen; self.padId = padId; self.bosId = bosId; self.mode = mode; self.dropBOS = dropBOS
         rng = SplitMix64.stream(seed: seed, index: 1)
@@ -49,6 +50,7 @@ public struct Packer {
     /// closed, and the sample starts a new one. A sample longer than seqLen keeps its last seqLen
     /// tokens (the answer and EOS survive; the reference also keeps the tail) in a row of its own.
     private mutating func addWhole(ids: [Int32], labels sampleLabels: [Int32], source: Int) {
+        // Invariant: ChatFormat.tokenize gives every sample BOS and EOS at least, and one label per id.
         precondition(ids.count == sampleLabels.count && !ids.isEmpty)
         var ids = ids[...], sampleLabels = sampleLabels[...]
         if ids.count > seqLen {
@@ -72,6 +74,7 @@ public struct Packer {
     /// already holds tokens, one draw decides whether the first token goes. A piece can end up empty (cut to
     /// one token, then dropped); it is not recorded as a sample.
     private mutating func addOverflowCut(ids: [Int32], labels sampleLabels: [Int32], source: Int) {
+        // Invariant: ChatFormat.tokenize gives every sample BOS and EOS at least, and one label per id.
         precondition(ids.count == sampleLabels.count && !ids.isEmpty)
         var ids = ids[...], sampleLabels = sampleLabels[...]
         let free = seqLen - used

@@ -53,6 +53,7 @@ struct PreTokenizer {
     let useRegex: Bool
 
     /// GPT-2's split, which ByteLevel applies when use_regex is true.
+    // Cannot throw: a constant pattern, compiled by every test that tokenizes.
     static let gpt2Regex = try! NSRegularExpression(
         pattern: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+")
 

@@ -34,6 +34,7 @@ public struct Sampler: Equatable, Sendable {
 
     /// The next global batch (crossing into the next epoch when one ends), advancing the cursor.
     public mutating func nextBatch(_ globalBatch: Int) -> [Int] {
+        // Invariant: train refuses a dataset without training rows and --batch-rows < 1 (TrainInputs, options).
         precondition(!rows.isEmpty && globalBatch > 0)
         var batch: [Int] = []
         var order = self.order(epoch: cursor.epoch)

@@ -117,6 +117,7 @@ public final class TokenDataset {
     public func allLabels() throws -> [Int32] { try labels(rows: 0..<rows) }
 
     private func read(_ d: H5Dataset, _ name: String, rows r: Range<Int>) throws -> [Int32] {
+        // Invariant: row indices come from this dataset's own row count (sampler, scoring plan, eval).
         precondition(r.lowerBound >= 0 && r.upperBound <= rows, "rows \(r) outside 0..<\(rows)")
         return try TokenDatasetChecks.readIntegers(d, path: path, name: name, rows: r, seqLen: seqLen)
     }
@@ -125,6 +126,7 @@ public final class TokenDataset {
     public static func write(to url: URL, metadata: Metadata, inputIds: [Int32], labels: [Int32], split: [UInt8],
                              samples: [Sample]) throws {
         let rows = split.count, t = metadata.seqLen
+        // Invariant: the packer emits whole rows of seqLen tokens, one split mark per row.
         precondition(inputIds.count == rows * t && labels.count == rows * t)
         try AtomicWrite.create(url) { tmp in
             let f = try H5File.create(tmp.path, alignment: 64)

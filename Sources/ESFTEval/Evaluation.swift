@@ -83,6 +83,7 @@ public struct Completer {
 public func gatherInRecordOrder(_ lines: [(index: Int, text: String)], comm: Communicator, tag: String) throws -> [String]? {
     var payload = Data()
     for (i, text) in lines {
+        // Invariant: callers pass lines made by the one-line JSON writers (JSONText escapes newlines in strings).
         precondition(!text.contains("\n"), "result lines are one-line JSON")
         payload.append(Data("\(i)\t\(text)\n".utf8))
     }

@@ -83,7 +83,7 @@ public enum ExactJSONMetric {
         case .number(let text): return text
         case .array(let items): return "[" + items.map(pythonStr).joined(separator: ", ") + "]"
         case .object(let members):
-            return "{" + members.keys.sorted().map { "\(JSONText.string($0)): \(pythonStr(members[$0]!))" }.joined(separator: ", ") + "}"
+            return "{" + members.sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)): \(pythonStr($0.value))" }.joined(separator: ", ") + "}"
         }
     }
 

@@ -59,6 +59,12 @@ public enum BLASCore {
         public var description: String { ["SSE", "AVX", "AVX2+FMA", "AVX-512", "AVX-512+BF16"][rawValue] }
         /// The OpenBLAS 0.3.21 x86-64 core that is best at this level.
         public var core: String? { [nil, "Sandybridge", "Haswell", "SkylakeX", "Cooperlake"][rawValue] }
+        /// The /proc/cpuinfo flags a CPU needs for this level's kernels.
+        public var requiredFlags: [String] {
+            let avx512 = ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"]
+            return [[], ["avx"], ["avx", "avx2", "fma"], ["avx", "avx2", "fma"] + avx512,
+                    ["avx", "avx2", "fma"] + avx512 + ["avx512_bf16"]][rawValue]
+        }
     }
 
     /// The level an OpenBLAS core's kernels are written for. Unknown names count as the lowest level only
@@ -79,12 +85,7 @@ public enum BLASCore {
     /// The best level a CPU supports, from the `flags` line of /proc/cpuinfo. The kernel lists a flag only
     /// when the OS also saves that register state, which is what a kernel needs (CPUID alone is not enough).
     public static func level(ofFlags flags: Set<Substring>) -> Level {
-        let avx512 = ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy { flags.contains(Substring($0)) }
-        if avx512 && flags.contains("avx512_bf16") { return .avx512bf16 }
-        if avx512 { return .avx512 }
-        if flags.contains("avx2") && flags.contains("fma") { return .avx2 }
-        if flags.contains("avx") { return .avx }
-        return .sse
+        [Level.avx512bf16, .avx512, .avx2, .avx].first { CPUFeatures.missing($0.requiredFlags, from: flags).isEmpty } ?? .sse
     }
 
     /// What to do at start-up: nil to keep the running core, or the core to re-execute with.
@@ -96,16 +97,20 @@ public enum BLASCore {
         return (best, cpu)
     }
 
-    /// The first processor's flags from /proc/cpuinfo (nil where there is none, e.g. not Linux x86).
-    public static func cpuFlags() -> Set<Substring>? {
-        guard let handle = FileHandle(forReadingAtPath: "/proc/cpuinfo") else { return nil }
-        defer { try? handle.close() }
-        // The first processor's block is well inside 64 KiB on every CPU seen.
-        guard let data = try? handle.read(upToCount: 1 << 16) else { return nil }
-        let text = String(decoding: data, as: UTF8.self)
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return nil }
-        return Set(line[line.index(after: colon)...].split(separator: " "))
+    /// Why the user's OPENBLAS_CORETYPE cannot run here, or nil: it names kernels written for instructions this
+    /// CPU lacks (OpenBLAS loads them as told and dies with SIGILL in the first product). Unknown names, and
+    /// CPUs whose flags cannot be read, are left to OpenBLAS.
+    public static func unrunnableCoreType(environment env: [String: String], cpuFlags: Set<Substring>?) -> String? {
+        guard let asked = env["OPENBLAS_CORETYPE"], let flags = cpuFlags, let kernels = level(ofCore: asked) else { return nil }
+        // Cooperlake's and Sapphire Rapids' sgemm kernels are SkylakeX's: only their bf16 GEMMs (never called
+        // here) need AVX512-BF16, and the suite passed with them on AVX-512 CPUs without it (docs/testing.md).
+        let needs = min(kernels, .avx512)
+        let lacking = CPUFeatures.missing(needs.requiredFlags, from: flags)
+        guard !lacking.isEmpty else { return nil }
+        let cpu = level(ofFlags: flags)
+        let instead = cpu.core.map { "set OPENBLAS_CORETYPE=\($0) (the best kernels for this CPU's \(cpu))" } ?? "set a core for SSE CPUs"
+        return "OPENBLAS_CORETYPE=\(asked) names OpenBLAS kernels for \(needs), and this CPU lacks \(lacking.joined(separator: ", ")): "
+            + "unset OPENBLAS_CORETYPE (esft then runs the best kernels this CPU supports) or \(instead)"
     }
 
     /// Call first thing in `main`, before MPI or threads start. Re-executes this program once with
@@ -116,7 +121,7 @@ public enum BLASCore {
         if let from = env[autoFromVariable], isRankZero(env) {
             FileHandle.standardError.write(Data("esft: OpenBLAS chose its \(from) kernels on this CPU; running with OPENBLAS_CORETYPE=\(name) instead (ESFT_BLAS_AUTOCORE=0 keeps OpenBLAS's choice)\n".utf8))
         }
-        guard let (core, _) = decide(environment: env, chosenCore: name, cpuFlags: cpuFlags()) else { return }
+        guard let (core, _) = decide(environment: env, chosenCore: name, cpuFlags: CPUFeatures.flags(environment: env)) else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)
         setenv(autoFromVariable, env[pretendVariable] ?? name, 1)
         let argv = CommandLine.unsafeArgv

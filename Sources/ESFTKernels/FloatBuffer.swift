@@ -16,11 +16,14 @@ public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
 
     public init(count: Int, zeroed: Bool = true) {
+        // Invariant: sizes are products of checked shapes; commands check memory against the machine first.
         precondition(count >= 0, "negative buffer size")
         self.count = count
         var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            // Past the checks of sizes against the machine (every command, esft plan) only an exhausted machine
+            // gets here, in the middle of a step, where nothing can be undone: stop, naming the size.
             fatalError("out of memory allocating \(bytes) bytes")
         }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
@@ -48,6 +51,7 @@ public final class Reusable<Element: BitwiseCopyable> {
 
     /// At least `count` elements; contents are what the last user left unless `zeroed`.
     public func reuse(count: Int, zeroed: Bool = false) -> UnsafeMutablePointer<Element> {
+        // Invariant: sizes are products of checked shapes; commands check memory against the machine first.
         precondition(count >= 0, "negative buffer size")
         if let storage, capacity >= count {
             if zeroed { UnsafeMutableRawPointer(storage).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<Element>.stride) }
@@ -56,6 +60,7 @@ public final class Reusable<Element: BitwiseCopyable> {
         free(storage)
         let bytes = max(count, 1) * MemoryLayout<Element>.stride
         var raw: UnsafeMutableRawPointer?
+        // As in FloatBuffer.init: only an exhausted machine, past the size checks, gets here.
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
         BufferAllocations.record()
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)

@@ -51,12 +51,17 @@ public enum GEMMLayer {
         if precision == .bf16 && chosen != .onednn {
             throw ESFTError("--compute bf16 needs the oneDNN backend, but --gemm \(gemm) runs OpenBLAS (\(why))")
         }
+        if precision == .bf16, let problem = OneDNN.bf16Problem {
+            throw ESFTError("--compute bf16 cannot run here: \(problem); use --compute fp32 (the default: bf16-stored weights widened exactly, on any CPU)")
+        }
         set(chosen, compute: precision, requested: gemm, reason: why)
     }
 
     /// Sets the backend directly (tests); `configure` is the command-line path.
     public static func set(_ b: GEMMBackend, compute c: ComputePrecision = .fp32, requested r: String? = nil, reason why: String = "set") {
+        // Tests and `configure` only: configure refuses both cases with a message first, tests skip on `bf16Problem`.
         precondition(c == .fp32 || b == .onednn, "bf16 compute needs the oneDNN backend")
+        precondition(c == .fp32 || OneDNN.bf16Problem == nil, "bf16 compute cannot run here: \(OneDNN.bf16Problem ?? "")")
         backend = b; compute = c; requested = r ?? b.rawValue; reason = why
         if b == .onednn { esft_dnnl_set_threads(Int32(Threads.count)) }
     }

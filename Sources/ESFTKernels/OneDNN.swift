@@ -1,5 +1,6 @@
 import CDNNL
 import CDNNLShims
+import Foundation
 
 /// oneDNN (libdnnl, Debian 12: 2.6.3) behind the GEMM layer: `dnnl_sgemm` for fp32 products and cached
 /// bf16×bf16→fp32 matmul primitives for products with bf16 weights. Weights stay in their plain row-major
@@ -13,12 +14,50 @@ public enum OneDNN {
     /// oneDNN's effective instruction set here, e.g. "avx512_core_bf16" or "avx512_core_amx".
     public static var isa: String { String(cString: esft_dnnl_isa()) }
 
+    /// Why oneDNN cannot run bf16 products here, or nil when it can. Probed once, by creating (and
+    /// destroying) the four kinds of bf16 primitive `matmulBF16` makes: a weight used transposed and as is,
+    /// with and without accumulation. oneDNN 2.6 refuses bf16 below AVX-512 (Zen 3, Haswell…); where it
+    /// accepts one shape its reference matmul covers every shape, so a passed probe means `matmulBF16`
+    /// never meets an unimplemented primitive. `GEMMLayer.configure` refuses `--compute bf16` on this.
+    public static let bf16Problem: String? = {
+        guard isAvailable else { return "oneDNN's CPU engine could not be created on this machine" }
+        for (bRow, bCol) in [(1, 16), (16, 1)] {
+            for accumulate in [false, true] {
+                var status: Int32 = 0
+                var name = [CChar](repeating: 0, count: 96)
+                guard let mm = esft_matmul_create(16, 16, 16, 1, Int64(bRow), Int64(bCol), 16, 1, 1, accumulate ? 1 : 0,
+                                                  1, 0, &status, &name, name.count) else { return bf16Refusal(status: status) }
+                esft_matmul_destroy(mm)
+            }
+        }
+        return nil
+    }()
+
+    /// The refusal in words a user can act on: the CPU flags oneDNN's bf16 products need and this CPU lacks,
+    /// or the variable that capped oneDNN below them.
+    public static func bf16Refusal(status: Int32, environment env: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let needs = CPUFeatures.oneDNNBF16Flags.joined(separator: ", ")
+        if let flags = CPUFeatures.flags(environment: env) {
+            let lacking = CPUFeatures.missing(CPUFeatures.oneDNNBF16Flags, from: flags)
+            if !lacking.isEmpty {
+                return "oneDNN 2.6 runs bf16 products only on AVX-512 CPUs (\(needs)), and this CPU lacks \(lacking.joined(separator: ", ")) (oneDNN runs \(isa) here)"
+            }
+        }
+        for variable in ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"] {
+            if let cap = env[variable] {
+                return "\(variable)=\(cap) limits oneDNN to \(isa), below the AVX-512 (\(needs)) its bf16 products need"
+            }
+        }
+        return "oneDNN could not create a bf16 matmul here (status \(status), ISA \(isa))"
+    }
+
     /// Row-major fp32 GEMM (same contract as `sgemm`; k > 0, m, n > 0).
     static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         let st = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
                             a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 84 'T', 78 'N'
+        // dnnl_sgemm runs on every x86-64 ISA and fails only on invalid arguments, which the GEMM layer never passes.
         precondition(st == dnnl_success, "dnnl_sgemm failed (status \(st.rawValue)) for \(m)×\(n)×\(k)")
     }
 
@@ -42,6 +81,9 @@ public enum OneDNN {
             var name = [CChar](repeating: 0, count: 96)
             guard let created = esft_matmul_create(Int64(n), Int64(k), Int64(lda), 1, Int64(bRow), Int64(bCol), Int64(ldc),
                                                    1, 1, accumulate ? 1 : 0, 1, 0, &status, &name, name.count) else {
+                // Unreachable from input or hardware: bf16 products run only after `bf16Problem` found every kind
+                // of bf16 primitive creatable (`GEMMLayer.configure` and `set` check it), and then oneDNN has one
+                // for every shape.
                 fatalError("oneDNN: no bf16 matmul for n \(n) k \(k) (status \(status))")
             }
             mm = created
@@ -49,6 +91,7 @@ public enum OneDNN {
             implementations.insert(String(cString: name))
         }
         let st = esft_matmul_run(mm, Int64(m), a, b, c)
+        // A created primitive fails to run only when its three memory handles cannot be allocated (a few hundred bytes).
         precondition(st == 0, "oneDNN bf16 matmul failed (status \(st)) for \(m)×\(n)×\(k)")
     }
 }

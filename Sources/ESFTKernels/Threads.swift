@@ -58,6 +58,7 @@ public func parallelChunks(_ n: Int, grain: Int = 256, _ body: (Range<Int>) -> V
 /// OpenMP teams) is not called from workers.
 public func concurrentWorkers(_ n: Int, _ body: (Int) -> Void) {
     guard n > 1 else { if n == 1 { body(0) }; return }
+    // Invariant: the engine calls it only from the main thread (parallelChunks runs inline inside workers).
     precondition(!Threads.insideWorkers, "concurrentWorkers does not nest")
     WidenScratch.prepare(workers: n)
     Threads.insideWorkers = true

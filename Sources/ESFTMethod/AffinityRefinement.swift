@@ -37,6 +37,7 @@ public struct AffinityRefinement {
             var state = SwapState(routing: routing, ranks: ranks, owner: seed)
             state.refine(load: load, bound: bound)
             // The incremental deltas must have tracked the objective exactly (debug builds, i.e. the tests).
+            // `try!`: swaps keep every expert on exactly one rank, all that `placement` checks; debug builds only.
             assert(state.rows == routing.rows(try! Self.placement(state.owner, experts: e, ranks: ranks)), "swap deltas drifted")
             let fits = state.rankLoad.allSatisfy { Double($0) <= bound }
             if fits && state.rows < (best?.rows ?? Int.max) { best = (state.rows, state.owner) }

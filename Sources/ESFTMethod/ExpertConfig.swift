@@ -43,6 +43,7 @@ public struct ExpertConfig: Equatable, Sendable {
             throw ESFTError("\(source): experts: MoE layer(s) \(missing.map(String.init).joined(separator: ", ")) missing; every MoE layer needs an entry (an empty list trains none of its experts)")
         }
         for layer in moeLayers {
+            // `!`: the guard above threw for any MoE layer missing from `experts`.
             let ids = experts[layer]!
             if let bad = ids.first(where: { $0 < 0 || $0 >= e }) {
                 throw ESFTError("\(source): experts: layer \(layer): expert id \(bad) is outside 0...\(e - 1) (the model has \(e) routed experts)")

@@ -5,6 +5,7 @@ import Foundation
 /// Layers are written in numeric order, one per line; readers of the reference's files do not care.
 extension ExpertConfig {
     public func jsonData() -> Data {
+        // `!`: `layers` is `experts.keys`, sorted.
         let lists = JSONText.object(layers.map { ("\($0)", JSONText.intList(experts[$0]!)) }, indent: "  ")
         let text = JSONText.object([
             ("experts", lists),

@@ -18,6 +18,7 @@ public struct SampleScoringPlan {
 
     /// `tokens` nil: every sample.
     public init(samples: [TokenDataset.Sample], tokens: Int?, seed: UInt64, referenceRanks: Int, source: String) throws {
+        // Invariant: `esft score` parses --reference-ranks with a minimum of 1.
         precondition(referenceRanks >= 1)
         let usable = samples.indices.filter { samples[$0].length > 0 }
         let available = usable.reduce(0) { $0 + samples[$1].length }

@@ -11,6 +11,7 @@ extension RelevanceScores {
     public func jsonData() -> Data {
         let m = metadata
         func scoreMap(_ byLayer: [Int: [Double]]) -> String {
+            // `!`: scores hold exactly metadata.layers (made so, and checked so when read).
             JSONText.object(m.layers.map { ("\($0)", JSONText.expertMap(byLayer[$0]!)) }, indent: "  ")
         }
         let meta = JSONText.object([

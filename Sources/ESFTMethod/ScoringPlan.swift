@@ -26,6 +26,7 @@ public struct ScoringPlan {
     /// `tokens` nil means every train sample. Zero-length samples never count.
     public init(samples: [TokenDataset.Sample], split: [UInt8], seqLen: Int, tokens: Int?, seed: UInt64,
                 batchRows: Int, source: String) throws {
+        // Invariant: `esft score` parses --batch-rows with a minimum of 1.
         precondition(batchRows >= 1)
         let train = samples.indices.filter { samples[$0].length > 0 && split[samples[$0].row] == 0 }
         let available = train.reduce(0) { $0 + samples[$1].length }

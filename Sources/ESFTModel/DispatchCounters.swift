@@ -113,6 +113,7 @@ public final class DispatchCounters {
     /// Grows the arrays to hold `layer` with `ranks` peers (only on the first calls of a run).
     private func ensure(layer: Int, ranks r: Int) {
         if r == ranks && layer < layers { return }
+        // Invariant: one run has one communicator, so the rank count never changes between calls.
         precondition(ranks == 0 || r == ranks, "dispatch counters: \(r) ranks after \(ranks)")
         let newLayers = max(layers, layer + 1), dirs = DispatchDirection.allCases.count, passes = DispatchPass.allCases.count
         func grown(_ a: [Int64], _ per: Int) -> [Int64] { a + [Int64](repeating: 0, count: (newLayers - layers) * per * r) }

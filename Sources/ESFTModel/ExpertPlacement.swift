@@ -29,6 +29,7 @@ public struct LayerPlacement: Equatable, Sendable {
     /// Rank r owns a contiguous block of ids (the first `experts % ranks` blocks one longer).
     public static func contiguous(experts: Int, ranks: Int) -> LayerPlacement {
         let blocks = RangeSplit.contiguousBlocks(count: ranks, total: experts)
+        // Cannot throw: contiguous blocks cover 0..<experts exactly once, which is all LayerPlacement checks.
         return try! LayerPlacement(experts: experts, members: blocks.map { Array($0) })
     }
 
@@ -53,6 +54,7 @@ public struct ExpertPlacement: Equatable, Sendable {
     public let perLayer: [Int: LayerPlacement]
 
     public init(experts: Int, ranks: Int) {
+        // Invariant: train refuses more ranks than experts (TrainInputs) and plan likewise, before placing.
         precondition(ranks >= 1 && (experts == 0 || ranks <= experts), "placement needs 1...experts ranks")
         self.experts = experts; self.ranks = ranks; kind = "contiguous"
         base = .contiguous(experts: experts, ranks: ranks); perLayer = [:]

@@ -52,6 +52,8 @@ public final class Parameter {
     /// fp32 values. Every owned or trainable parameter, and every mapped F32 one, has them; a frozen
     /// bf16 matrix does not (use `weight`, or `copyRows`).
     public var value: UnsafeMutablePointer<Float> {
+        // Invariant: `value` is read only for 1-D tensors (loaders widen bf16 norms and biases to owned fp32) and
+        // for owned or trainable tensors (always fp32); matrices are read through `weight`.
         guard case .f32(let p) = storage else { preconditionFailure("\(name) is stored as bf16; use `weight`") }
         return p
     }
@@ -104,6 +106,8 @@ public final class ParameterSet {
     public init(_ parameters: [Parameter] = []) { for p in parameters { add(p) } }
 
     public func add(_ p: Parameter) {
+        // Invariant: sets are built from a config's parameter specs, one per identity (file names are mapped to
+        // identities and duplicates refused when a checkpoint is read).
         precondition(byID[p.id] == nil, "duplicate parameter \(p.name)")
         ordered.append(p); byID[p.id] = p
     }

@@ -10,6 +10,7 @@ public struct TokenBatch {
     public let labels: [Int32]
 
     public init(batch: Int, seqLen: Int, inputIds: [Int32], labels: [Int32]) {
+        // Invariant: batches are cut from datasets and token files whose shapes were checked on reading.
         precondition(inputIds.count == batch * seqLen && labels.count == batch * seqLen)
         self.batch = batch; self.seqLen = seqLen; self.inputIds = inputIds; self.labels = labels
     }
@@ -134,6 +135,7 @@ public final class DeepseekV2Model {
 
     /// Logits [B·T, V] of the last forward (only when it ran the head in one chunk).
     public func logits(count: Int) -> UnsafeBufferPointer<Float> {
+        // Invariant: the callers (forward command, generation, eval, tests) ask for at most the rows they just ran.
         precondition(count <= keptLogitRows * config.vocabSize, "the last forward kept \(keptLogitRows) rows of logits; set headChunkRows to keep them all")
         return UnsafeBufferPointer(start: head.logits_NV.reuse(count: count), count: count)
     }

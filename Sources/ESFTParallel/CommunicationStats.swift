@@ -70,7 +70,7 @@ public struct CommunicationStats: Equatable, Sendable {
 
     public func summary(rank: Int? = nil, size: Int? = nil) -> CommunicationSummary {
         CommunicationSummary(rank: rank, size: size, total: total(),
-                             collectives: counters.keys.sorted().map { CommunicationSummary.Row(key: $0, counter: counters[$0]!) })
+                             collectives: counters.sorted { $0.key < $1.key }.map { CommunicationSummary.Row(key: $0.key, counter: $0.value) })
     }
 }
 

@@ -99,9 +99,8 @@ public enum ModelExport {
     public static func adapter(trained: TrainedTensors, expertConfigJSON: Data, to out: URL) throws {
         try writeDirectory(out) { tmp in
             try expertConfigJSON.write(to: tmp.appendingPathComponent("expert_cfg.json"))
-            let tensors = trained.tensors.keys.sorted().map { n -> TensorToWrite in
-                let t = trained.tensors[n]!
-                return TensorToWrite(name: n, shape: t.shape, data: t.values)
+            let tensors = trained.tensors.sorted { $0.key < $1.key }.map { n, t -> TensorToWrite in
+                TensorToWrite(name: n, shape: t.shape, data: t.values)
             }
             try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("model.safetensors"))
         }

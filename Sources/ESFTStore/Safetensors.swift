@@ -135,6 +135,7 @@ public struct TensorToWrite {
     public let data: Weight
     public let dtype: TensorDType
     public init(name: String, shape: [Int], data: Weight, dtype: TensorDType = .f32) {
+        // Invariant: writers choose F32 or BF16 themselves (export keeps BF16 or widens); F16 is read-only.
         precondition(dtype != .f16, "F16 output is not supported")
         self.name = name; self.shape = shape; self.data = data; self.dtype = dtype
     }

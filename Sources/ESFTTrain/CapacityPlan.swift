@@ -123,6 +123,7 @@ public struct CapacityPlan {
                 onRank[l] = p.members.map { Double(k * $0.count) / Double(e) }
                 share[l] = [Double](repeating: Double(k) / Double(e), count: e)
             }
+            // `!` (here and below, for hit, onRank, share, rowsPerToken): both branches above fill every MoE layer.
             rowsPerToken[l] = hit[l]!.reduce(0, +)
         }
         let lowest = job.trainable.lowestLayer(numLayers: c.numLayers)

@@ -103,6 +103,7 @@ extension Trainer {
             guard let record = where_[v.parameter.name] else { throw ESFTError("\(m.folder.path): holds no tensor '\(v.parameter.name)'") }
             if readers[record.file] == nil { readers[record.file] = try CheckpointFileReader(folder: m.folder, record: record) }
             let o = v.offset
+            // `!`: set on the line above when missing.
             try readers[record.file]!.read(v.parameter.name, shape: v.parameter.shape,
                                            into: [arena.weights, arena.firstMoment, arena.secondMoment].map { $0.pointer + o })
         }
@@ -140,6 +141,7 @@ extension Trainer {
         var saved = TrainOptions()
         try saved.apply(m.reader.field("options"))
         let a = saved.json, b = options.json
+        // `!`: TrainOptions.json writes every key of mathOptionKeys (issue 30 types this comparison).
         for key in Self.mathOptionKeys where "\(a[key]!)" != "\(b[key]!)" {
             throw CheckpointMismatch(message: "\(name): --\(key.replacingOccurrences(of: "_", with: "-")) was \(a[key]!) in the checkpointed run, this run has \(b[key]!); a resumed run must keep it")
         }

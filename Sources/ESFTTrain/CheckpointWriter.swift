@@ -94,19 +94,19 @@ extension Trainer {
         } catch let e as ESFTError { failure = e.message } catch { failure = "\(error)" }
         let payload = try JSONSerialization.data(withJSONObject: failure.map { ["error": $0] } ?? ["files": records.map(\.json)])
         let gathered = try comm.gather(payload, toRoot: 0, tag: "checkpoint")
-        var problems: [String] = [], files: [[String: Any]] = []
+        var problems: [String] = [], files: [CheckpointFileRecord] = []
         for (r, data) in gathered.enumerated() {
             let reply = try JSONReader.parse(data, source: "rank \(r)", what: "checkpoint record")
             if let e = try reply.optionalField("error") { problems.append("rank \(r): \(try e.string())") } else {
-                files += try reply.field("files").items().map { try CheckpointFileRecord($0).json }
+                files += try reply.field("files").items().map(CheckpointFileRecord.init)
             }
         }
         let verdict = try comm.broadcast(problems.joined(separator: "; "), from: 0, tag: "checkpoint")
         guard verdict.isEmpty else { throw ESFTError("step \(step): the checkpoint was not written: \(verdict)") }
         if comm.rank == 0 {
             // Rank files in rank order, then replicated.h5 (the names sort that way).
-            files.sort { ($0["file"] as! String) < ($1["file"] as! String) }
-            try writeManifest(folder: folder, step: step, counters: counters, validationLoss: validationLoss, files: files)
+            files.sort { $0.file < $1.file }
+            try writeManifest(folder: folder, step: step, counters: counters, validationLoss: validationLoss, files: files.map(\.json))
         }
         try comm.barrier(tag: "checkpoint")
         return folder

@@ -87,7 +87,7 @@ final class RunProfileRecorder {
         var layerObjects: [[String: Any]] = []
         for l in config.moeLayers where l < layers {
             var rows: [String: Any] = [:], bytes: [String: Any] = [:], minimumByPass: [String: Any] = [:]
-            var minimumRowsOf: [DispatchPass: [[Int64]]] = [:]
+            var minimumRowsOf: [DispatchPass: [[Int64]]] = [:], dispatched: [[Int64]] = []
             for p in passes {
                 let m = matrix(\.minimumRows, (l * passes.count + p.rawValue) * ranks)
                 minimumRowsOf[p] = m
@@ -97,15 +97,16 @@ final class RunProfileRecorder {
                 let base = (l * dirs.count + d.rawValue) * ranks
                 let r = matrix(\.peerRows, base), b = matrix(\.peerBytes, base)
                 rows[d.name] = r; bytes[d.name] = b
+                if d == .forwardDispatch { dispatched = r }
                 for s in 0..<ranks { for t in 0..<ranks where t != s {
                     measured += b[s][t]
+                    // `!`: minimumRowsOf holds every pass (filled above), rowBytes every direction (Self.rowBytes).
                     minimum += minimumRowsOf[d.pass]![s][t] * Int64(rowBytes[d]!)
                     if d == .forwardDispatch { rowsOff += r[s][t] }
                 } }
             }
             let layerPairsOff = records.map { $0.pairsOffRank[l] }
             pairsOff += layerPairsOff.reduce(0, +)
-            let dispatched = rows[DispatchDirection.forwardDispatch.name] as! [[Int64]]
             layerObjects.append([
                 "layer": l, "rows": rows, "bytes": bytes, "minimum_rows": minimumByPass,
                 "token_expert_pairs": records.map { $0.pairs[l] }, "pairs_off_rank": layerPairsOff,
@@ -122,6 +123,7 @@ final class RunProfileRecorder {
             var waiting: [String: Double] = [:]
             for c in Self.timeCategories {
                 let least = records.map { rr in rr.collectives.collectives.filter { Self.timeCategory($0.tag) == c }.reduce(0.0) { $0 + $1.seconds } }.min() ?? 0
+                // `!`: `seconds` is filled for every time category above.
                 waiting[c] = seconds[c]! - least
             }
             return ["rank": rank, "wall_seconds": r.wallSeconds, "compute_seconds": max(0, r.wallSeconds - inCollectives),

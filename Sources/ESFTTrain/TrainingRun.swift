@@ -201,14 +201,15 @@ extension Trainer {
     private func stepCommunication(_ profile: RunProfileRecorder, stepSeconds: Double) throws -> (total: Double, byTag: [String: Double], dispatch: (rows: Double, pairs: Double, byLayer: [String: [String: Double]])) {
         let stats = comm.takeStats()
         profile.add(step: model.dispatchCounters, stats: stats, wallSeconds: stepSeconds)
-        let keys = stats.counters.keys.sorted()
-        var bytes = keys.map { Double(stats.counters[$0]!.bytesSent) }
+        let counters = stats.counters.sorted { $0.key < $1.key }
+        var bytes = counters.map { Double($0.value.bytesSent) }
         let layers = model.dispatchCounters.rowsSent.keys.sorted()
+        // `!`: the dispatch counters keep rowsSent and pairs for the same layers.
         var rows = layers.map { Double(model.dispatchCounters.rowsSent[$0]!) } + layers.map { Double(model.dispatchCounters.pairs[$0]!) }
         try comm.allReduceSum(&bytes, tag: "metrics")
         try comm.allReduceSum(&rows, tag: "metrics")
         var byTag: [String: Double] = [:]
-        for (k, b) in zip(keys, bytes) { byTag["\(k.collective)\(k.tag.map { " " + $0 } ?? "")", default: 0] += b }
+        for (k, b) in zip(counters.map(\.key), bytes) { byTag["\(k.collective)\(k.tag.map { " " + $0 } ?? "")", default: 0] += b }
         var byLayer: [String: [String: Double]] = [:]
         for (i, l) in layers.enumerated() { byLayer["\(l)"] = ["rows_sent": rows[i], "token_expert_pairs": rows[layers.count + i]] }
         let sent = rows.prefix(layers.count).reduce(0, +), pairs = rows.suffix(layers.count).reduce(0, +)
@@ -226,6 +227,7 @@ extension Trainer {
         func owner(_ id: ParameterID) -> Int { id.routedExpert.map { model.placement.layer($0.layer).owner(of: $0.expert) } ?? 0 }
         /// The values written: the weights, or (for --save-gradients) this step's gradients.
         func values(_ id: ParameterID) -> UnsafeMutablePointer<Float> {
+            // `!`: called only for tensors this rank holds, each of which has a view in its arena.
             (gradients ? arena.gradients : arena.weights).pointer + local[id]!
         }
         var meta = ["producer": "esft train", "model_fingerprint": modelFingerprint(config: config), "steps": "\(optimizer.step)"]

@@ -118,6 +118,7 @@ enum CapacityCommand {
                 if sums[key] == nil { order.append(key) }
                 sums[key, default: 0] += c.bytes
             }
+            // `!`: `order` lists exactly the keys of `sums`.
             for key in order { print("  " + key.padding(toLength: 50, withPad: " ", startingAt: 0) + String(format: "%16.0f bytes", sums[key]!)) }
         }
         if let nodeMemory {

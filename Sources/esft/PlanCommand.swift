@@ -106,6 +106,7 @@ enum PlanCommand {
               + (holdout ? "; planned on the first half of the samples (\(routing[logs.layers[0]]!.tokens) tokens), measured on the rest" : ""))
         print("bytes per dispatched row over a training step (fp32, D = \(hidden), K = \(topK)): \(rowBytes); tokens spread evenly over ranks")
         print("ranks  placement             rows/token/layer  off-rank KB/token/layer  rows vs contiguous  max load/mean  max trainable/mean")
+        // `!` (here and for routing[]): both are filled for every layer of `logs` above.
         let layerList = logs.layers.map { evaluated[$0]! }
         for r in ranksList {
             guard r <= experts else { throw ESFTError("plan: --ranks \(r) exceeds the \(experts) experts per layer") }

@@ -144,6 +144,7 @@ struct RunProfileFile {
                 rows[d] = try matrix(l.field("rows").field(d))
                 let b = try l.field("bytes").field(d)
                 bytes[d] = try matrix(b)
+                // `!`: each was set just above (rows, bytes) or read for every direction (rowBytes).
                 for s in 0..<ranks { for t in 0..<ranks where bytes[d]![s][t] != rows[d]![s][t] * rowBytes[d]! {
                     throw b.fail("[\(s)][\(t)] is \(bytes[d]![s][t]), but \(rows[d]![s][t]) rows of \(rowBytes[d]!) bytes make \(rows[d]![s][t] * rowBytes[d]!)")
                 } }

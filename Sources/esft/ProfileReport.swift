@@ -21,6 +21,7 @@ struct ProfileReport {
     }
 
     var bytesByDirection: [String: Int] {
+        // The `!`s below: RunProfileFile's reader requires every direction and pass in every layer (ProfileCommand).
         Dictionary(uniqueKeysWithValues: RunProfileFile.directions.map { d in (d, offRank { $0.bytes[d]! }) })
     }
     var measuredBytes: Int { bytesByDirection.values.reduce(0, +) }

@@ -137,9 +137,10 @@ enum TrainCommand {
         let out = URL(fileURLWithPath: outPath)
         try checkOutputDirectory(out, resuming: control.resume != nil)
 
-        let comm = try Communicators.fromEnvironment()
+        // What the CPU can run is checked before MPI starts, so a refusal is one line and a clean exit on every rank.
         Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
         try GEMMLayer.configure(gemm: options.gemm, compute: options.compute)
+        let comm = try Communicators.fromEnvironment()
         runRanked(comm) {
             // Every input is validated (TrainInputs, in Trainer) on every rank before --out is created.
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,

@@ -1,7 +1,13 @@
 import ESFTKernels
 import Foundation
 
-// Before anything else (MPI, threads): make OpenBLAS run the best kernels this CPU supports.
+// Before anything else (MPI, threads, a product): refuse OpenBLAS kernels this CPU cannot run, then make
+// OpenBLAS run the best kernels it supports.
+if let why = BLASCore.unrunnableCoreType(environment: ProcessInfo.processInfo.environment, cpuFlags: CPUFeatures.flags()) {
+    let name = CommandLine.arguments.dropFirst().first.map { "esft \($0)" } ?? "esft"
+    FileHandle.standardError.write(Data("\(name): error: \(why)\n".utf8))
+    exit(1)
+}
 BLASCore.ensureBestCore()
 
 let usage = """
@@ -37,7 +43,9 @@ Common options:
 Environment:
   ESFT_BLAS_AUTOCORE=0   keep the OpenBLAS kernels OpenBLAS chose, even when they are older than the CPU
                          supports (by default esft re-executes itself once with OPENBLAS_CORETYPE set)
-  OPENBLAS_CORETYPE      always respected when set
+  OPENBLAS_CORETYPE      respected when set, unless it names kernels this CPU cannot run (then esft refuses
+                         to start, naming the missing instructions)
+  DNNL_MAX_CPU_ISA       caps the instructions oneDNN uses (--gemm onednn); --compute bf16 needs AVX-512
 """
 
 let commands: [String: ([String]) throws -> Void] = [

@@ -19,11 +19,46 @@ final class ForwardCommandTests: XCTestCase {
     }
 
     func testForwardOutputMatchesTheFixture() throws {
+        try checkForwardMatchesFixtures()
+    }
+
+    /// OpenBLAS's AVX2 kernels (what a Zen 3 runs; `Zen` is `Haswell`'s kernels under another name) on any host
+    /// that has AVX2: the same bounds against the fixtures.
+    func testForwardOnOpenBLASAVX2KernelsMatchesTheFixture() throws {
+        let flags = try XCTUnwrap(CPUFeatures.flags(), "no /proc/cpuinfo flags")
+        let lacking = CPUFeatures.missing(BLASCore.Level.avx2.requiredFlags, from: flags)
+        try XCTSkipUnless(lacking.isEmpty, "OpenBLAS's Haswell kernels need \(lacking.joined(separator: ", ")), which this CPU lacks")
+        XCTAssertEqual(try benchRecord(environment: ["OPENBLAS_CORETYPE": "Haswell"])["blas"]?["core"] as? String, "Haswell",
+                       "the kernels asked for are the kernels that ran")
+        try checkForwardMatchesFixtures(environment: ["OPENBLAS_CORETYPE": "Haswell"])
+    }
+
+    /// What `esft bench --json` records of the BLAS and GEMM set-up under these options and environment.
+    func benchRecord(_ extra: [String] = [], environment: [String: String]) throws -> [String: [String: Any]] {
+        let tiny = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("configs/tiny.json").path
+        let r = try Executables.esft(["bench", "--config", tiny, "--steps", "1", "--batch", "1", "--seq", "8", "--trainable", "none",
+                                      "--threads", "1", "--json"] + extra, environment: environment)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        return json.compactMapValues { $0 as? [String: Any] }
+    }
+
+    /// oneDNN capped at AVX2 (what it runs on a Zen 3) for the fp32 products, on any host.
+    func testForwardOnOneDNNCappedAtAVX2MatchesTheFixture() throws {
+        try XCTSkipUnless(OneDNN.isAvailable, "oneDNN's CPU engine is not available here (scripts/setup.sh installs libdnnl-dev)")
+        XCTAssertEqual(try benchRecord(["--gemm", "onednn"], environment: ["DNNL_MAX_CPU_ISA": "AVX2"])["gemm"]?["onednn_isa"] as? String, "avx2",
+                       "oneDNN ran capped at AVX2")
+        try checkForwardMatchesFixtures(extra: ["--gemm", "onednn"], environment: ["DNNL_MAX_CPU_ISA": "AVX2"])
+    }
+
+    /// `esft forward --grads` on two fixtures (sharded HF directory; bf16 weights, group-limited routing, tied
+    /// head) against transformers' logits, loss and gradients.
+    func checkForwardMatchesFixtures(extra: [String] = [], environment: [String: String] = [:]) throws {
         for name in ["sharded_hf_saved", "group_bf16_tied"] {
             let model = Fixtures.models.appendingPathComponent(name)
             let out = dir.appendingPathComponent("\(name).safetensors")
             let r = try Executables.esft(["forward", "--model", model.path, "--tokens", model.appendingPathComponent("inputs.json").path,
-                                          "--out", out.path, "--grads", "--threads", "2"])
+                                          "--out", out.path, "--grads", "--threads", "2"] + extra, environment: environment)
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssert(r.stdout.contains("loss"), r.stdout)
             let got = try SafetensorsFile(path: out.path)

@@ -43,6 +43,33 @@ final class BLASCoreTests: XCTestCase {
         XCTAssertEqual(BLASCore.decide(environment: ["ESFT_BLAS_PRETEND_CORE": "Prescott"], chosenCore: "SkylakeX", cpuFlags: Self.avx512)?.core, "SkylakeX")
     }
 
+    /// OPENBLAS_CORETYPE naming kernels for instructions the CPU lacks is refused, naming them; runnable,
+    /// unknown or absent ones are left alone.
+    func testUnrunnableCoreTypeIsNamed() throws {
+        let zen3 = Self.haswellOnly
+        let why = try XCTUnwrap(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "SkylakeX"], cpuFlags: zen3))
+        XCTAssert(why.hasPrefix("OPENBLAS_CORETYPE=SkylakeX names OpenBLAS kernels for AVX-512, and this CPU lacks avx512f, avx512bw"), why)
+        XCTAssert(why.contains("OPENBLAS_CORETYPE=Haswell"), why)
+        let cooper = try XCTUnwrap(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "cooperlake"], cpuFlags: zen3))
+        XCTAssert(cooper.hasPrefix("OPENBLAS_CORETYPE=cooperlake names OpenBLAS kernels for AVX-512, and this CPU lacks avx512f"), cooper)
+        // Its sgemm kernels are SkylakeX's: they run on AVX-512 without BF16.
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "Cooperlake"], cpuFlags: Self.avx512))
+        XCTAssertNotNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "Haswell"], cpuFlags: ["sse2", "avx"]))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "Haswell"], cpuFlags: zen3))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "Zen"], cpuFlags: zen3))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "Prescott"], cpuFlags: ["sse2"]))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "SkylakeX"], cpuFlags: Self.sapphireRapids))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "SomeFutureCore"], cpuFlags: zen3))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: [:], cpuFlags: zen3))
+        XCTAssertNil(BLASCore.unrunnableCoreType(environment: ["OPENBLAS_CORETYPE": "SkylakeX"], cpuFlags: nil))
+    }
+
+    /// The pretend variable replaces /proc/cpuinfo's flags (the refusal tests run on any host with it).
+    func testPretendedFlagsReplaceTheCPUs() {
+        XCTAssertEqual(CPUFeatures.flags(environment: [CPUFeatures.pretendVariable: "avx avx2 fma"]), ["avx", "avx2", "fma"])
+        XCTAssertEqual(CPUFeatures.missing(["avx2", "avx512f", "fma"], from: ["avx2", "fma"]), ["avx512f"])
+    }
+
     /// Every level's core is one OpenBLAS 0.3.21 knows, and maps back to its level.
     func testCoresAndLevelsAgree() {
         for level in [BLASCore.Level.avx, .avx2, .avx512, .avx512bf16] {

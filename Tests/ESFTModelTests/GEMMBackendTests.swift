@@ -11,6 +11,11 @@ final class GEMMBackendTests: XCTestCase {
     }
     override func tearDown() { GEMMLayer.set(.openblas) }
 
+    /// bf16 products need what oneDNN 2.6 needs for them (AVX-512); elsewhere (Zen 3) the test skips naming it.
+    func requireBF16Products() throws {
+        if let problem = OneDNN.bf16Problem { throw XCTSkip("no bf16 products on this CPU: \(problem)") }
+    }
+
     /// fp32 unit roundoff.
     let u32 = pow(2.0, -24.0)
     /// bf16 unit roundoff (8 significant bits, round to nearest even): each rounded operand is off by ≤ 2^-8 relative.
@@ -73,7 +78,8 @@ final class GEMMBackendTests: XCTestCase {
     /// accumulates in fp32. Against fp64 on the unrounded fp32 inputs, element by element:
     /// |ŷ − y| ≤ (2^-8 (x rounded; the weight is already bf16, exact) + γ_k (1 + 2^-8)) · Σ|x||w|.
     /// Forward (y = x·Wᵀ, W used transposed), backward (dx = dy·W, W used as is), with accumulation.
-    func testBF16ProductsAgainstFP64WithinRoundingBound() {
+    func testBF16ProductsAgainstFP64WithinRoundingBound() throws {
+        try requireBF16Products()
         var rng = SplitMix64(seed: 13)
         // (3, 1024, 352) reuses the primitive of (37, 1024, 352) with another M: its memory handles are made again.
         for (n, inDim, outDim) in [(1, 256, 64), (37, 1024, 352), (3, 1024, 352), (64, 352, 1024), (9, 256, 768)] {
@@ -112,6 +118,7 @@ final class GEMMBackendTests: XCTestCase {
     /// and 50·2^-8 ≈ 0.2 for gradients. These are first-order bounds (errors add along the chain, normalisations
     /// and softmax do not amplify them at this model's magnitudes); the measured errors are printed.
     func testFixtureForwardBackwardInBF16IsBoundedByFP32Engine() throws {
+        try requireBF16Products()
         func run(_ backend: GEMMBackend, _ compute: ComputePrecision) throws -> (loss: Double, logits: [Float], grads: [[Float]]) {
             GEMMLayer.set(backend, compute: compute)
             let f = try ModelFixture("group_bf16_tied")
@@ -168,5 +175,30 @@ final class GEMMBackendTests: XCTestCase {
         XCTAssertEqual(GEMMLayer.autoChoice(isa: "avx2", compute: .fp32).0, .openblas)
         XCTAssertEqual(GEMMLayer.autoChoice(isa: nil, compute: .bf16).0, .openblas)
         XCTAssertEqual(GEMMLayer.backend, .openblas, "a rejected choice changes nothing")
+        // bf16 on oneDNN: accepted exactly where the probe created bf16 primitives, else refused with the reason.
+        if let problem = OneDNN.bf16Problem {
+            for gemm in ["onednn", "auto"] {
+                XCTAssertThrowsError(try GEMMLayer.configure(gemm: gemm, compute: "bf16")) {
+                    XCTAssert("\($0)".contains("--compute bf16 cannot run here: \(problem); use --compute fp32"), "\($0)")
+                }
+            }
+            XCTAssertEqual(GEMMLayer.backend, .openblas, "a refused choice changes nothing")
+        } else {
+            XCTAssertNoThrow(try GEMMLayer.configure(gemm: "auto", compute: "bf16"))
+            XCTAssertEqual(GEMMLayer.record.backend, "onednn")
+            XCTAssertEqual(GEMMLayer.record.compute, "bf16")
+        }
+    }
+
+    /// The refusal names what is missing: the AVX-512 flags a Zen 3 lacks, or the variable that capped oneDNN.
+    func testBF16RefusalNamesTheMissingFeature() {
+        let zen3 = "fpu sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2"
+        var text = OneDNN.bf16Refusal(status: 3, environment: [CPUFeatures.pretendVariable: zen3])
+        XCTAssert(text.contains("this CPU lacks avx512f, avx512bw, avx512vl, avx512dq"), text)
+        text = OneDNN.bf16Refusal(status: 3, environment: [CPUFeatures.pretendVariable: zen3 + " avx512f avx512bw avx512vl avx512dq",
+                                                           "DNNL_MAX_CPU_ISA": "AVX2"])
+        XCTAssert(text.hasPrefix("DNNL_MAX_CPU_ISA=AVX2 limits oneDNN to"), text)
+        text = OneDNN.bf16Refusal(status: 3, environment: [CPUFeatures.pretendVariable: zen3 + " avx512f avx512bw avx512vl avx512dq"])
+        XCTAssert(text.contains("status 3"), text)
     }
 }

@@ -55,6 +55,41 @@ final class TrainCommandTests: TrainTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: bad.out.path), "nothing written on bad input")
     }
 
+    /// `--compute bf16` where oneDNN has no bf16 products (Zen 3 and other AVX2-only CPUs) is refused before
+    /// anything exists: one line naming the option, what is missing and what to use, exit 1, no --out, on
+    /// every rank. oneDNN reads DNNL_MAX_CPU_ISA, so capping it at AVX2 makes any host refuse as a Zen 3 does.
+    func testBF16ComputeRefusedWhereOneDNNHasNoBF16() throws {
+        try XCTSkipUnless(OneDNN.isAvailable, "oneDNN's CPU engine is not available here (scripts/setup.sh installs libdnnl-dev)")
+        let model = dir.appendingPathComponent("model-bf16")
+        if !FileManager.default.fileExists(atPath: model.path) {
+            let r = try Executables.esft(["init", Self.configsDir.appendingPathComponent("tiny.json").path, model.path,
+                                          "--seed", "7", "--dtype", "bf16", "--expert-shards", "2"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        for (ranks, gemm) in [(1, "onednn"), (1, "auto"), (2, "onednn")] {
+            let run = try train(ranks: ranks, ["--experts", path("experts.json")], tag: "bf16-avx2-\(gemm)", steps: 1,
+                                extra: ["--model", model.path, "--gemm", gemm, "--compute", "bf16"],
+                                environment: ["DNNL_MAX_CPU_ISA": "AVX2"], expectSuccess: false)
+            XCTAssertEqual(run.status, 1, "\(ranks) rank(s), --gemm \(gemm): \(run.stderr)")
+            let errors = run.stderr.split(separator: "\n").filter { $0.contains("error") }
+            XCTAssertEqual(errors.count, ranks, "one line per rank: \(run.stderr)")
+            for e in errors {
+                XCTAssert(e.hasPrefix("esft train: error: --compute bf16 cannot run here: "), String(e))
+                // The cap is named, or (on a CPU without AVX-512, where the cap changes nothing) the missing flags.
+                XCTAssert(e.contains("DNNL_MAX_CPU_ISA=AVX2 limits oneDNN to avx2") || e.contains("this CPU lacks avx512f"), String(e))
+                XCTAssert(e.contains("use --compute fp32"), String(e))
+            }
+            XCTAssertFalse(run.stderr.contains("Fatal error"), run.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: run.out.path), "nothing created: \(run.out.path)")
+        }
+        // Uncapped, the same request trains where oneDNN has bf16 products (AVX-512 and later).
+        if OneDNN.bf16Problem == nil {
+            let run = try train(ranks: 1, ["--experts", path("experts.json")], tag: "bf16-native", steps: 1,
+                                extra: ["--model", model.path, "--gemm", "onednn", "--compute", "bf16"])
+            XCTAssertEqual(run.status, 0, run.stderr)
+        }
+    }
+
     /// A Hugging Face directory works under mpirun too (every rank maps every expert, but trains only its
     /// own): the trained tensors equal those from the esft model directory.
     func testHuggingFaceDirectoryUnderMPI() throws {

@@ -34,18 +34,19 @@ class TrainTestCase: XCTestCase {
     /// Runs `esft train` on `ranks` ranks (1: directly, without mpirun) into DIR/tag-ranks.
     @discardableResult
     func train(ranks: Int, _ mode: [String], tag: String, steps: Int = 10, batchRows: Int = TrainTestCase.rows, extra: [String] = [],
-               expectSuccess: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> Run {
+               environment: [String: String] = [:], expectSuccess: Bool = true,
+               file: StaticString = #filePath, line: UInt = #line) throws -> Run {
         let out = dir.appendingPathComponent("\(tag)-\(ranks)")
         try? FileManager.default.removeItem(at: out)
         let args = ["train", "--model", path("model"), "--data", path("data.h5"), "--out", out.path, "--steps", "\(steps)",
                     "--batch-rows", "\(batchRows)", "--lr", "1e-4", "--aux-alpha", "0.001", "--eval-every", "5", "--threads", "1"] + mode + extra
         let status: Int32, stdout: String, stderr: String
         if ranks == 1 {
-            let r = try Executables.esft(args)
+            let r = try Executables.esft(args, environment: environment)
             (status, stdout, stderr) = (r.status, r.stdout, r.stderr)
         } else {
             if let why = MPIRun.unavailableReason { throw XCTSkip(why) }
-            let r = try MPIRun.run(ranks: ranks, arguments: args, timeout: 600)
+            let r = try MPIRun.run(ranks: ranks, arguments: args, environment: environment, timeout: 600)
             XCTAssertFalse(r.timedOut, "mpirun -n \(ranks) esft train hung", file: file, line: line)
             (status, stdout, stderr) = (r.status, r.stdout, r.stderr)
         }
