@@ -26,12 +26,12 @@ public struct Completer {
         public let stopped: Bool
     }
 
-    public let model: DeepseekV2Model
+    public let model: MoETransformer
     /// For text prompts and decoded completions; id prompts need none.
     public let tokenizer: LoadedTokenizer?
     public let options: Options
 
-    public init(model: DeepseekV2Model, tokenizer: LoadedTokenizer?, options: Options) throws {
+    public init(model: MoETransformer, tokenizer: LoadedTokenizer?, options: Options) throws {
         guard options.maxNewTokens >= 1 else { throw ESFTError("--max-new-tokens must be ≥ 1") }
         guard options.batch >= 1 else { throw ESFTError("--batch must be ≥ 1") }
         if let tokenizer, tokenizer.vocabSize > model.config.vocabSize {

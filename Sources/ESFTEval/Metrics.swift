@@ -43,7 +43,7 @@ public enum Evaluation {
     /// cross-entropy over its trained tokens. A record longer than max_position_embeddings keeps its last
     /// tokens (as packing does). Lines: `{"line", "loss", "target_tokens"}`; the summary has the loss over
     /// all target tokens and the mean of the records' losses.
-    public static func loss(_ input: JSONLInput, model: DeepseekV2Model, tokenizer: LoadedTokenizer, comm: Communicator,
+    public static func loss(_ input: JSONLInput, model: MoETransformer, tokenizer: LoadedTokenizer, comm: Communicator,
                             progress: @escaping (String) -> Void) throws -> Outcome? {
         let records = input.records
         let mine = roundRobinShare(count: records.count, rank: comm.rank, ranks: comm.size)

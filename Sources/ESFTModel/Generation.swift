@@ -1,12 +1,12 @@
 import ESFTKernels
 import Foundation
 
-/// Incremental inference over a `DeepseekV2Model` with a KV cache per layer: `step` runs only the new
+/// Incremental inference over a `MoETransformer` with a KV cache per layer: `step` runs only the new
 /// tokens of each sequence (a prompt once, then one token per step) and returns the logits of each
 /// sequence's last new token. Buffers are its own (the model's training buffers are left alone) and grow
 /// to the largest call, then are reused.
 public final class IncrementalDecoder {
-    public let model: DeepseekV2Model
+    public let model: MoETransformer
     public let slots: Int, capacity: Int
     private let caches: [LayerKVCache]
     private let saved = LayerSaved(), scratch = Scratch()
@@ -17,7 +17,7 @@ public final class IncrementalDecoder {
     public private(set) var lengths: [Int]
 
     /// `slots` sequences of up to `capacity` tokens each (prompt + generated).
-    public init(model: DeepseekV2Model, slots: Int, capacity: Int) throws {
+    public init(model: MoETransformer, slots: Int, capacity: Int) throws {
         let c = model.config
         guard slots >= 1, capacity >= 1 else { throw ESFTError("the decoder needs at least one sequence and one position") }
         guard capacity <= c.maxPositionEmbeddings else {

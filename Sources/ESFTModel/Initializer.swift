@@ -21,7 +21,7 @@ public enum RandomInit {
 extension ParameterSet {
     /// A randomly initialised model in owned memory (see `RandomInit`).
     public static func randomlyInitialized(_ config: ModelConfig, seed: UInt64) -> ParameterSet {
-        let set = ParameterSet()
+        let set = ParameterSet(family: config.family)
         for (i, spec) in config.parameterSpecs().enumerated() {
             let p = Parameter(spec)
             RandomInit.fill(spec, index: i, seed: seed, std: Float(config.initializerRange), into: p.value)

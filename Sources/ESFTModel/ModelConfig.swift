@@ -19,8 +19,10 @@ public struct YarnScaling: Equatable, Sendable {
     public var truncate: Bool
 }
 
-/// A DeepSeek-V2 (`model_type: deepseek_v2`) configuration: every config.json field that changes the math.
+/// A model's configuration: every config.json field that changes the math, read by its family
+/// (`Families/`), which also names its tensors.
 public struct ModelConfig: Equatable, Sendable {
+    public var family: ModelFamily
     public var vocabSize: Int
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -73,88 +75,16 @@ extension ModelConfig {
     }
 
     public init(json f: JSONReader) throws {
-        let source = f.source
         let modelType = try f.field("model_type").string()
-        guard modelType == "deepseek_v2" else {
-            throw ESFTError("\(source): model_type '\(modelType)' is not supported (supported: deepseek_v2)")
+        guard let family = ModelFamily(rawValue: modelType) else {
+            throw ESFTError("\(f.source): model_type '\(modelType)' is not supported (supported: \(ModelFamily.supported))")
         }
-        if let act = try f.optionalField("hidden_act")?.string(), act != "silu" {
-            throw ESFTError("\(source): hidden_act '\(act)' is not supported (supported: silu)")
-        }
-        if try f.optionalField("mlp_bias")?.bool() == true {
-            throw ESFTError("\(source): mlp_bias true is not supported (DeepSeek-V2 MLPs have no bias)")
-        }
-        if let scoring = try f.optionalField("scoring_func")?.string(), scoring != "softmax" {
-            throw ESFTError("\(source): scoring_func '\(scoring)' is not supported (supported: softmax)")
-        }
-        if let drop = try f.optionalField("attention_dropout")?.double(), drop != 0 {
-            throw ESFTError("\(source): attention_dropout \(drop) is not supported (only 0)")
-        }
-
-        vocabSize = try positiveInt(f, "vocab_size")
-        hiddenSize = try positiveInt(f, "hidden_size")
-        intermediateSize = try positiveInt(f, "intermediate_size")
-        numLayers = try positiveInt(f, "num_hidden_layers")
-        numHeads = try positiveInt(f, "num_attention_heads")
-        if let kvHeads = try f.optionalField("num_key_value_heads")?.int(), kvHeads != numHeads {
-            throw ESFTError("\(source): num_key_value_heads \(kvHeads) must equal num_attention_heads \(numHeads) for MLA")
-        }
-        qLoraRank = try f.optionalField("q_lora_rank")?.int()
-        if let r = qLoraRank, r <= 0 { throw ESFTError("\(source): q_lora_rank must be null or positive, got \(r)") }
-        kvLoraRank = try positiveInt(f, "kv_lora_rank")
-        qkNopeHeadDim = try positiveInt(f, "qk_nope_head_dim")
-        qkRopeHeadDim = try positiveInt(f, "qk_rope_head_dim")
-        guard qkRopeHeadDim % 2 == 0 else {
-            throw ESFTError("\(source): qk_rope_head_dim must be even (RoPE rotates pairs), got \(qkRopeHeadDim)")
-        }
-        vHeadDim = try positiveInt(f, "v_head_dim")
-        attentionBias = try f.optionalField("attention_bias")?.bool() ?? false
-
-        nRoutedExperts = try f.optionalField("n_routed_experts")?.int() ?? 0
-        nSharedExperts = try f.optionalField("n_shared_experts")?.int() ?? 0
-        moeIntermediateSize = try f.optionalField("moe_intermediate_size")?.int() ?? 0
-        expertsPerToken = try f.optionalField("num_experts_per_tok")?.int() ?? 0
-        firstKDenseReplace = try f.optionalField("first_k_dense_replace")?.int() ?? 0
-        moeLayerFreq = try f.optionalField("moe_layer_freq")?.int() ?? 1
-        let method = try f.optionalField("topk_method")?.string() ?? "greedy"
-        guard let m = TopKMethod(rawValue: method) else {
-            throw ESFTError("\(source): topk_method '\(method)' is not supported (supported: greedy, group_limited_greedy)")
-        }
-        topkMethod = m
-        nGroup = try f.optionalField("n_group")?.int() ?? 1
-        topkGroup = try f.optionalField("topk_group")?.int() ?? 1
-        normTopkProb = try f.optionalField("norm_topk_prob")?.bool() ?? false
-        routedScalingFactor = Float(try f.optionalField("routed_scaling_factor")?.double() ?? 1)
-        rmsNormEps = Float(try f.optionalField("rms_norm_eps")?.double() ?? 1e-6)
-        tieWordEmbeddings = try f.optionalField("tie_word_embeddings")?.bool() ?? false
-        maxPositionEmbeddings = try f.optionalField("max_position_embeddings")?.int() ?? 2048
-        initializerRange = try f.optionalField("initializer_range")?.double() ?? 0.02
-
-        if nRoutedExperts < 0 || nSharedExperts < 0 || firstKDenseReplace < 0 {
-            throw ESFTError("\(source): n_routed_experts, n_shared_experts and first_k_dense_replace must be ≥ 0")
-        }
-        if nRoutedExperts > 0 {
-            guard moeIntermediateSize > 0 else { throw ESFTError("\(source): moe_intermediate_size must be positive") }
-            guard expertsPerToken >= 1 && expertsPerToken <= nRoutedExperts else {
-                throw ESFTError("\(source): num_experts_per_tok \(expertsPerToken) must be in 1...n_routed_experts (\(nRoutedExperts))")
-            }
-            guard moeLayerFreq >= 1 else { throw ESFTError("\(source): moe_layer_freq must be ≥ 1, got \(moeLayerFreq)") }
-            if topkMethod == .groupLimitedGreedy {
-                guard nGroup >= 1, nRoutedExperts % nGroup == 0 else {
-                    throw ESFTError("\(source): n_group \(nGroup) must divide n_routed_experts \(nRoutedExperts)")
-                }
-                guard topkGroup >= 1, topkGroup <= nGroup, topkGroup * (nRoutedExperts / nGroup) >= expertsPerToken else {
-                    throw ESFTError("\(source): topk_group \(topkGroup) must be in 1...n_group and its groups must hold ≥ num_experts_per_tok experts")
-                }
-            }
-        }
-        (ropeTheta, yarn) = try ModelConfig.parseRope(f, maxPositionEmbeddings: maxPositionEmbeddings, source: source)
-        try ModelConfigChecks.check(self, f)
+        self = try family.parseConfig(f)
     }
 
     /// Accepts both spellings: the newer `rope_parameters` {rope_type, rope_theta, ...} and the older
     /// top-level `rope_theta` + `rope_scaling` {type, ...} that DeepSeek-V2-Lite's config.json uses.
-    private static func parseRope(_ f: JSONReader, maxPositionEmbeddings: Int, source: String) throws -> (Double, YarnScaling?) {
+    static func parseRope(_ f: JSONReader, maxPositionEmbeddings: Int, source: String) throws -> (Double, YarnScaling?) {
         var theta = try f.optionalField("rope_theta")?.double() ?? 10000
         let field: String
         let params: JSONReader?
@@ -186,7 +116,7 @@ extension ModelConfig {
 }
 
 /// A required field that must be a positive integer.
-private func positiveInt(_ f: JSONReader, _ key: String) throws -> Int {
+func positiveInt(_ f: JSONReader, _ key: String) throws -> Int {
     let field = try f.field(key), v = try field.int()
     guard v > 0 else { throw field.fail("must be positive, got \(v)") }
     return v

@@ -70,9 +70,9 @@ public struct ModelSizes {
     }
 
     /// fp32 logits the head holds for `rows` rows of `seqLen` tokens: one chunk of at most
-    /// DeepseekV2Model.headChunkBytes (the head runs chunk by chunk), as much again for their gradient in training.
+    /// MoETransformer.headChunkBytes (the head runs chunk by chunk), as much again for their gradient in training.
     public func logitsBytes(rows: Int, seqLen: Int) -> Double {
-        min(Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4, Double(DeepseekV2Model.headChunkBytes))
+        min(Double(rows) * Double(seqLen) * Double(config.vocabSize) * 4, Double(MoETransformer.headChunkBytes))
     }
 
     /// What a forward (and backward, when training) of `rows` rows holds beyond the weights, at least: a chunk

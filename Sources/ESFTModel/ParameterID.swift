@@ -1,7 +1,6 @@
-/// Which tensor of a DeepseekV2ForCausalLM a parameter is: the one identity the method, the store, the
-/// trainer, the CLI and checkpoints exchange. Hugging Face names are made and parsed here and nowhere
-/// else (`hfName`, `init?(hfName:)`); routed experts use the per-expert names of DeepSeek's released
-/// checkpoints (`model.layers.L.mlp.experts.E.up_proj.weight`).
+/// Which tensor of a model a parameter is: the one identity the method, the store, the trainer, the CLI and
+/// checkpoints exchange, as (layer, kind, expert). What a tensor is called on disk is its family's business
+/// (`ModelFamily.tensorName(of:)` and `parameterID(named:)`, in Families/).
 public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
     /// A projection of a gated MLP: a dense MLP, the shared experts, or one routed expert.
     public enum Projection: String, CaseIterable, Sendable { case gate = "gate_proj", up = "up_proj", down = "down_proj" }
@@ -54,71 +53,20 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
     }
     public var isSharedExpert: Bool { if case .sharedExperts = kind { return true } else { return false } }
 
-    /// The Hugging Face tensor name.
-    public var hfName: String {
-        let l = "model.layers.\(layer ?? -1)."
+    /// A family-neutral description for messages that have no model at hand ("layer 3 router").
+    public var description: String {
+        let at = layer.map { "layer \($0) " } ?? ""
         switch kind {
-        case .embedTokens: return "model.embed_tokens.weight"
-        case .finalNorm: return "model.norm.weight"
-        case .lmHead: return "lm_head.weight"
-        case .attention(let t): return l + "self_attn." + t.rawValue
-        case .inputNorm: return l + "input_layernorm.weight"
-        case .postAttentionNorm: return l + "post_attention_layernorm.weight"
-        case .router: return l + "mlp.gate.weight"
-        case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
-        case .sharedExperts(let p): return l + "mlp.shared_experts." + p.rawValue + ".weight"
-        case .routedExpert(let p): return l + "mlp.experts.\(expert ?? -1)." + p.rawValue + ".weight"
+        case .embedTokens: return "token embedding"
+        case .finalNorm: return "final norm"
+        case .lmHead: return "output head"
+        case .attention(let t): return at + "attention \(t.rawValue)"
+        case .inputNorm: return at + "input norm"
+        case .postAttentionNorm: return at + "post-attention norm"
+        case .router: return at + "router"
+        case .denseMLP(let p): return at + "dense MLP \(p.rawValue)"
+        case .sharedExperts(let p): return at + "shared experts \(p.rawValue)"
+        case .routedExpert(let p): return at + "expert \(expert ?? -1) \(p.rawValue)"
         }
     }
-
-    public var description: String { hfName }
-
-    /// For a routed expert's projection, the fused 3-D tensor of recent transformers that holds it:
-    /// `model.layers.L.mlp.experts.gate_up_proj` [E, 2I, D] (gate rows, then up) or `…experts.down_proj` [E, D, I].
-    public var hfFusedExpertName: String? {
-        guard case .routedExpert(let p) = kind, let layer else { return nil }
-        return "model.layers.\(layer).mlp.experts." + (p == .down ? "down_proj" : "gate_up_proj")
-    }
-
-    /// Parses a Hugging Face tensor name; nil for a name that is not a DeepseekV2ForCausalLM parameter
-    /// (fused 3-D expert tensors, rotary buffers, another architecture's tensors).
-    public init?(hfName name: String) {
-        switch name {
-        case "model.embed_tokens.weight": self = .embedTokens; return
-        case "model.norm.weight": self = .finalNorm; return
-        case "lm_head.weight": self = .lmHead; return
-        default: break
-        }
-        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count >= 4, parts[0] == "model", parts[1] == "layers", let layer = Self.index(parts[2]) else { return nil }
-        let rest = parts[3...].joined(separator: ".")
-        if rest == "input_layernorm.weight" { self = .inputNorm(layer: layer); return }
-        if rest == "post_attention_layernorm.weight" { self = .postAttentionNorm(layer: layer); return }
-        if rest == "mlp.gate.weight" { self = .router(layer: layer); return }
-        if rest.hasPrefix("self_attn."), let t = AttentionTensor(rawValue: String(rest.dropFirst("self_attn.".count))) {
-            self = .attention(t, layer: layer); return
-        }
-        // mlp.P.weight, mlp.shared_experts.P.weight, mlp.experts.E.P.weight
-        let mlp = parts[3...]
-        guard mlp.first == "mlp", mlp.last == "weight", let p = Projection(rawValue: String(mlp[mlp.endIndex - 2])) else { return nil }
-        switch mlp.count {
-        case 3: self = .denseMLP(p, layer: layer)
-        case 4 where mlp[mlp.startIndex + 1] == "shared_experts": self = .sharedExperts(p, layer: layer)
-        case 5 where mlp[mlp.startIndex + 1] == "experts":
-            guard let e = Self.index(mlp[mlp.startIndex + 2]) else { return nil }
-            self = .routedExpert(p, layer: layer, expert: e)
-        default: return nil
-        }
-    }
-
-    /// A decimal index as HF writes it: digits only, no sign, no leading zeros ("07" is not layer 7).
-    private static func index(_ s: Substring) -> Int? {
-        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }), s == "0" || s.first != "0" else { return nil }
-        return Int(s)
-    }
-}
-
-extension ParameterID: Comparable {
-    /// Hugging Face name order (what sorted safetensors files and checkpoints list).
-    public static func < (a: ParameterID, b: ParameterID) -> Bool { a.hfName < b.hfName }
 }

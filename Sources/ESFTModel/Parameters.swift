@@ -11,7 +11,7 @@ public final class Parameter {
     }
 
     public let id: ParameterID
-    /// `id.hfName`, kept because messages and files use it often.
+    /// The tensor's name in its family's checkpoints (`ModelFamily.tensorName(of:)`), what files and messages use.
     public let name: String
     public let shape: [Int]
     public let count: Int
@@ -22,23 +22,23 @@ public final class Parameter {
     private var gradOwner: AnyObject?
     public private(set) var ownsValue: Bool
 
-    public init(id: ParameterID, shape: [Int], storage: Storage, owner: AnyObject?, owned: Bool) {
-        self.id = id; self.name = id.hfName; self.shape = shape; self.count = shape.reduce(1, *)
+    public init(id: ParameterID, name: String, shape: [Int], storage: Storage, owner: AnyObject?, owned: Bool) {
+        self.id = id; self.name = name; self.shape = shape; self.count = shape.reduce(1, *)
         self.storage = storage; self.owner = owner; self.ownsValue = owned
     }
 
     /// A frozen, read-only view (fp32 or bf16) of memory kept alive by `owner`.
     public convenience init(_ spec: ParameterSpec, weight: Weight, owner: AnyObject) {
         switch weight {
-        case .f32(let p): self.init(id: spec.id, shape: spec.shape, storage: .f32(UnsafeMutablePointer(mutating: p)), owner: owner, owned: false)
-        case .bf16(let p): self.init(id: spec.id, shape: spec.shape, storage: .bf16(p), owner: owner, owned: false)
+        case .f32(let p): self.init(id: spec.id, name: spec.name, shape: spec.shape, storage: .f32(UnsafeMutablePointer(mutating: p)), owner: owner, owned: false)
+        case .bf16(let p): self.init(id: spec.id, name: spec.name, shape: spec.shape, storage: .bf16(p), owner: owner, owned: false)
         }
     }
 
     /// A parameter with owned, zero-initialised values.
     public convenience init(_ spec: ParameterSpec) {
         let b = FloatBuffer(count: spec.count)
-        self.init(id: spec.id, shape: spec.shape, storage: .f32(b.pointer), owner: b, owned: true)
+        self.init(id: spec.id, name: spec.name, shape: spec.shape, storage: .f32(b.pointer), owner: b, owned: true)
     }
 
     /// The operand for matrix products.
@@ -100,10 +100,12 @@ public final class Parameter {
 
 /// The model's parameters by identity, in a stable order (HF's module order).
 public final class ParameterSet {
+    /// Whose names the tensors carry (for lookups by name and messages about missing tensors).
+    public let family: ModelFamily
     public private(set) var ordered: [Parameter] = []
     private var byID: [ParameterID: Parameter] = [:]
 
-    public init(_ parameters: [Parameter] = []) { for p in parameters { add(p) } }
+    public init(family: ModelFamily, _ parameters: [Parameter] = []) { self.family = family; for p in parameters { add(p) } }
 
     public func add(_ p: Parameter) {
         // Invariant: sets are built from a config's parameter specs, one per identity (file names are mapped to
@@ -113,12 +115,12 @@ public final class ParameterSet {
     }
 
     public subscript(id: ParameterID) -> Parameter? { byID[id] }
-    /// Lookup by Hugging Face name (tests and user-given names).
-    public subscript(name: String) -> Parameter? { ParameterID(hfName: name).flatMap { byID[$0] } }
+    /// Lookup by the family's tensor name (tests and user-given names).
+    public subscript(name: String) -> Parameter? { family.parameterID(named: name).flatMap { byID[$0] } }
 
     public func require(_ id: ParameterID, shape: [Int]) throws -> Parameter {
-        guard let p = byID[id] else { throw ESFTError("missing tensor '\(id.hfName)'") }
-        guard p.shape == shape else { throw ESFTError("tensor '\(id.hfName)' has shape \(p.shape), expected \(shape) from config.json") }
+        guard let p = byID[id] else { throw ESFTError("missing tensor '\(family.tensorName(of: id))'") }
+        guard p.shape == shape else { throw ESFTError("tensor '\(p.name)' has shape \(p.shape), expected \(shape) from config.json") }
         return p
     }
 
@@ -126,20 +128,22 @@ public final class ParameterSet {
     public var names: [String] { ordered.map(\.name) }
 }
 
-/// Every tensor of a DeepseekV2ForCausalLM with its identity and shape, in module order.
+/// A tensor of a model with its identity, shape and its family's name for it, in module order.
 public struct ParameterSpec: Equatable, Sendable {
     public let id: ParameterID
     public let shape: [Int]
-    /// `id.hfName`, made once.
+    /// `family.tensorName(of: id)`, made once.
     public let name: String
-    public init(_ id: ParameterID, _ shape: [Int]) { self.id = id; self.shape = shape; self.name = id.hfName }
+    public init(_ id: ParameterID, _ shape: [Int], family: ModelFamily) {
+        self.id = id; self.shape = shape; self.name = family.tensorName(of: id)
+    }
     public var count: Int { shape.reduce(1, *) }
 }
 
 extension ModelConfig {
     public func parameterSpecs() -> [ParameterSpec] {
         var specs: [ParameterSpec] = []
-        func add(_ id: ParameterID, _ s: [Int]) { specs.append(ParameterSpec(id, s)) }
+        func add(_ id: ParameterID, _ s: [Int]) { specs.append(ParameterSpec(id, s, family: family)) }
         let d = hiddenSize, h = numHeads
         add(.embedTokens, [vocabSize, d])
         for l in 0..<numLayers {

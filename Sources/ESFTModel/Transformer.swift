@@ -46,10 +46,12 @@ public struct ForwardResult {
     public let auxLoss: Double
 }
 
-/// DeepseekV2ForCausalLM on CPU: forward, and backward into the gradients of trainable parameters only.
+/// A decoder-only MoE transformer of any supported family (config.family) on CPU: forward, and backward
+/// into the gradients of trainable parameters only. (Today's layers are DeepSeek-V2's; the attention and
+/// router variants of the other families join through the family seam, issue 26.)
 /// Activations are kept only for layers at or above the lowest one holding a trainable tensor; the layers
 /// below run through one shared scratch set. Buffers are sized on first use and reused afterwards.
-public final class DeepseekV2Model {
+public final class MoETransformer {
     public let config: ModelConfig
     public let parameters: ParameterSet
     /// Weight of the DeepSeek sequence-level auxiliary balance loss (0: off, as for HF parity).

@@ -90,7 +90,7 @@ public struct HFCheckpoint {
             }
             return TensorSource(file: file, entry: e, elementOffset: 0, count: e.count)
         }
-        if let fusedName = spec.id.hfFusedExpertName, case .routedExpert(let kind) = spec.id.kind, let expert = spec.id.expert {
+        if let fusedName = config.family.fusedExpertName(of: spec.id), case .routedExpert(let kind) = spec.id.kind, let expert = spec.id.expert {
             let e = config.nRoutedExperts, i = config.moeIntermediateSize, d = config.hiddenSize
             if let file = index[fusedName], let entry = file.entries[fusedName] {
                 let expected = kind == .down ? [e, d, i] : [e, 2 * i, d]
@@ -111,7 +111,7 @@ public struct HFCheckpoint {
         var used = Set<String>()
         for spec in config.parameterSpecs() {
             if index[spec.name] != nil { used.insert(spec.name) }
-            else if let fused = spec.id.hfFusedExpertName { used.insert(fused) }
+            else if let fused = config.family.fusedExpertName(of: spec.id) { used.insert(fused) }
         }
         return index.keys.filter { !used.contains($0) }.sorted()
     }
@@ -120,7 +120,7 @@ public struct HFCheckpoint {
     /// (bf16 is widened at use by the kernels); 1-D tensors (norm weights, biases: a negligible share)
     /// and F16 are widened into owned memory. Returns the names present but unused.
     public func loadParameters() throws -> (ParameterSet, unused: [String]) {
-        let set = ParameterSet()
+        let set = ParameterSet(family: config.family)
         for spec in config.parameterSpecs() {
             let src = try source(spec)
             if let view = src.view, spec.shape.count > 1 || src.dtype == .f32 {

@@ -116,7 +116,7 @@ public final class ModelDirectory {
         let infos = try tensorInfos(specs)
         var fds: [String: Int32] = [:]
         defer { for fd in fds.values { close(fd) } }
-        let set = ParameterSet()
+        let set = ParameterSet(family: config.family)
         for info in infos {
             let path = url.appendingPathComponent(info.file).path
             let fd = try fds[info.file] ?? {

@@ -128,7 +128,7 @@ public final class ModelDirectoryWriter {
 
     /// Checks every tensor was written, closes the files and renames the directory into place.
     public func finish() throws {
-        if let missing = expected.keys.map(\.hfName).sorted().first {
+        if let missing = expected.keys.map(config.family.tensorName).sorted().first {
             throw ESFTError("\(output.path): \(expected.count) tensor(s) not written, e.g. '\(missing)' (nothing was written)")
         }
         try nonExpert.close()

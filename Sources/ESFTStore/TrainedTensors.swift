@@ -73,13 +73,13 @@ extension LoadedModel {
         let params = parameters.ordered.map { p -> Parameter in
             guard let t = trained.tensors[p.name] else { return p }
             replaced += 1
-            return Parameter(id: p.id, shape: p.shape, storage: .f32(UnsafeMutablePointer(mutating: t.values)), owner: owner, owned: false)
+            return Parameter(id: p.id, name: p.name, shape: p.shape, storage: .f32(UnsafeMutablePointer(mutating: t.values)), owner: owner, owned: false)
         }
         guard replaced == trained.tensors.count else {
             let missing = Set(trained.tensors.keys).subtracting(parameters.names).sorted().first ?? "?"
             throw ESFTError("\(trained.source): tensor '\(missing)' is not among the loaded model's parameters")
         }
-        return LoadedModel(config: config, parameters: ParameterSet(params), format: format + " + \(replaced) trained tensor(s) from \(trained.source)",
+        return LoadedModel(config: config, parameters: ParameterSet(family: config.family, params), format: format + " + \(replaced) trained tensor(s) from \(trained.source)",
                            unused: unused)
     }
 }

@@ -1,6 +1,6 @@
 import ESFTModel
 
-/// The bytes a rank's model holds in grow-only buffers after training steps (`DeepseekV2Model
+/// The bytes a rank's model holds in grow-only buffers after training steps (`MoETransformer
 /// .activationBytes`), predicted from shapes: every `Reusable` of LayerSaved, HeadSaved and Scratch with
 /// the count it is sized to (see SavedState.swift, Attention.swift, MoE.swift, MoEPlans.swift). Keep in
 /// step with those files; `ActivationMemoryTests` compares this with a real model's buffers.
@@ -22,7 +22,7 @@ public struct ActivationMemory: Equatable {
 
     /// n = this rank's tokens per micro-batch (rows × T); `lowest` = the job's lowest trainable layer;
     /// `dispatch[layer]` for each MoE layer; `localExperts[layer]` = experts this rank owns there.
-    /// `recompute`: activation checkpointing (`DeepseekV2Model.recomputeLayers`): trained layers keep their
+    /// `recompute`: activation checkpointing (`MoETransformer.recomputeLayers`): trained layers keep their
     /// input only and share the frozen layers' set. `threads`: the rank's `--threads` (with OpenBLAS, experts
     /// run side by side in backward with one SwiGLU scratch set per worker, `ExpertWorkers`; with oneDNN
     /// they run one at a time and this overstates by the extra workers' sets).
@@ -68,7 +68,7 @@ public struct ActivationMemory: Equatable {
         }
         saved += Double(min(lowest, 2)) * b(nn * d)                                       // inputs of the layers below
         // Head: input, normed, rstd, one chunk of logits and (training) of their gradient.
-        let chunkRows = max(1, min(nn, Double(DeepseekV2Model.headChunkBytes / (4 * c.vocabSize))))
+        let chunkRows = max(1, min(nn, Double(MoETransformer.headChunkBytes / (4 * c.vocabSize))))
         saved += 2 * b(nn * d) + b(nn) + b(chunkRows * v) + b(chunkRows * v)
 
         // Workspaces: the largest use over the layers that run them.

@@ -62,7 +62,7 @@ public struct ModelScorer {
                                                   seqLen: dataset.seqLen, training: false,
                                                   what: "a batch of --batch-rows \(o.batchRows) rows of \(dataset.seqLen) tokens",
                                                   source: o.model.appendingPathComponent("config.json").path)
-        let model = try DeepseekV2Model(config: config, parameters: loaded.parameters)
+        let model = try MoETransformer(config: config, parameters: loaded.parameters)
         let mine = passes.mine
         let progress = ScoringProgress(say: comm.rank == 0 ? log : { _ in }, totalPasses: passes.count, totalTokens: passes.totalTokens,
                                        ranks: comm.size, sharePasses: mine.count, unit: passes.unit)

@@ -51,7 +51,7 @@ final class RunProfileRecorder {
     }
 
     /// Collective: every rank sends its record to rank 0, which writes `url` atomically.
-    func write(_ url: URL, comm: Communicator, model: DeepseekV2Model, firstStep: Int, tokensPerStep: Int) throws {
+    func write(_ url: URL, comm: Communicator, model: MoETransformer, firstStep: Int, tokensPerStep: Int) throws {
         let mine = RankRecord(peerRows: peerRows, peerBytes: peerBytes, minimumRows: minimumRows, pairs: pairs,
                               pairsOffRank: pairsOffRank, wallSeconds: wallSeconds, collectives: stats.summary(rank: comm.rank, size: comm.size))
         let gathered = try comm.gather(try JSONEncoder().encode(mine), toRoot: 0, tag: "profile")
@@ -77,7 +77,7 @@ final class RunProfileRecorder {
     }
     static let timeCategories = ["forward counts"] + DispatchDirection.allCases.map(\.name) + ["other"]
 
-    private func profile(_ records: [RankRecord], model: DeepseekV2Model, firstStep: Int, tokensPerStep: Int) -> [String: Any] {
+    private func profile(_ records: [RankRecord], model: MoETransformer, firstStep: Int, tokensPerStep: Int) -> [String: Any] {
         let config = model.config, dirs = DispatchDirection.allCases, passes = DispatchPass.allCases
         let rowBytes = Self.rowBytes(hidden: config.hiddenSize, k: config.expertsPerToken)
         func matrix(_ pick: (RankRecord) -> [Int64], _ base: Int) -> [[Int64]] {

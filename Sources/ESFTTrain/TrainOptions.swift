@@ -36,7 +36,7 @@ public struct TrainOptions: Equatable, Sendable {
     public var placement = "contiguous"
     /// Routing logs (expert_weights_<layer>.txt) the affinity placement groups experts by.
     public var placementRouting = ""
-    /// Activation checkpointing (`DeepseekV2Model.recomputeLayers`): keep each trained layer's input only and
+    /// Activation checkpointing (`MoETransformer.recomputeLayers`): keep each trained layer's input only and
     /// recompute its forward in backward. Same gradients; one more forward of the trained layers per step.
     public var recompute = false
 

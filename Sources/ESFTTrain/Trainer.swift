@@ -24,7 +24,7 @@ public final class Trainer {
     public let comm: Communicator
     public let options: TrainOptions
     public let config: ModelConfig
-    public let model: DeepseekV2Model
+    public let model: MoETransformer
     public let dataset: TokenDataset
     public let selection: TrainableSelection
     /// This rank's trainable state: the routed experts it owns, then the replicated tensors (all-reduced).
@@ -55,7 +55,7 @@ public final class Trainer {
         let loaded = try LoadedModel.open(modelURL, keepingExpert: probe.nRoutedExperts > 0 ? { l, e in placement.owns(rank: rank, layer: l, expert: e) } : nil)
         config = loaded.config
         let exchange: RowExchange = ranks == 1 ? LocalExchange() : CommunicatorExchange(comm)
-        model = try DeepseekV2Model(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
+        model = try MoETransformer(config: config, parameters: loaded.parameters, placement: placement, exchange: exchange)
         model.auxLossAlpha = Float(options.auxAlpha)
         model.recomputeLayers = options.recompute
         // The aux loss of a row weighs 1/(rows it is averaged over): the step's rows, or a micro-batch's.
@@ -67,7 +67,7 @@ public final class Trainer {
         case .experts(let cfg, _): trainable = cfg.trainableSet(model: config)
         }
         self.trainable = trainable
-        // Backward must reach the job's lowest trainable layer on every rank (see DeepseekV2Model).
+        // Backward must reach the job's lowest trainable layer on every rank (see MoETransformer).
         model.jobLowestTrainableLayer = trainable.lowestLayer(numLayers: config.numLayers)
         // A rank trains only the routed experts its placement gives it (a Hugging Face directory maps every
         // expert on every rank; the others stay frozen views here and train on their owners).

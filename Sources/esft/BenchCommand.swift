@@ -58,7 +58,7 @@ enum BenchCommand {
         let seed = UInt64(try args.int("--seed", default: 1)!)
         let threads = try args.threads()
         let json = args.flag("--json")
-        if let block = try args.int("--attention-block", min: 1) { DeepseekV2Model.attentionBlockRows = block }
+        if let block = try args.int("--attention-block", min: 1) { MoETransformer.attentionBlockRows = block }
         try args.gemm()
         try args.finish()
         guard ["all", "experts", "none"].contains(trainable) else {
@@ -72,7 +72,7 @@ enum BenchCommand {
         try sizes.requireMemory((sizes.parameters + gradients) * 4, for: "bench (the random model in memory, fp32, with gradients)", source: configPath)
         try sizes.requireBatchMemory(rows: b, seqLen: t, training: trainable != "none", what: "--batch \(b) --seq \(t)", source: configPath)
         let params = ParameterSet.randomlyInitialized(config, seed: seed)
-        let model = try DeepseekV2Model(config: config, parameters: params)
+        let model = try MoETransformer(config: config, parameters: params)
         for p in params.ordered where trainable == "all" || (trainable == "experts" && p.id.routedExpert != nil) {
             p.makeTrainable()
         }

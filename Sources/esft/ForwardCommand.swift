@@ -60,7 +60,7 @@ enum ForwardCommand {
             FileHandle.standardError.write("esft forward: note: \(unused.count) tensor(s) in \(modelDir.path) are not used by the model: \(shown)\(unused.count > 3 ? ", ..." : "")\n".data(using: .utf8)!)
         }
         let batch = try TokenFile.read(path: tokensPath)
-        let model = try DeepseekV2Model(config: loaded.config, parameters: params)
+        let model = try MoETransformer(config: loaded.config, parameters: params)
         model.auxLossAlpha = Float(alpha)
         model.headChunkRows = batch.batch * batch.seqLen  // every row's logits are written out
         if grads {

@@ -43,7 +43,7 @@ struct InferenceSetup {
     }
 
     /// Opens everything (inputs are all checked here, before any output exists).
-    func load() throws -> (model: DeepseekV2Model, tokenizer: LoadedTokenizer?, description: String) {
+    func load() throws -> (model: MoETransformer, tokenizer: LoadedTokenizer?, description: String) {
         Threads.set(threads ?? Threads.defaultCount())
         let url = URL(fileURLWithPath: modelPath)
         var loaded = try LoadedModel.open(url)
@@ -55,7 +55,7 @@ struct InferenceSetup {
             loaded = try loaded.overlaying(trained, fingerprint: modelFingerprint(config: loaded.config))
         }
         let tokenizer = try tokenizerSpec.map { try LoadedTokenizer.load($0, bos: bos, eos: eos, pad: pad) }
-        let model = try DeepseekV2Model(config: loaded.config, parameters: loaded.parameters)
+        let model = try MoETransformer(config: loaded.config, parameters: loaded.parameters)
         return (model, tokenizer, loaded.format)
     }
 }

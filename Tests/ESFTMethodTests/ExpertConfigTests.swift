@@ -85,10 +85,10 @@ final class ExpertConfigTests: XCTestCase {
     }
 
     func testParameterRoles() {
-        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.experts.12.up_proj.weight")?.esftRole, .routedExpert(layer: 3, expert: 12))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.shared_experts.up_proj.weight")?.esftRole, .sharedExpert(layer: 3))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.gate.weight")?.esftRole, .nonExpert)
-        XCTAssertEqual(ParameterID(hfName: "model.layers.0.mlp.up_proj.weight")?.esftRole, .nonExpert)
-        XCTAssertEqual(ParameterID(hfName: "lm_head.weight")?.esftRole, .nonExpert)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.3.mlp.experts.12.up_proj.weight")?.esftRole, .routedExpert(layer: 3, expert: 12))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.3.mlp.shared_experts.up_proj.weight")?.esftRole, .sharedExpert(layer: 3))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.3.mlp.gate.weight")?.esftRole, .nonExpert)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.0.mlp.up_proj.weight")?.esftRole, .nonExpert)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "lm_head.weight")?.esftRole, .nonExpert)
     }
 }

@@ -3,7 +3,7 @@ import ESFTKernels
 import ESFTTestSupport
 import XCTest
 
-/// Causal attention in row blocks (`DeepseekV2Model.attentionBlockRows`): a block of rows computes scores
+/// Causal attention in row blocks (`MoETransformer.attentionBlockRows`): a block of rows computes scores
 /// only against the keys it may see, and the masked zeros are written only up to its block's last key.
 /// The fixtures' sequences (12–16 tokens) in blocks of 5 rows (3–4 blocks, the last one short) against
 /// one block of the whole sequence (HFParityTests also runs blocks of 1, 3 and 5 rows against transformers).
@@ -11,11 +11,11 @@ import XCTest
 /// would turn the loss or a gradient into NaN.
 final class AttentionBlockTests: XCTestCase {
     private var blockRowsBefore = 256
-    override func setUp() { blockRowsBefore = DeepseekV2Model.attentionBlockRows }
-    override func tearDown() { DeepseekV2Model.attentionBlockRows = blockRowsBefore }
+    override func setUp() { blockRowsBefore = MoETransformer.attentionBlockRows }
+    override func tearDown() { MoETransformer.attentionBlockRows = blockRowsBefore }
 
     private func lossAndGradients(_ name: String, blockRows: Int) throws -> (loss: Double, grads: [String: [Float]]) {
-        DeepseekV2Model.attentionBlockRows = blockRows
+        MoETransformer.attentionBlockRows = blockRows
         let f = try ModelFixture(name)
         for p in f.parameters.ordered { p.makeTrainable() }
         let t = f.batch.seqLen, scratch = f.model.scratch.attention

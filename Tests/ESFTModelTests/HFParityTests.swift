@@ -51,10 +51,10 @@ final class HFParityTests: XCTestCase {
 
     /// Causal attention in small row blocks (several per sequence, the last one partial) still matches HF.
     func testBlockedCausalAttentionMatchesHuggingFace() throws {
-        let saved = DeepseekV2Model.attentionBlockRows
-        defer { DeepseekV2Model.attentionBlockRows = saved }
+        let saved = MoETransformer.attentionBlockRows
+        defer { MoETransformer.attentionBlockRows = saved }
         for rows in [1, 3, 5] {
-            DeepseekV2Model.attentionBlockRows = rows
+            MoETransformer.attentionBlockRows = rows
             for name in try Fixtures.modelNames() {
                 let f = try ModelFixture(name)
                 for p in f.parameters.ordered { p.makeTrainable() }

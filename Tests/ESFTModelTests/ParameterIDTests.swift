@@ -15,8 +15,8 @@ final class ParameterIDTests: XCTestCase {
             XCTAssertEqual(Set(specs.map(\.id)).count, specs.count, "\(name): IDs are unique")
             XCTAssertEqual(Set(specs.map(\.name)).count, specs.count, "\(name): names are unique")
             for s in specs {
-                XCTAssertEqual(ParameterID(hfName: s.name), s.id, "\(name): \(s.name)")
-                XCTAssertEqual(s.id.hfName, s.name)
+                XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: s.name), s.id, "\(name): \(s.name)")
+                XCTAssertEqual(ModelFamily.deepseekV2.tensorName(of: s.id), s.name)
             }
             // The counts the config implies: 3 tensors per routed expert per MoE layer.
             XCTAssertEqual(specs.filter { $0.id.routedExpert != nil }.count, 3 * config.nRoutedExperts * config.moeLayers.count, name)
@@ -29,25 +29,25 @@ final class ParameterIDTests: XCTestCase {
         let index = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         let names = try XCTUnwrap(index["weight_map"] as? [String: String]).keys
         XCTAssertFalse(names.isEmpty)
-        for n in names { XCTAssertEqual(ParameterID(hfName: n)?.hfName, n, n) }
+        for n in names { XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: n).map(ModelFamily.deepseekV2.tensorName), n, n) }
     }
 
     func testKnownNames() {
-        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.experts.12.up_proj.weight"), .routedExpert(.up, layer: 3, expert: 12))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.3.mlp.experts.12.up_proj.weight")?.routedExpert?.expert, 12)
-        XCTAssertEqual(ParameterID(hfName: "model.layers.0.mlp.down_proj.weight"), .denseMLP(.down, layer: 0))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.2.mlp.shared_experts.gate_proj.weight"), .sharedExperts(.gate, layer: 2))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.2.mlp.gate.weight"), .router(layer: 2))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.5.self_attn.kv_a_proj_with_mqa.bias"), .attention(.kvABias, layer: 5))
-        XCTAssertEqual(ParameterID(hfName: "model.layers.10.post_attention_layernorm.weight"), .postAttentionNorm(layer: 10))
-        XCTAssertEqual(ParameterID(hfName: "model.embed_tokens.weight"), .embedTokens)
-        XCTAssertEqual(ParameterID(hfName: "lm_head.weight"), .lmHead)
-        XCTAssertEqual(ParameterID(hfName: "model.norm.weight"), .finalNorm)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.3.mlp.experts.12.up_proj.weight"), .routedExpert(.up, layer: 3, expert: 12))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.3.mlp.experts.12.up_proj.weight")?.routedExpert?.expert, 12)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.0.mlp.down_proj.weight"), .denseMLP(.down, layer: 0))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.2.mlp.shared_experts.gate_proj.weight"), .sharedExperts(.gate, layer: 2))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.2.mlp.gate.weight"), .router(layer: 2))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.5.self_attn.kv_a_proj_with_mqa.bias"), .attention(.kvABias, layer: 5))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.layers.10.post_attention_layernorm.weight"), .postAttentionNorm(layer: 10))
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.embed_tokens.weight"), .embedTokens)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "lm_head.weight"), .lmHead)
+        XCTAssertEqual(ModelFamily.deepseekV2.parameterID(named: "model.norm.weight"), .finalNorm)
         XCTAssertNil(ParameterID.router(layer: 2).routedExpert, "the router gate is not an expert")
         XCTAssertFalse(ParameterID.denseMLP(.up, layer: 0).isSharedExpert)
-        XCTAssertEqual(ParameterID.routedExpert(.gate, layer: 4, expert: 7).hfFusedExpertName, "model.layers.4.mlp.experts.gate_up_proj")
-        XCTAssertEqual(ParameterID.routedExpert(.down, layer: 4, expert: 7).hfFusedExpertName, "model.layers.4.mlp.experts.down_proj")
-        XCTAssertNil(ParameterID.sharedExperts(.down, layer: 4).hfFusedExpertName)
+        XCTAssertEqual(ModelFamily.deepseekV2.fusedExpertName(of: .routedExpert(.gate, layer: 4, expert: 7)), "model.layers.4.mlp.experts.gate_up_proj")
+        XCTAssertEqual(ModelFamily.deepseekV2.fusedExpertName(of: .routedExpert(.down, layer: 4, expert: 7)), "model.layers.4.mlp.experts.down_proj")
+        XCTAssertNil(ModelFamily.deepseekV2.fusedExpertName(of: .sharedExperts(.down, layer: 4)))
     }
 
     func testNamesThatAreNotParametersDoNotParse() {
@@ -59,7 +59,7 @@ final class ParameterIDTests: XCTestCase {
                     "model.layers.1.mlp.shared_experts.0.up_proj.weight", "model.layers.1.self_attn.rotary_emb.inv_freq",
                     "model.layers.1.self_attn.q_proj.bias", "model.layers.1.mlp.gate.e_score_correction_bias",
                     "model.layers.1.mlp.up_proj.weight.extra", "lm_head.bias", "transformer.wte.weight"] {
-            XCTAssertNil(ParameterID(hfName: bad), bad)
+            XCTAssertNil(ModelFamily.deepseekV2.parameterID(named: bad), bad)
         }
     }
 

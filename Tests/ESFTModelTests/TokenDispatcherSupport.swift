@@ -7,7 +7,7 @@ import XCTest
 struct DispatchFixture {
     static let u = 0x1p-24  // fp32 unit roundoff
     let n: Int, d: Int, inner: Int, e: Int, k: Int
-    let parameters = ParameterSet()
+    let parameters = ParameterSet(family: .deepseekV2)
     let experts: [SwiGLUWeights?]
     var x: [Float], topkIdx: [Int32], topkWeight: [Float]
 
@@ -19,7 +19,7 @@ struct DispatchFixture {
         var rng = SplitMix64(seed: seed)
         for ex in 0..<e {
             for (proj, shape) in [(ParameterID.Projection.gate, [inner, d]), (.up, [inner, d]), (.down, [d, inner])] {
-                let spec = ParameterSpec(.routedExpert(proj, layer: 0, expert: ex), shape)
+                let spec = ParameterSpec(.routedExpert(proj, layer: 0, expert: ex), shape, family: .deepseekV2)
                 let values = (0..<spec.count).map { _ in Float(rng.nextGaussian() * 0.5) }
                 if frozenBF16.contains(ex) {
                     let bits = BF16Bits(values.map { UInt16($0.bitPattern >> 16) })  // truncated: any bf16 values do

@@ -25,7 +25,7 @@ final class ActivationMemoryTests: XCTestCase {
                 let cfg = ExpertConfig(experts: Dictionary(uniqueKeysWithValues: config.moeLayers.map { ($0, trainable[$0] ?? []) }))
                 let set = cfg.trainableSet(model: config)
                 for p in params.ordered where set.contains(p.id) { p.makeTrainable() }
-                let model = try DeepseekV2Model(config: config, parameters: params)
+                let model = try MoETransformer(config: config, parameters: params)
                 var perExpert: [Int: [Int]] = [:]
                 model.routingObserver = { v in
                     var counts = [Int](repeating: 0, count: v.experts)

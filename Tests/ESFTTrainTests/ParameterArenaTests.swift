@@ -6,7 +6,7 @@ import XCTest
 /// The flat trainable state: parameters bound to views of one arena per kind, owned region first.
 final class ParameterArenaTests: XCTestCase {
     private func parameter(_ id: ParameterID, _ shape: [Int], values: (Int) -> Float) -> Parameter {
-        let p = Parameter(ParameterSpec(id, shape))
+        let p = Parameter(ParameterSpec(id, shape, family: .deepseekV2))
         for i in 0..<p.count { p.value[i] = values(i) }
         return p
     }
@@ -34,7 +34,7 @@ final class ParameterArenaTests: XCTestCase {
         // 1.5 and -2 are exact in bf16: 0x3FC0, 0xC000.
         let bits: [UInt16] = [0x3FC0, 0xC000, 0x3FC0, 0xC000]
         bits.withUnsafeBufferPointer { b in
-            let p = Parameter(ParameterSpec(.router(layer: 0), [2, 2]), weight: .bf16(b.baseAddress!), owner: self)
+            let p = Parameter(ParameterSpec(.router(layer: 0), [2, 2], family: .deepseekV2), weight: .bf16(b.baseAddress!), owner: self)
             let arena = ParameterArena(owned: [], replicated: [p])
             XCTAssertEqual(Array(arena.weights.buffer), [1.5, -2, 1.5, -2])
             XCTAssertFalse(p.isBF16)
