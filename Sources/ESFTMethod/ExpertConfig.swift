@@ -26,7 +26,7 @@ public struct ExpertConfig: Equatable, Sendable {
     /// Checks the config fits the model; `source` (usually the file) starts every message.
     public func validate(against model: ModelConfig, source: String) throws {
         try validate(moeLayers: model.moeLayers, experts: model.nRoutedExperts, source: source)
-        if sharedExperts && model.nSharedExperts == 0 {
+        if sharedExperts && model.sharedExperts.width == 0 {
             throw ESFTError("\(source): shared_experts is true but the model has no shared experts (n_shared_experts 0)")
         }
     }

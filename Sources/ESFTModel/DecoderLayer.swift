@@ -11,7 +11,7 @@ struct DecoderLayer {
     let index: Int
     let inputNorm: Parameter
     let postAttentionNorm: Parameter
-    let attention: MLAttention
+    let attention: Attention
     let feedForward: FeedForward
     let cfg: ModelConfig
 
@@ -20,7 +20,7 @@ struct DecoderLayer {
         index = l; cfg = c
         inputNorm = try p.require(.inputNorm(layer: l), shape: [c.hiddenSize])
         postAttentionNorm = try p.require(.postAttentionNorm(layer: l), shape: [c.hiddenSize])
-        attention = try MLAttention(p, layer: l, config: c)
+        attention = try Attention(p, layer: l, config: c)
         feedForward = c.isMoELayer(l)
             ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange, counters: counters))
             : .dense(try SwiGLUWeights(p, { .denseMLP($0, layer: l) }, dim: c.hiddenSize, inner: c.intermediateSize))

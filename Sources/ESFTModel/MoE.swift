@@ -1,4 +1,5 @@
 import ESFTKernels
+import Foundation
 
 /// Routing results of one MoE layer for the tokens of a forward pass (for relevance scoring):
 /// topkIdx_NK (global expert ids) and the chosen softmax probabilities topkProb_NK (before
@@ -18,6 +19,8 @@ final class MoESaved: ReusableGroup {
     let probs_NE = Reusable<Float>(), topkIdx_NK = Reusable<Int32>(), topkProb_NK = Reusable<Float>()
     let topkWeight_NK = Reusable<Float>()
     let shared = SwiGLUSaved()
+    /// Qwen2-MoE: sigmoid(shared_expert_gate · x) per row.
+    let sharedScale_N = Reusable<Float>()
     let dispatch = DispatchSaved()
 }
 
@@ -27,6 +30,8 @@ final class MoESaved: ReusableGroup {
 struct MoELayer {
     let router: Router
     let shared: SwiGLUWeights?
+    /// Qwen2-MoE's gate of the shared expert ([1, D]): its output is scaled by sigmoid(gate · x) per token.
+    let sharedGate: Parameter?
     let dispatcher: TokenDispatcher
     let cfg: ModelConfig
 
@@ -38,9 +43,14 @@ struct MoELayer {
         let experts = try (0..<c.nRoutedExperts).map { e in
             mine.owner(of: e) == exchange.rank ? try SwiGLUWeights(p, { .routedExpert($0, layer: layer, expert: e) }, dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
         }
-        shared = c.nSharedExperts > 0
-            ? try SwiGLUWeights(p, { .sharedExperts($0, layer: layer) }, dim: c.hiddenSize, inner: c.moeIntermediateSize * c.nSharedExperts)
+        shared = c.sharedExperts.width > 0
+            ? try SwiGLUWeights(p, { .sharedExperts($0, layer: layer) }, dim: c.hiddenSize, inner: c.sharedExperts.width)
             : nil
+        if case .gated = c.sharedExperts {
+            sharedGate = try p.require(.sharedExpertGate(layer: layer), shape: [1, c.hiddenSize])
+        } else {
+            sharedGate = nil
+        }
         dispatcher = TokenDispatcher(layer: layer, dim: c.hiddenSize, k: c.expertsPerToken, inner: c.moeIntermediateSize,
                                      placement: mine, exchange: exchange, experts: experts, counters: counters)
     }
@@ -55,8 +65,16 @@ struct MoELayer {
         try observer?(RoutingView(layer: dispatcher.layer, tokens: n, k: k, experts: e, topkIdx: topkIdx, topkProb: topkProb))
         try dispatcher.forward(x: x, tokens: n, topkIdx: topkIdx, topkWeight: topkWeight, out: out, saved: sv.dispatch, scratch: ws)
         if let shared {
-            let (g, u) = shared.saved(sv.shared, rows: n)
-            shared.forward(x: x, n: n, g: g, u: u, a: ws.swiglu.act_NI.reuse(count: n * shared.inner), y: out, accumulate: true)
+            let (g, u) = shared.saved(sv.shared, rows: n), a = ws.swiglu.act_NI.reuse(count: n * shared.inner)
+            if let sharedGate {
+                let d = cfg.hiddenSize, scale = sv.sharedScale_N.reuse(count: n), y = ws.sharedOut_ND.reuse(count: n * d)
+                Linear.forward(x: x, weight: sharedGate.weight, bias: nil, y: scale, n: n, inDim: d, outDim: 1)
+                for r in 0..<n { scale[r] = 1 / (1 + expf(-scale[r])) }
+                shared.forward(x: x, n: n, g: g, u: u, a: a, y: y, accumulate: false)
+                for r in 0..<n { axpy(d, scale[r], y + r * d, out + r * d) }
+            } else {
+                shared.forward(x: x, n: n, g: g, u: u, a: a, y: out, accumulate: true)
+            }
         }
         return auxAlpha > 0
             ? router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: nil)
@@ -69,7 +87,17 @@ struct MoELayer {
         let n = batch * seqLen, k = cfg.expertsPerToken, e = cfg.nRoutedExperts
         let probs = sv.probs_NE.reuse(count: n * e), topkIdx = sv.topkIdx_NK.reuse(count: n * k)
         let topkProb = sv.topkProb_NK.reuse(count: n * k)
-        if let shared {
+        if let shared, let sharedGate {
+            // out += s·shared(x), s = σ(gate·x): the shared expert's backward with row scale s gives ∂L/∂s, then
+            // ∂L/∂(gate·x) = ∂L/∂s · s(1 − s) into the gate's weight and dx.
+            let (g, u) = shared.saved(sv.shared, rows: n), d = cfg.hiddenSize
+            let scale = sv.sharedScale_N.reuse(count: n), dScale = ws.dSharedScale_N.reuse(count: n)
+            shared.backward(dy: dOut, x: x, n: n, g: g, u: u, rowScale: scale, dRowScale: dScale, dx: dx, accumulateDx: false,
+                            scratch: ws.swiglu)
+            for r in 0..<n { dScale[r] *= scale[r] * (1 - scale[r]) }
+            Linear.backward(dy: dScale, x: x, weight: sharedGate.weight, dx: dx, dWeight: sharedGate.gradPointer, dBias: nil,
+                            n: n, inDim: d, outDim: 1, accumulateDx: true)
+        } else if let shared {
             let (g, u) = shared.saved(sv.shared, rows: n)
             shared.backward(dy: dOut, x: x, n: n, g: g, u: u, dx: dx, accumulateDx: false, scratch: ws.swiglu)
         } else {

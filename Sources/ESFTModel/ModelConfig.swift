@@ -7,6 +7,15 @@ public enum TopKMethod: String, Sendable {
     case groupLimitedGreedy = "group_limited_greedy"
 }
 
+/// The auxiliary load-balancing loss a family defines.
+public enum BalanceLoss: Equatable, Sendable {
+    /// DeepSeek's sequence-level loss, per MoE layer (`Router.auxLoss`).
+    case sequence
+    /// The switch-transformer loss transformers gives Qwen, OLMoE and Mixtral: counts and probabilities pooled
+    /// over all MoE layers and tokens, E·Σ_e f_e·P_e; `coefficient` is the config's router_aux_loss_coef.
+    case switchPooled(coefficient: Double)
+}
+
 /// YaRN RoPE scaling as Hugging Face's `_compute_yarn_parameters` applies it.
 public struct YarnScaling: Equatable, Sendable {
     public var factor: Double
@@ -25,41 +34,34 @@ public struct ModelConfig: Equatable, Sendable {
     public var family: ModelFamily
     public var vocabSize: Int
     public var hiddenSize: Int
+    /// The dense MLP's width (the layers that are not MoE).
     public var intermediateSize: Int
-    public var moeIntermediateSize: Int
     public var numLayers: Int
-    public var numHeads: Int
-    public var qLoraRank: Int?
-    public var kvLoraRank: Int
-    public var qkNopeHeadDim: Int
-    public var qkRopeHeadDim: Int
-    public var vHeadDim: Int
-    public var attentionBias: Bool
+    public var attention: AttentionShape
     public var nRoutedExperts: Int
-    public var nSharedExperts: Int
     public var expertsPerToken: Int
-    public var firstKDenseReplace: Int
-    public var moeLayerFreq: Int
-    public var topkMethod: TopKMethod
-    public var nGroup: Int
-    public var topkGroup: Int
-    public var normTopkProb: Bool
-    public var routedScalingFactor: Float
+    /// A routed expert's width.
+    public var moeIntermediateSize: Int
+    public var router: RouterRule
+    public var sharedExperts: SharedExperts
+    public var moeLayerRule: MoELayerRule
     public var rmsNormEps: Float
     public var ropeTheta: Double
     public var yarn: YarnScaling?
     public var tieWordEmbeddings: Bool
     public var maxPositionEmbeddings: Int
     public var initializerRange: Double
+    /// The load-balancing loss of the family (its weight is the run's --aux-alpha).
+    public var balanceLoss: BalanceLoss
+    /// The embedding row that gets no gradient from the lookup (transformers' `padding_idx` = pad_token_id);
+    /// nil for DeepSeek-V2, whose engine has always trained that row (docs/architecture.md).
+    public var paddingIdx: Int?
 
-    public var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
+    public var numHeads: Int { attention.heads }
     /// The q_a and kv_a layernorms are built with HF's default eps, not rms_norm_eps.
     public static let latentNormEps: Float = 1e-6
 
-    /// DeepSeek's rule: layer l is MoE when l ≥ first_k_dense_replace and l % moe_layer_freq == 0.
-    public func isMoELayer(_ layer: Int) -> Bool {
-        nRoutedExperts > 0 && layer >= firstKDenseReplace && layer % moeLayerFreq == 0
-    }
+    public func isMoELayer(_ layer: Int) -> Bool { nRoutedExperts > 0 && moeLayerRule.isMoE(layer) }
     public var moeLayers: [Int] { (0..<numLayers).filter(isMoELayer) }
 }
 
@@ -84,8 +86,9 @@ extension ModelConfig {
 
     /// Accepts both spellings: the newer `rope_parameters` {rope_type, rope_theta, ...} and the older
     /// top-level `rope_theta` + `rope_scaling` {type, ...} that DeepSeek-V2-Lite's config.json uses.
-    static func parseRope(_ f: JSONReader, maxPositionEmbeddings: Int, source: String) throws -> (Double, YarnScaling?) {
-        var theta = try f.optionalField("rope_theta")?.double() ?? 10000
+    static func parseRope(_ f: JSONReader, maxPositionEmbeddings: Int, source: String,
+                          defaultTheta: Double = 10000) throws -> (Double, YarnScaling?) {
+        var theta = try f.optionalField("rope_theta")?.double() ?? defaultTheta
         let field: String
         let params: JSONReader?
         if let p = try f.optionalField("rope_parameters") {
@@ -112,6 +115,25 @@ extension ModelConfig {
         default:
             throw ESFTError("\(source): \(field) type '\(type)' is not supported (supported: default, yarn)")
         }
+    }
+}
+
+extension ModelConfig {
+    /// What every family reads alike: the refusals of what no supported family computes (an activation other
+    /// than SiLU, attention dropout, MLP biases), then vocab_size, hidden_size, intermediate_size, num_hidden_layers.
+    static func commonFields(_ f: JSONReader, family: String) throws -> (vocab: Int, hidden: Int, intermediate: Int, layers: Int) {
+        let source = f.source
+        if let act = try f.optionalField("hidden_act")?.string(), act != "silu" {
+            throw ESFTError("\(source): hidden_act '\(act)' is not supported (supported: silu)")
+        }
+        if try f.optionalField("mlp_bias")?.bool() == true {
+            throw ESFTError("\(source): mlp_bias true is not supported (\(family) MLPs have no bias)")
+        }
+        if let drop = try f.optionalField("attention_dropout")?.double(), drop != 0 {
+            throw ESFTError("\(source): attention_dropout \(drop) is not supported (only 0)")
+        }
+        return (try positiveInt(f, "vocab_size"), try positiveInt(f, "hidden_size"), try positiveInt(f, "intermediate_size"),
+                try positiveInt(f, "num_hidden_layers"))
     }
 }
 

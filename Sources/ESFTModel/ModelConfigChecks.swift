@@ -17,7 +17,7 @@ enum ModelConfigChecks {
             throw fail("num_experts_per_tok", "routes each token to experts, but n_routed_experts is \(given("n_routed_experts")): "
                        + "a model without routed experts needs num_experts_per_tok 0 (or absent)")
         }
-        if c.nRoutedExperts == 0 && c.nSharedExperts > 0 {
+        if c.nRoutedExperts == 0 && c.sharedExperts.count > 0 {
             throw fail("n_shared_experts", "adds shared experts to MoE layers, but n_routed_experts is \(given("n_routed_experts")) (no layer is MoE)")
         }
         if c.expertsPerToken < 0 { throw fail("num_experts_per_tok", "must be ≥ 0") }
@@ -26,13 +26,13 @@ enum ModelConfigChecks {
         if !(c.rmsNormEps > 0) || !c.rmsNormEps.isFinite {
             throw fail("rms_norm_eps", "must be a positive number that fits a Float (RMSNorm divides by √(mean x² + eps); ≤ 0 makes NaN losses)")
         }
-        if !c.routedScalingFactor.isFinite || !(c.routedScalingFactor > 0) {
+        if !c.router.scale.isFinite || !(c.router.scale > 0) {
             throw fail("routed_scaling_factor", "must be a positive number that fits a Float")
         }
         if !(c.ropeTheta > 0) { throw fail("rope_theta", "must be positive") }
         if c.initializerRange < 0 { throw fail("initializer_range", "must be ≥ 0 (it is a standard deviation)") }
         if c.maxPositionEmbeddings <= 0 { throw fail("max_position_embeddings", "must be positive") }
-        if c.firstKDenseReplace > c.numLayers { throw fail("first_k_dense_replace", "exceeds num_hidden_layers \(c.numLayers)") }
+        if case .deepseek(let firstDense, _) = c.moeLayerRule, firstDense > c.numLayers { throw fail("first_k_dense_replace", "exceeds num_hidden_layers \(c.numLayers)") }
         if let y = c.yarn, y.originalMaxPositionEmbeddings <= 0 {
             throw ESFTError(ErrorText.field(source, "rope_scaling.original_max_position_embeddings", "must be positive, got \(y.originalMaxPositionEmbeddings)"))
         }

@@ -25,35 +25,20 @@ public struct ModelSizes {
 
     public init(_ c: ModelConfig) {
         config = c
-        let d = Double(c.hiddenSize), h = Double(c.numHeads), v = Double(c.vocabSize)
-        var attention = 0.0
-        var attentionTensors = 4.0, largest = v * d
-        let qOut = h * Double(c.qkHeadDim)
-        if let rq = c.qLoraRank.map(Double.init) {
-            attention = rq * d + rq + qOut * rq; attentionTensors += 3
-            largest = max(largest, rq * d, qOut * rq)
-        } else {
-            attention = qOut * d; attentionTensors += 1
-            largest = max(largest, qOut * d)
-        }
-        let kvA = Double(c.kvLoraRank + c.qkRopeHeadDim) * d, kvB = h * Double(c.qkNopeHeadDim + c.vHeadDim) * Double(c.kvLoraRank)
-        let o = d * h * Double(c.vHeadDim)
-        attention += kvA + Double(c.kvLoraRank) + kvB + o
-        largest = max(largest, kvA, kvB, o)
-        if c.attentionBias {
-            attention += (c.qLoraRank.map(Double.init) ?? 0) + Double(c.kvLoraRank + c.qkRopeHeadDim) + d
-            attentionTensors += c.qLoraRank == nil ? 2 : 3
-        }
+        let d = Double(c.hiddenSize), v = Double(c.vocabSize)
+        let (attention, attentionTensors, attentionLargest) = c.attention.sizes(hidden: d)
+        var largest = max(v * d, attentionLargest)
         let moeLayers = Double(ModelSizes.moeLayerCount(c)), denseLayers = Double(c.numLayers) - moeLayers
-        let e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize), shared = Double(c.nSharedExperts)
+        let e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize), shared = Double(c.sharedExperts.width)
         let dense = 3 * Double(c.intermediateSize) * d
-        let moe = e * d + e * 3 * im * d + (shared > 0 ? 3 * im * shared * d : 0)
+        let gate = { if case .gated = c.sharedExperts { return d } else { return 0 } }()
+        let moe = e * d + e * 3 * im * d + (shared > 0 ? 3 * shared * d : 0) + gate
         if denseLayers > 0 { largest = max(largest, Double(c.intermediateSize) * d) }
-        if moeLayers > 0 { largest = max(largest, e * d, im * max(shared, 1) * d) }
+        if moeLayers > 0 { largest = max(largest, e * d, im * d, shared * d) }
         let layers = Double(c.numLayers)
         parameters = v * d * (c.tieWordEmbeddings ? 1 : 2) + layers * (attention + 2 * d) + d + denseLayers * dense + moeLayers * moe
         tensors = 2 + (c.tieWordEmbeddings ? 0 : 1) + layers * (attentionTensors + 2) + denseLayers * 3
-            + moeLayers * (1 + 3 * e + (shared > 0 ? 3 : 0))
+            + moeLayers * (1 + 3 * e + (shared > 0 ? 3 : 0) + (gate > 0 ? 1 : 0))
         largestTensor = largest
     }
 
@@ -62,11 +47,9 @@ public struct ModelSizes {
         Double(ModelSizes.moeLayerCount(config)) * Double(config.nRoutedExperts) * 3 * Double(config.moeIntermediateSize) * Double(config.hiddenSize)
     }
 
-    /// MoE layers without listing them: l in [first_k_dense_replace, layers) with l % moe_layer_freq == 0.
+    /// MoE layers without listing them (a config may claim billions of layers).
     static func moeLayerCount(_ c: ModelConfig) -> Int {
-        guard c.nRoutedExperts > 0, c.moeLayerFreq >= 1, c.firstKDenseReplace < c.numLayers else { return 0 }
-        let first = (c.firstKDenseReplace + c.moeLayerFreq - 1) / c.moeLayerFreq * c.moeLayerFreq
-        return first >= c.numLayers ? 0 : (c.numLayers - 1 - first) / c.moeLayerFreq + 1
+        c.nRoutedExperts > 0 ? c.moeLayerRule.count(layers: c.numLayers) : 0
     }
 
     /// fp32 logits the head holds for `rows` rows of `seqLen` tokens: one chunk of at most

@@ -5,12 +5,15 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
     /// A projection of a gated MLP: a dense MLP, the shared experts, or one routed expert.
     public enum Projection: String, CaseIterable, Sendable { case gate = "gate_proj", up = "up_proj", down = "down_proj" }
 
-    /// A tensor of a layer's self-attention (MLA), spelled as HF spells it under `self_attn.`.
+    /// A tensor of a layer's self-attention (MLA's or GQA's), spelled as every supported family spells it
+    /// under `self_attn.`.
     public enum AttentionTensor: String, CaseIterable, Sendable {
-        case qProj = "q_proj.weight"
+        case qProj = "q_proj.weight", qBias = "q_proj.bias"
         case qAProj = "q_a_proj.weight", qABias = "q_a_proj.bias", qANorm = "q_a_layernorm.weight", qBProj = "q_b_proj.weight"
         case kvAProj = "kv_a_proj_with_mqa.weight", kvABias = "kv_a_proj_with_mqa.bias"
         case kvANorm = "kv_a_layernorm.weight", kvBProj = "kv_b_proj.weight"
+        case kProj = "k_proj.weight", kBias = "k_proj.bias", vProj = "v_proj.weight", vBias = "v_proj.bias"
+        case qNorm = "q_norm.weight", kNorm = "k_norm.weight"
         case oProj = "o_proj.weight", oBias = "o_proj.bias"
     }
 
@@ -22,6 +25,8 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         case router
         case denseMLP(Projection)
         case sharedExperts(Projection)
+        /// Qwen2-MoE's scalar gate of its shared expert (`mlp.shared_expert_gate.weight`, [1, D]).
+        case sharedExpertGate
         case routedExpert(Projection)
     }
 
@@ -42,6 +47,7 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
     public static func router(layer: Int) -> ParameterID { .init(layer: layer, kind: .router, expert: nil) }
     public static func denseMLP(_ p: Projection, layer: Int) -> ParameterID { .init(layer: layer, kind: .denseMLP(p), expert: nil) }
     public static func sharedExperts(_ p: Projection, layer: Int) -> ParameterID { .init(layer: layer, kind: .sharedExperts(p), expert: nil) }
+    public static func sharedExpertGate(layer: Int) -> ParameterID { .init(layer: layer, kind: .sharedExpertGate, expert: nil) }
     public static func routedExpert(_ p: Projection, layer: Int, expert: Int) -> ParameterID {
         .init(layer: layer, kind: .routedExpert(p), expert: expert)
     }
@@ -51,7 +57,10 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         guard case .routedExpert = kind, let layer, let expert else { return nil }
         return (layer, expert)
     }
-    public var isSharedExpert: Bool { if case .sharedExperts = kind { return true } else { return false } }
+    /// The shared experts' tensors, Qwen2-MoE's gate of its shared expert included (it only scales that expert).
+    public var isSharedExpert: Bool {
+        switch kind { case .sharedExperts, .sharedExpertGate: return true; default: return false }
+    }
 
     /// A family-neutral description for messages that have no model at hand ("layer 3 router").
     public var description: String {
@@ -66,6 +75,7 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         case .router: return at + "router"
         case .denseMLP(let p): return at + "dense MLP \(p.rawValue)"
         case .sharedExperts(let p): return at + "shared experts \(p.rawValue)"
+        case .sharedExpertGate: return at + "shared expert gate"
         case .routedExpert(let p): return at + "expert \(expert ?? -1) \(p.rawValue)"
         }
     }

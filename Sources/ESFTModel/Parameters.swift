@@ -144,30 +144,17 @@ extension ModelConfig {
     public func parameterSpecs() -> [ParameterSpec] {
         var specs: [ParameterSpec] = []
         func add(_ id: ParameterID, _ s: [Int]) { specs.append(ParameterSpec(id, s, family: family)) }
-        let d = hiddenSize, h = numHeads
+        let d = hiddenSize
         add(.embedTokens, [vocabSize, d])
         for l in 0..<numLayers {
-            func attn(_ t: ParameterID.AttentionTensor, _ s: [Int]) { add(.attention(t, layer: l), s) }
-            if let rq = qLoraRank {
-                attn(.qAProj, [rq, d])
-                if attentionBias { attn(.qABias, [rq]) }
-                attn(.qANorm, [rq])
-                attn(.qBProj, [h * qkHeadDim, rq])
-            } else {
-                attn(.qProj, [h * qkHeadDim, d])
-            }
-            attn(.kvAProj, [kvLoraRank + qkRopeHeadDim, d])
-            if attentionBias { attn(.kvABias, [kvLoraRank + qkRopeHeadDim]) }
-            attn(.kvANorm, [kvLoraRank])
-            attn(.kvBProj, [h * (qkNopeHeadDim + vHeadDim), kvLoraRank])
-            attn(.oProj, [d, h * vHeadDim])
-            if attentionBias { attn(.oBias, [d]) }
+            for (id, shape) in attention.specs(layer: l, hidden: d) { add(id, shape) }
             if isMoELayer(l) {
                 add(.router(layer: l), [nRoutedExperts, d])
                 for e in 0..<nRoutedExperts {
                     addMLP(inner: moeIntermediateSize) { .routedExpert($0, layer: l, expert: e) }
                 }
-                if nSharedExperts > 0 { addMLP(inner: moeIntermediateSize * nSharedExperts) { .sharedExperts($0, layer: l) } }
+                if sharedExperts.width > 0 { addMLP(inner: sharedExperts.width) { .sharedExperts($0, layer: l) } }
+                if case .gated = sharedExperts { add(.sharedExpertGate(layer: l), [1, d]) }
             } else {
                 addMLP(inner: intermediateSize) { .denseMLP($0, layer: l) }
             }

@@ -1,8 +1,11 @@
+import ESFTKernels
 import Foundation
 
-/// Rotary position embedding tables for the `qk_rope_head_dim` part of queries and the shared key.
-/// HF rotates interleaved pairs (x[2i], x[2i+1]) as one complex number by angle pos·invFreq[i] and
-/// scales both by `attentionFactor` (YaRN's mscale ratio, 1 without YaRN).
+/// Rotary position embedding tables for the rotated part of queries and keys (`AttentionShape.ropeDim`:
+/// MLA's `qk_rope_head_dim`, a GQA head's `head_dim`). Pair i turns by angle pos·invFreq[i] and is scaled by
+/// `attentionFactor` (YaRN's mscale ratio, 1 without YaRN). Which elements pair up depends on the family:
+/// DeepSeek's MLA rotates interleaved pairs (x[2i], x[2i+1]) (`rotate`), the GQA families rotate halves
+/// (x[i], x[i + dim/2]) (`rotateHalves`).
 public struct RoPE {
     public let dim: Int
     public let invFreq: [Float]
@@ -11,13 +14,13 @@ public struct RoPE {
     public let softmaxScale: Float
 
     public init(config: ModelConfig) {
-        let dim = config.qkRopeHeadDim
+        let dim = config.attention.ropeDim
         self.dim = dim
         let half = dim / 2
         let base = config.ropeTheta
         // HF computes base ** (arange(0, dim, 2) / dim) in fp32.
         let posFreqs = (0..<half).map { Float(pow(base, Double(2 * $0) / Double(dim))) }
-        var scale = 1 / Float(config.qkHeadDim).squareRoot()
+        var scale = 1 / Float(config.attention.scoreDim).squareRoot()
         guard let y = config.yarn else {
             invFreq = posFreqs.map { 1 / $0 }
             attentionFactor = 1
@@ -32,7 +35,8 @@ public struct RoPE {
         } else {
             attentionFactor = Float(mscale(y.factor, 1))
         }
-        if let mAll = y.mscaleAllDim, mAll != 0 {
+        // DeepSeek's attention (MLA) also scales its softmax by mscale(factor, mscale_all_dim)²; the GQA families do not.
+        if case .mla = config.attention, let mAll = y.mscaleAllDim, mAll != 0 {
             let m = Float(mscale(y.factor, mAll))
             scale *= m * m
         }
@@ -67,6 +71,26 @@ public struct RoPE {
             }
         }
         return (c, s)
+    }
+
+    /// Rotates `rows` contiguous vectors of `dim` floats in place with rotate-half pairs (x[i], x[i + dim/2])
+    /// (the transpose, for backward, when `inverse`). Row r belongs to token r / rowsPerToken at position
+    /// (r / rowsPerToken) % seqLen.
+    public static func rotateHalves(_ x: UnsafeMutablePointer<Float>, rows: Int, rowsPerToken: Int = 1, seqLen: Int, dim: Int,
+                                    cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, inverse: Bool) {
+        let half = dim / 2
+        let sign: Float = inverse ? -1 : 1
+        parallelChunks(rows, grain: 256) { range in
+            for r in range {
+                let v = x + r * dim, p = (r / rowsPerToken) % seqLen
+                let c = cos + p * half, s = sin + p * half
+                for i in 0..<half {
+                    let a = v[i], b = v[i + half], sn = sign * s[i]
+                    v[i] = a * c[i] - b * sn
+                    v[i + half] = b * c[i] + a * sn
+                }
+            }
+        }
     }
 
     /// Rotates `rows` vectors of `dim` floats in place (the transpose, for backward, when `inverse`).

@@ -26,12 +26,12 @@ struct Router {
             var groups = GroupScratch(cfg)
             for t in range {
                 let p = probs + t * e
-                if cfg.topkMethod == .groupLimitedGreedy { groups.allowedExperts(p, cfg: cfg, into: &allowed) }
+                if cfg.router.method == .groupLimitedGreedy { groups.allowedExperts(p, cfg: cfg, into: &allowed) }
                 Router.topK(p, count: e, k: k, allowed: allowed, idx: topkIdx + t * k)
                 var sum: Float = 0
                 for j in 0..<k { let v = p[Int(topkIdx[t * k + j])]; topkProb[t * k + j] = v; sum += v }
-                let norm: Float = (cfg.normTopkProb && k > 1) ? 1 / (sum + 1e-20) : 1
-                for j in 0..<k { topkWeight[t * k + j] = topkProb[t * k + j] * norm * cfg.routedScalingFactor }
+                let norm: Float = (cfg.router.normalize && k > 1) ? 1 / (sum + 1e-20) : 1
+                for j in 0..<k { topkWeight[t * k + j] = topkProb[t * k + j] * norm * cfg.router.scale }
             }
         }
     }
@@ -80,7 +80,7 @@ struct Router {
                   topkIdx: UnsafePointer<Int32>, topkProb: UnsafePointer<Float>, dProbs: UnsafeMutablePointer<Float>,
                   dx: UnsafeMutablePointer<Float>?, scratch: RouterScratch) {
         let e = experts, k = self.k, d = cfg.hiddenSize
-        let renorm = cfg.normTopkProb && k > 1, scaling = cfg.routedScalingFactor
+        let renorm = cfg.router.normalize && k > 1, scaling = cfg.router.scale
         for t in 0..<n {
             let pk = topkProb + t * k, dw = dTopkWeight + t * k
             if renorm {  // w_j = s·p_j/S  ⇒  ∂L/∂p_m = s·(dw_m/S − Σ_j dw_j p_j / S²)
@@ -112,19 +112,19 @@ struct GroupScratch {
     let everyGroup: [Bool]
 
     init(_ cfg: ModelConfig) {
-        best = [Float](repeating: 0, count: cfg.nGroup)
-        chosen = [Int32](repeating: 0, count: cfg.topkGroup)
-        everyGroup = [Bool](repeating: true, count: cfg.nGroup)
+        best = [Float](repeating: 0, count: cfg.router.groups)
+        chosen = [Int32](repeating: 0, count: cfg.router.keepGroups)
+        everyGroup = [Bool](repeating: true, count: cfg.router.groups)
     }
 
     mutating func allowedExperts(_ p: UnsafePointer<Float>, cfg: ModelConfig, into allowed: inout [Bool]) {
-        let groups = cfg.nGroup, per = cfg.nRoutedExperts / groups
+        let groups = cfg.router.groups, per = cfg.nRoutedExperts / groups
         for g in 0..<groups {
             var m = -Float.infinity
             for j in 0..<per { m = max(m, p[g * per + j]) }
             best[g] = m
         }
-        let k = cfg.topkGroup, all = everyGroup
+        let k = cfg.router.keepGroups, all = everyGroup
         best.withUnsafeBufferPointer { b in
             chosen.withUnsafeMutableBufferPointer { c in
                 Router.topK(b.baseAddress!, count: groups, k: k, allowed: all, idx: c.baseAddress!)

@@ -20,6 +20,8 @@ final class Scratch: ReusableGroup {
     let swiglu = SwiGLUScratch()
     let router = RouterScratch()
     let dispatch = DispatchScratch()
+    /// Qwen2-MoE's gated shared expert: its output before the gate scales it, and ∂L/∂(gate value).
+    let sharedOut_ND = Reusable<Float>(), dSharedScale_N = Reusable<Float>()
     /// ∂L/∂(a decoder layer's normed input), first of its feed-forward, then of its attention.
     let dNormed_ND = Reusable<Float>()
     let dFinalNormed_ND = Reusable<Float>(), dHidden_ND = Reusable<Float>()

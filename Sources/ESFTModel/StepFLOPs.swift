@@ -14,8 +14,7 @@ public struct StepFLOPs: Equatable, Sendable {
 
     /// `tokens` = rows × `seqLen` of one micro-batch on all ranks together; `trainable` says which tensors train.
     public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, trainable: (ParameterID) -> Bool) {
-        let nn = Double(n), rows = Double(n / max(t, 1)), d = Double(c.hiddenSize), h = Double(c.numHeads)
-        let dqk = Double(c.qkHeadDim), dv = Double(c.vHeadDim), dr = Double(c.qkRopeHeadDim), rkv = Double(c.kvLoraRank)
+        let nn = Double(n), rows = Double(n / max(t, 1)), d = Double(c.hiddenSize)
         let k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize)
         let trained = c.parameterSpecs().map(\.id).filter(trainable)
         let lowest = TrainableSet(trained).lowestLayer(numLayers: c.numLayers)
@@ -42,17 +41,16 @@ public struct StepFLOPs: Equatable, Sendable {
             // first projections' ∂input only when the input norm or the layer's input needs it.
             let inputGrad = l > lowest || (l == lowest && embedTrains) || inputNormTrains.contains(l)
             let attnGrad = inputGrad || attentionTrains.contains(l)
-            func attn(_ a: Double, _ b: Double, _ tensor: ParameterID.AttentionTensor, first: Bool = false) {
-                product(nn, a, b, .attention(tensor, layer: l), layer: l, inputGrad: first ? inputGrad : attnGrad)
+            for p in c.attention.projections(hidden: d) {
+                product(nn, p.inDim, p.outDim, .attention(p.tensor, layer: l), layer: l, inputGrad: p.first ? inputGrad : attnGrad)
             }
-            if let rq = c.qLoraRank { attn(d, Double(rq), .qAProj, first: true); attn(Double(rq), h * dqk, .qBProj) } else { attn(d, h * dqk, .qProj, first: true) }
-            attn(d, rkv + dr, .kvAProj, first: true); attn(rkv, h * (dqk - dr + dv), .kvBProj); attn(h * dv, d, .oProj)
-            let core = 2 * pairs * h * (dqk + dv)
+            let core = pairs * c.attention.coreFLOPsPerPair
             forward += core
             if l >= lowest && attnGrad { backward += 2 * core }
             if c.isMoELayer(l) {
                 product(nn, d, e, .router(layer: l), layer: l)
-                if c.nSharedExperts > 0 { mlp(nn, inner: im * Double(c.nSharedExperts), { .sharedExperts($0, layer: l) }, layer: l) }
+                if c.sharedExperts.width > 0 { mlp(nn, inner: Double(c.sharedExperts.width), { .sharedExperts($0, layer: l) }, layer: l) }
+                if case .gated = c.sharedExperts { product(nn, d, 1, .sharedExpertGate(layer: l), layer: l) }
                 // Routed experts: n·K rows in all; ∂input for all of them, ∂weight for the trainable experts' share.
                 let perExpert = nn * k / e
                 for x in 0..<c.nRoutedExperts { mlp(perExpert, inner: im, { .routedExpert($0, layer: l, expert: x) }, layer: l) }

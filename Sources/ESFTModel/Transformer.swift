@@ -106,8 +106,8 @@ public final class MoETransformer {
     /// Rows per causal attention block (default 256): blocks skip the masked upper triangle. A knob for
     /// tests and tuning; results do not depend on it beyond rounding.
     public static var attentionBlockRows: Int {
-        get { MLAttention.causalBlockRows }
-        set { MLAttention.causalBlockRows = max(1, newValue) }
+        get { Attention.causalBlockRows }
+        set { Attention.causalBlockRows = max(1, newValue) }
     }
 
     /// Index of the lowest layer that backward must reach; numLayers when only the head trains.
@@ -274,7 +274,9 @@ public final class MoETransformer {
                                    needInputGrad: l > lowest || embed.isTrainable, saved: saved, scratch: scratch)
         }
         if let dE = embed.gradPointer {
-            for t in 0..<n { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }
+            // The padding row gets nothing from the lookup (transformers' padding_idx), where the family has one.
+            let pad = config.paddingIdx.map(Int32.init) ?? -1
+            for t in 0..<n where batch.inputIds[t] != pad { axpy(d, 1, dHidden + t * d, dE + Int(batch.inputIds[t]) * d) }
         }
     }
 

@@ -29,21 +29,17 @@ public struct ActivationMemory: Equatable {
     public init(config c: ModelConfig, tokens n: Int, seqLen t: Int, ranks: Int, threads: Int, lowest: Int, validation: Bool,
                 recompute: Bool = false, attentionBackward: (Int) -> Bool, dispatch: [Int: Dispatch], localExperts: [Int: Int]) {
         let d = Double(c.hiddenSize), nn = Double(n), k = Double(c.expertsPerToken), e = Double(c.nRoutedExperts)
-        let h = Double(c.numHeads), dn = Double(c.qkNopeHeadDim), dr = Double(c.qkRopeHeadDim), dv = Double(c.vHeadDim)
-        let rkv = Double(c.kvLoraRank), rq = Double(c.qLoraRank ?? 0), v = Double(c.vocabSize)
-        let ldq = h * (dn + dr), ldkv = h * (dn + dv), ldo = h * dv, ldc = rkv + dr
-        let iDense = Double(c.intermediateSize), iMoE = Double(c.moeIntermediateSize), iShared = iMoE * Double(c.nSharedExperts)
+        let v = Double(c.vocabSize)
+        let iDense = Double(c.intermediateSize), iMoE = Double(c.moeIntermediateSize), iShared = Double(c.sharedExperts.width)
+        let gatedShared = { if case .gated = c.sharedExperts { return true } else { return false } }()
         let kr = min(k, Double(ranks))
         // Every buffer holds max(count, 1) elements of 4 bytes (Float or Int32).
         func b(_ count: Double) -> Double { 4 * max(count.rounded(.up), 1) }
 
-        func attentionSaved() -> Double {
-            b(nn * ldq) + (c.qLoraRank != nil ? 2 * b(nn * rq) + b(nn) : 0) + b(nn * ldc) + b(nn * rkv) + b(nn)
-                + b(nn * ldkv) + b(nn * dr) + b(nn * ldo) + b(nn * h)
-        }
+        func attentionSaved() -> Double { c.attention.savedBytes(tokens: nn, b) }
         func moeSaved(_ x: Dispatch, local: Int) -> Double {
             let m = x.received, a = x.assignments
-            return b(nn * e) + 3 * b(nn * k) + (c.nSharedExperts > 0 ? 2 * b(nn * iShared) : 0)
+            return b(nn * e) + 3 * b(nn * k) + (iShared > 0 ? 2 * b(nn * iShared) : 0) + (gatedShared ? b(nn) : 0)
                 + b(2 * Double(ranks)) + 2 * b(nn * kr) + b(nn + 1)                         // source plan
                 + b(Double(local) + 1) + 4 * b(m * k) + b(m + 1) + b(m * (d + k))          // owner plan, received rows
                 + 2 * b(a * iMoE)                                                          // experts' gate, up
@@ -75,17 +71,15 @@ public struct ActivationMemory: Equatable {
         let trained = layers.filter { $0 >= lowest }
         let attnBack = trained.contains(where: attentionBackward)
         workspace += 2 * b(Double(t * t)) + b(Double(t))                                  // scores, ∂scores, row dots
-        if attnBack {
-            workspace += b(nn * ldo) + b(nn * ldq) + b(nn * ldkv) + b(nn * dr) + b(nn * ldc) + b(nn * rkv)
-                + (c.qLoraRank != nil ? 2 * b(nn * rq) : 0)
-        }
+        if attnBack { workspace += c.attention.backwardWorkspaceBytes(tokens: nn, b) }
         let moeLayers = c.moeLayers, all = moeLayers.compactMap { dispatch[$0] }
         let maxA = all.map(\.assignments).max() ?? 0, maxM = all.map(\.received).max() ?? 0, maxS = all.map(\.sent).max() ?? 0
         let maxExpert = all.map(\.maxExpertRows).max() ?? 0
         let denseBack = trained.contains { !c.isMoELayer($0) }, moeBack = trained.contains { c.isMoELayer($0) }
-        let act = max(nn * iDense, c.nSharedExperts > 0 ? nn * iShared : 0, maxA * iMoE)
-        let back = max(denseBack ? nn * iDense : 0, moeBack ? max(c.nSharedExperts > 0 ? nn * iShared : 0, maxExpert * iMoE) : 0)
+        let act = max(nn * iDense, nn * iShared, maxA * iMoE)
+        let back = max(denseBack ? nn * iDense : 0, moeBack ? max(nn * iShared, maxExpert * iMoE) : 0)
         workspace += b(act) + (denseBack || moeBack ? 3 * b(back) : 0)                      // SwiGLU act, ∂act, ∂gate, ∂up
+        if gatedShared && !moeLayers.isEmpty { workspace += b(nn * d) + (moeBack ? b(nn) : 0) }  // gated shared output, ∂gate value
         // Experts' backward side by side: worker w ≥ 1 has its own four buffers, sized by the largest expert
         // of each trained MoE layer with more than w workers (`Scratch.reserveExpertWorkers`).
         let workersOf = { (l: Int) -> Int in let e = localExperts[l] ?? 0; return e >= 2 ? min(threads, e) : 1 }

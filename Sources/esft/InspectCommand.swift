@@ -49,7 +49,7 @@ enum InspectCommand {
         }
         var result: [String: Any] = [
             "layers": config.numLayers, "moe_layers": config.moeLayers, "routed_experts_per_layer": config.nRoutedExperts,
-            "experts_per_token": config.expertsPerToken, "shared_experts": config.nSharedExperts, "hidden_size": config.hiddenSize,
+            "experts_per_token": config.expertsPerToken, "shared_experts": config.sharedExperts.count, "hidden_size": config.hiddenSize,
             "vocab_size": config.vocabSize, "dtype": dtype, "expert_shards": shards,
             "parameters": ["total": total, "per_routed_expert": perExpert, "routed_experts": routed, "shared_experts": shared,
                            "non_expert": total - routed - shared],
@@ -58,7 +58,7 @@ enum InspectCommand {
         var lines = [
             "\(dirPath): \(isESFT ? "esft model directory" : "Hugging Face directory"), dtype \(dtype)",
             "  layers \(config.numLayers) (MoE: \(config.moeLayers.count), dense: \(config.numLayers - config.moeLayers.count)); hidden \(config.hiddenSize); vocab \(config.vocabSize)",
-            "  routed experts \(config.nRoutedExperts) per MoE layer, top-\(config.expertsPerToken); shared experts \(config.nSharedExperts)",
+            "  routed experts \(config.nRoutedExperts) per MoE layer, top-\(config.expertsPerToken); shared experts \(config.sharedExperts.count)",
             "  parameters: total \(total); routed experts \(routed) (\(perExpert) each); shared \(shared); non-expert \(total - routed - shared)",
             String(format: "  bytes on disk: %.1f MiB", Double(onDisk) / 1048576),
         ] + shards.map { "  shard \($0)" }

@@ -13,7 +13,7 @@ final class ReportAndFingerprintTests: XCTestCase {
         XCTAssertNotEqual(modelFingerprint(config: a), modelFingerprint(config: try MethodTestSupport.tinyModel(experts: 6)))
         XCTAssertNotEqual(modelFingerprint(config: a), modelFingerprint(config: try MethodTestSupport.tinyModel(hidden: 16)))
         var b = a
-        b.normTopkProb = true
+        b.router.normalize = true
         XCTAssertNotEqual(modelFingerprint(config: a), modelFingerprint(config: b))
     }
 

@@ -58,7 +58,7 @@ final class FiniteDifferenceTests: XCTestCase {
     private func groupLimitedFixture() throws -> ModelFixture {
         for name in try Fixtures.modelNames() {
             let f = try ModelFixture(name)
-            if f.checkpoint.config.topkMethod == .groupLimitedGreedy { return f }
+            if f.checkpoint.config.router.method == .groupLimitedGreedy { return f }
         }
         throw XCTSkip("no group_limited_greedy fixture")
     }

@@ -19,7 +19,9 @@ final class StepFLOPsTests: XCTestCase {
                 perToken += 2 * Double(s.shape[0] * s.shape[1]) * share
             }
             let pairs = Double(rows * t * (t + 1) / 2)
-            let core = Double(c.numLayers) * 2 * pairs * Double(c.numHeads) * Double(c.qkHeadDim + c.vHeadDim)
+            // QKᵀ and PV of every head over the visible pairs: 2·(score dims + value dims) per pair and head.
+            let perPair = 2 * Double(c.numHeads) * Double(c.attention.scoreDim + c.attention.valueDim)
+            let core = Double(c.numLayers) * pairs * perPair
             let expected = perToken * Double(n) + core
 
             let frozen = StepFLOPs(config: c, tokens: n, seqLen: t, trainable: { _ in false })

@@ -35,7 +35,7 @@ final class ModelConfigTests: XCTestCase {
         let rope = RoPE(config: cfg)
         XCTAssertEqual(Double(rope.attentionFactor), (0.1 * log(4.0) + 1) / (0.08 * log(4.0) + 1), accuracy: 1e-6)
         let m = 0.08 * log(4.0) + 1
-        XCTAssertEqual(Double(rope.softmaxScale), m * m / Double(cfg.qkHeadDim).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(Double(rope.softmaxScale), m * m / Double(cfg.attention.scoreDim).squareRoot(), accuracy: 1e-6)
         // The generator printed HF's inv_freq for this config: [1, 0.19764, 0.025, 0.0079].
         let expected: [Float] = [1, 0.19764, 0.025, 0.0079]
         for (x, y) in zip(rope.invFreq, expected) { XCTAssertEqual(x, y, accuracy: 1e-4 * max(y, 1e-3) + 5e-5) }

@@ -29,7 +29,7 @@ final class ModelDirectoryTests: XCTestCase {
             // Forward on the mapped model equals the HF reference.
             let loaded = try LoadedModel.open(model)
             XCTAssert(loaded.parameters.ordered.filter { $0.shape.count > 1 }.allSatisfy { !$0.ownsValue }, "\(name): matrices are mapped views")
-            let m = try DeepseekV2Model(config: loaded.config, parameters: loaded.parameters)
+            let m = try MoETransformer(config: loaded.config, parameters: loaded.parameters)
             _ = try m.forward(f.batch, training: false)
             let v = loaded.config.vocabSize
             XCTAssertLessThan(relativeToMax(m.logits(count: f.batch.batch * f.batch.seqLen * v), try XCTUnwrap(f.expectedArray("logits"))), 1e-4, name)

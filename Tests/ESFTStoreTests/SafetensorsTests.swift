@@ -105,7 +105,7 @@ final class SafetensorsTests: XCTestCase {
         let checkpoint = try HFCheckpoint(directory: fused)
         let (params, unused) = try checkpoint.loadParameters()
         XCTAssertEqual(unused, [])
-        let model = try DeepseekV2Model(config: checkpoint.config, parameters: params)
+        let model = try MoETransformer(config: checkpoint.config, parameters: params)
         _ = try model.forward(f.batch, training: false)
         _ = try f.model.forward(f.batch, training: false)
         let n = f.batch.batch * f.batch.seqLen * cfg.vocabSize

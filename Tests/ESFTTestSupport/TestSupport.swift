@@ -8,6 +8,14 @@ public enum Fixtures {
     public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures")
     public static var models: URL { root.appendingPathComponent("models") }
+    /// Fixtures of the other families (qwen3_moe, qwen2_moe, olmoe, mixtral), written by scripts/gen_family_fixtures.py.
+    public static var families: URL { root.appendingPathComponent("families") }
+
+    public static func familyNames() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: families.path)
+            .filter { FileManager.default.fileExists(atPath: families.appendingPathComponent($0).appendingPathComponent("expected.safetensors").path) }
+            .sorted()
+    }
 
     /// Every model fixture folder (written by scripts/gen_model_fixtures.py).
     public static func modelNames() throws -> [String] {
@@ -29,16 +37,16 @@ public struct ModelFixture {
     public let directory: URL
     public let checkpoint: HFCheckpoint
     public let parameters: ParameterSet
-    public let model: DeepseekV2Model
+    public let model: MoETransformer
     public let batch: TokenBatch
     public let expected: SafetensorsFile
 
-    public init(_ name: String) throws {
+    public init(_ name: String, in root: URL = Fixtures.models) throws {
         self.name = name
-        directory = Fixtures.models.appendingPathComponent(name)
+        directory = root.appendingPathComponent(name)
         checkpoint = try HFCheckpoint(directory: directory)
         (parameters, _) = try checkpoint.loadParameters()
-        model = try DeepseekV2Model(config: checkpoint.config, parameters: parameters)
+        model = try MoETransformer(config: checkpoint.config, parameters: parameters)
         batch = try Self.readInputs(directory.appendingPathComponent("inputs.json"))
         expected = try SafetensorsFile(path: directory.appendingPathComponent("expected.safetensors").path)
     }

@@ -19,9 +19,14 @@ enum DeepseekV2Family {
         case .router: return l + "mlp.gate.weight"
         case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
         case .sharedExperts(let p): return l + "mlp.shared_experts." + p.rawValue + ".weight"
+        case .sharedExpertGate: return l + "mlp.shared_experts.gate.weight"  // not a DeepSeek tensor: never in its specs
         case .routedExpert(let p): return l + "mlp.experts.\(id.expert ?? -1)." + p.rawValue + ".weight"
         }
     }
+
+    /// MLA's tensors (names of GQA's, such as `k_proj`, are not DeepSeek-V2 parameters).
+    static let mlaTensors: Set<ParameterID.AttentionTensor> = [.qProj, .qAProj, .qABias, .qANorm, .qBProj, .kvAProj, .kvABias,
+                                                               .kvANorm, .kvBProj, .oProj, .oBias]
 
     static func fusedExpertName(of id: ParameterID) -> String? {
         guard case .routedExpert(let p) = id.kind, let layer = id.layer else { return nil }
@@ -29,23 +34,16 @@ enum DeepseekV2Family {
     }
 
     static func parameterID(named name: String) -> ParameterID? {
-        switch name {
-        case "model.embed_tokens.weight": return .embedTokens
-        case "model.norm.weight": return .finalNorm
-        case "lm_head.weight": return .lmHead
-        default: break
-        }
-        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count >= 4, parts[0] == "model", parts[1] == "layers", let layer = tensorIndex(parts[2]) else { return nil }
-        let rest = parts[3...].joined(separator: ".")
+        guard let split = TensorNameParts(name) else { return nil }
+        guard case .layer(let layer, let rest, let mlp) = split else { if case .global(let id) = split { return id }; return nil }
         if rest == "input_layernorm.weight" { return .inputNorm(layer: layer) }
         if rest == "post_attention_layernorm.weight" { return .postAttentionNorm(layer: layer) }
         if rest == "mlp.gate.weight" { return .router(layer: layer) }
-        if rest.hasPrefix("self_attn."), let t = ParameterID.AttentionTensor(rawValue: String(rest.dropFirst("self_attn.".count))) {
+        if rest.hasPrefix("self_attn."), let t = ParameterID.AttentionTensor(rawValue: String(rest.dropFirst("self_attn.".count))),
+           mlaTensors.contains(t) {
             return .attention(t, layer: layer)
         }
         // mlp.P.weight, mlp.shared_experts.P.weight, mlp.experts.E.P.weight
-        let mlp = parts[3...]
         guard mlp.first == "mlp", mlp.last == "weight", let p = ParameterID.Projection(rawValue: String(mlp[mlp.endIndex - 2])) else { return nil }
         switch mlp.count {
         case 3: return .denseMLP(p, layer: layer)
@@ -59,19 +57,22 @@ enum DeepseekV2Family {
 
     /// The fields (and their order and spelling) of the fingerprints every earlier esft wrote for this family.
     static func fingerprintFields(_ c: ModelConfig) -> [(String, String)] {
+        // A deepseek_v2 config always holds MLA and the DeepSeek layer rule (parseConfig makes nothing else).
+        guard case .mla(let a) = c.attention, case .deepseek(let firstDense, let every) = c.moeLayerRule else { return [] }
+        let r = c.router
         var fields: [(String, String)] = [
             ("model_type", ModelFamily.deepseekV2.rawValue),
             ("vocab_size", "\(c.vocabSize)"), ("hidden_size", "\(c.hiddenSize)"),
             ("intermediate_size", "\(c.intermediateSize)"), ("moe_intermediate_size", "\(c.moeIntermediateSize)"),
-            ("num_hidden_layers", "\(c.numLayers)"), ("num_attention_heads", "\(c.numHeads)"),
-            ("q_lora_rank", c.qLoraRank.map { "\($0)" } ?? "null"), ("kv_lora_rank", "\(c.kvLoraRank)"),
-            ("qk_nope_head_dim", "\(c.qkNopeHeadDim)"), ("qk_rope_head_dim", "\(c.qkRopeHeadDim)"),
-            ("v_head_dim", "\(c.vHeadDim)"), ("attention_bias", "\(c.attentionBias)"),
-            ("n_routed_experts", "\(c.nRoutedExperts)"), ("n_shared_experts", "\(c.nSharedExperts)"),
-            ("num_experts_per_tok", "\(c.expertsPerToken)"), ("first_k_dense_replace", "\(c.firstKDenseReplace)"),
-            ("moe_layer_freq", "\(c.moeLayerFreq)"), ("topk_method", c.topkMethod.rawValue),
-            ("n_group", "\(c.nGroup)"), ("topk_group", "\(c.topkGroup)"), ("norm_topk_prob", "\(c.normTopkProb)"),
-            ("routed_scaling_factor", "\(c.routedScalingFactor)"), ("rms_norm_eps", "\(c.rmsNormEps)"),
+            ("num_hidden_layers", "\(c.numLayers)"), ("num_attention_heads", "\(a.heads)"),
+            ("q_lora_rank", a.qLoraRank.map { "\($0)" } ?? "null"), ("kv_lora_rank", "\(a.kvLoraRank)"),
+            ("qk_nope_head_dim", "\(a.qkNopeHeadDim)"), ("qk_rope_head_dim", "\(a.qkRopeHeadDim)"),
+            ("v_head_dim", "\(a.vHeadDim)"), ("attention_bias", "\(a.bias)"),
+            ("n_routed_experts", "\(c.nRoutedExperts)"), ("n_shared_experts", "\(c.sharedExperts.count)"),
+            ("num_experts_per_tok", "\(c.expertsPerToken)"), ("first_k_dense_replace", "\(firstDense)"),
+            ("moe_layer_freq", "\(every)"), ("topk_method", r.method.rawValue),
+            ("n_group", "\(r.groups)"), ("topk_group", "\(r.keepGroups)"), ("norm_topk_prob", "\(r.normalize)"),
+            ("routed_scaling_factor", "\(r.scale)"), ("rms_norm_eps", "\(c.rmsNormEps)"),
             ("rope_theta", "\(c.ropeTheta)"), ("tie_word_embeddings", "\(c.tieWordEmbeddings)"),
             ("max_position_embeddings", "\(c.maxPositionEmbeddings)"),
         ]
@@ -96,57 +97,49 @@ extension ModelConfig {
     init(deepseekV2 f: JSONReader) throws {
         family = .deepseekV2
         let source = f.source
-        if let act = try f.optionalField("hidden_act")?.string(), act != "silu" {
-            throw ESFTError("\(source): hidden_act '\(act)' is not supported (supported: silu)")
-        }
-        if try f.optionalField("mlp_bias")?.bool() == true {
-            throw ESFTError("\(source): mlp_bias true is not supported (DeepSeek-V2 MLPs have no bias)")
-        }
         if let scoring = try f.optionalField("scoring_func")?.string(), scoring != "softmax" {
             throw ESFTError("\(source): scoring_func '\(scoring)' is not supported (supported: softmax)")
         }
-        if let drop = try f.optionalField("attention_dropout")?.double(), drop != 0 {
-            throw ESFTError("\(source): attention_dropout \(drop) is not supported (only 0)")
+        (vocabSize, hiddenSize, intermediateSize, numLayers) = try ModelConfig.commonFields(f, family: "DeepSeek-V2")
+        let heads = try positiveInt(f, "num_attention_heads")
+        if let kvHeads = try f.optionalField("num_key_value_heads")?.int(), kvHeads != heads {
+            throw ESFTError("\(source): num_key_value_heads \(kvHeads) must equal num_attention_heads \(heads) for MLA")
         }
-
-        vocabSize = try positiveInt(f, "vocab_size")
-        hiddenSize = try positiveInt(f, "hidden_size")
-        intermediateSize = try positiveInt(f, "intermediate_size")
-        numLayers = try positiveInt(f, "num_hidden_layers")
-        numHeads = try positiveInt(f, "num_attention_heads")
-        if let kvHeads = try f.optionalField("num_key_value_heads")?.int(), kvHeads != numHeads {
-            throw ESFTError("\(source): num_key_value_heads \(kvHeads) must equal num_attention_heads \(numHeads) for MLA")
-        }
-        qLoraRank = try f.optionalField("q_lora_rank")?.int()
+        let qLoraRank = try f.optionalField("q_lora_rank")?.int()
         if let r = qLoraRank, r <= 0 { throw ESFTError("\(source): q_lora_rank must be null or positive, got \(r)") }
-        kvLoraRank = try positiveInt(f, "kv_lora_rank")
-        qkNopeHeadDim = try positiveInt(f, "qk_nope_head_dim")
-        qkRopeHeadDim = try positiveInt(f, "qk_rope_head_dim")
+        let kvLoraRank = try positiveInt(f, "kv_lora_rank")
+        let qkNopeHeadDim = try positiveInt(f, "qk_nope_head_dim")
+        let qkRopeHeadDim = try positiveInt(f, "qk_rope_head_dim")
         guard qkRopeHeadDim % 2 == 0 else {
             throw ESFTError("\(source): qk_rope_head_dim must be even (RoPE rotates pairs), got \(qkRopeHeadDim)")
         }
-        vHeadDim = try positiveInt(f, "v_head_dim")
-        attentionBias = try f.optionalField("attention_bias")?.bool() ?? false
+        attention = .mla(MLAShape(heads: heads, qLoraRank: qLoraRank, kvLoraRank: kvLoraRank, qkNopeHeadDim: qkNopeHeadDim,
+                                  qkRopeHeadDim: qkRopeHeadDim, vHeadDim: try positiveInt(f, "v_head_dim"),
+                                  bias: try f.optionalField("attention_bias")?.bool() ?? false))
 
         nRoutedExperts = try f.optionalField("n_routed_experts")?.int() ?? 0
-        nSharedExperts = try f.optionalField("n_shared_experts")?.int() ?? 0
+        let nSharedExperts = try f.optionalField("n_shared_experts")?.int() ?? 0
         moeIntermediateSize = try f.optionalField("moe_intermediate_size")?.int() ?? 0
         expertsPerToken = try f.optionalField("num_experts_per_tok")?.int() ?? 0
-        firstKDenseReplace = try f.optionalField("first_k_dense_replace")?.int() ?? 0
-        moeLayerFreq = try f.optionalField("moe_layer_freq")?.int() ?? 1
+        let firstKDenseReplace = try f.optionalField("first_k_dense_replace")?.int() ?? 0
+        let moeLayerFreq = try f.optionalField("moe_layer_freq")?.int() ?? 1
         let method = try f.optionalField("topk_method")?.string() ?? "greedy"
-        guard let m = TopKMethod(rawValue: method) else {
+        guard let topkMethod = TopKMethod(rawValue: method) else {
             throw ESFTError("\(source): topk_method '\(method)' is not supported (supported: greedy, group_limited_greedy)")
         }
-        topkMethod = m
-        nGroup = try f.optionalField("n_group")?.int() ?? 1
-        topkGroup = try f.optionalField("topk_group")?.int() ?? 1
-        normTopkProb = try f.optionalField("norm_topk_prob")?.bool() ?? false
-        routedScalingFactor = Float(try f.optionalField("routed_scaling_factor")?.double() ?? 1)
+        let nGroup = try f.optionalField("n_group")?.int() ?? 1
+        let topkGroup = try f.optionalField("topk_group")?.int() ?? 1
+        router = RouterRule(method: topkMethod, groups: nGroup, keepGroups: topkGroup,
+                            normalize: try f.optionalField("norm_topk_prob")?.bool() ?? false,
+                            scale: Float(try f.optionalField("routed_scaling_factor")?.double() ?? 1))
+        sharedExperts = nSharedExperts > 0 ? .plain(count: nSharedExperts, width: moeIntermediateSize) : .none
+        moeLayerRule = .deepseek(firstDense: firstKDenseReplace, every: moeLayerFreq)
         rmsNormEps = Float(try f.optionalField("rms_norm_eps")?.double() ?? 1e-6)
         tieWordEmbeddings = try f.optionalField("tie_word_embeddings")?.bool() ?? false
         maxPositionEmbeddings = try f.optionalField("max_position_embeddings")?.int() ?? 2048
         initializerRange = try f.optionalField("initializer_range")?.double() ?? 0.02
+        balanceLoss = .sequence
+        paddingIdx = nil
 
         if nRoutedExperts < 0 || nSharedExperts < 0 || firstKDenseReplace < 0 {
             throw ESFTError("\(source): n_routed_experts, n_shared_experts and first_k_dense_replace must be ≥ 0")

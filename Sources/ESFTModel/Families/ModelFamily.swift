@@ -6,6 +6,21 @@ import ESFTKernels
 /// (`DeepseekV2.swift`, …); the rest of esft asks the family of a config, never spells a family itself.
 public enum ModelFamily: String, CaseIterable, Sendable {
     case deepseekV2 = "deepseek_v2"
+    case qwen3MoE = "qwen3_moe"
+    case qwen2MoE = "qwen2_moe"
+    case olmoe
+    case mixtral
+
+    /// The rules of a GQA family (nil for DeepSeek-V2, whose rules are its own file's).
+    var gqaRules: GQAFamilyRules? {
+        switch self {
+        case .deepseekV2: return nil
+        case .qwen3MoE: return Qwen3MoEFamily.rules
+        case .qwen2MoE: return Qwen2MoEFamily.rules
+        case .olmoe: return OLMoEFamily.rules
+        case .mixtral: return MixtralFamily.rules
+        }
+    }
 
     /// The model_type values esft reads, for messages.
     public static var supported: String { allCases.map(\.rawValue).joined(separator: ", ") }
@@ -14,6 +29,10 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     func parseConfig(_ f: JSONReader) throws -> ModelConfig {
         switch self {
         case .deepseekV2: return try DeepseekV2Family.parseConfig(f)
+        case .qwen3MoE: return try Qwen3MoEFamily.parseConfig(f)
+        case .qwen2MoE: return try Qwen2MoEFamily.parseConfig(f)
+        case .olmoe: return try OLMoEFamily.parseConfig(f)
+        case .mixtral: return try MixtralFamily.parseConfig(f)
         }
     }
 
@@ -21,6 +40,8 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func tensorName(of id: ParameterID) -> String {
         switch self {
         case .deepseekV2: return DeepseekV2Family.tensorName(of: id)
+        // `!` here and below: every family but DeepSeek-V2 is a GQA family with rules.
+        default: return gqaRules!.tensorName(of: id)
         }
     }
 
@@ -29,6 +50,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func parameterID(named name: String) -> ParameterID? {
         switch self {
         case .deepseekV2: return DeepseekV2Family.parameterID(named: name)
+        default: return gqaRules!.parameterID(named: name)
         }
     }
 
@@ -37,6 +59,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func fusedExpertName(of id: ParameterID) -> String? {
         switch self {
         case .deepseekV2: return DeepseekV2Family.fusedExpertName(of: id)
+        default: return gqaRules!.fusedExpertName(of: id)
         }
     }
 
@@ -44,7 +67,27 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func fingerprintFields(_ c: ModelConfig) -> [(String, String)] {
         switch self {
         case .deepseekV2: return DeepseekV2Family.fingerprintFields(c)
+        default: return ModelConfig.gqaFingerprintFields(c)
         }
+    }
+}
+
+/// A tensor name split the way every family lays names out: the model-wide tensors, or
+/// `model.layers.L.<rest>` (rest also as its dot-separated parts).
+enum TensorNameParts {
+    case global(ParameterID)
+    case layer(Int, rest: String, parts: ArraySlice<Substring>)
+
+    init?(_ name: String) {
+        switch name {
+        case "model.embed_tokens.weight": self = .global(.embedTokens); return
+        case "model.norm.weight": self = .global(.finalNorm); return
+        case "lm_head.weight": self = .global(.lmHead); return
+        default: break
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 4, parts[0] == "model", parts[1] == "layers", let layer = tensorIndex(parts[2]) else { return nil }
+        self = .layer(layer, rest: parts[3...].joined(separator: "."), parts: parts[3...])
     }
 }
 
