@@ -16,13 +16,13 @@ struct DecoderLayer {
     let cfg: ModelConfig
 
     init(_ p: ParameterSet, layer l: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
-         counters: DispatchCounters) throws {
+         counters: DispatchCounters, balance: SwitchBalance?) throws {
         index = l; cfg = c
         inputNorm = try p.require(.inputNorm(layer: l), shape: [c.hiddenSize])
         postAttentionNorm = try p.require(.postAttentionNorm(layer: l), shape: [c.hiddenSize])
         attention = try Attention(p, layer: l, config: c)
         feedForward = c.isMoELayer(l)
-            ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange, counters: counters))
+            ? .moe(try MoELayer(p, layer: l, config: c, placement: placement, exchange: exchange, counters: counters, balance: balance))
             : .dense(try SwiGLUWeights(p, { .denseMLP($0, layer: l) }, dim: c.hiddenSize, inner: c.intermediateSize))
     }
 

@@ -34,10 +34,13 @@ struct MoELayer {
     let sharedGate: Parameter?
     let dispatcher: TokenDispatcher
     let cfg: ModelConfig
+    /// The switch-style balance loss's statistics and gradient, shared by the model's MoE layers (nil: DeepSeek's
+    /// sequence-level loss, per layer).
+    let balance: SwitchBalance?
 
     init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
-         counters: DispatchCounters) throws {
-        cfg = c
+         counters: DispatchCounters, balance: SwitchBalance?) throws {
+        cfg = c; self.balance = balance
         router = Router(weight: try p.require(.router(layer: layer), shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
         let mine = placement.layer(layer)
         let experts = try (0..<c.nRoutedExperts).map { e in
@@ -76,9 +79,12 @@ struct MoELayer {
                 shared.forward(x: x, n: n, g: g, u: u, a: a, y: out, accumulate: true)
             }
         }
-        return auxAlpha > 0
-            ? router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: nil)
-            : 0
+        guard auxAlpha > 0 else { return 0 }
+        if let balance {  // pooled over layers: the model computes it after the last one
+            balance.add(probs: probs, topkIdx: topkIdx, tokens: n, k: k)
+            return 0
+        }
+        return router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: nil)
     }
 
     /// dOut_ND = ∂L/∂out; dx_ND is written with ∂L/∂x (through experts, shared experts and router).
@@ -107,7 +113,9 @@ struct MoELayer {
         dispatcher.recordBackwardRouting(topkIdx: topkIdx, tokens: n)
         try dispatcher.backward(dOut: dOut, tokens: n, dx: dx, dTopkWeight: dTopk, saved: sv.dispatch, scratch: ws)
         let dProbs = ws.router.dProbs_NE.reuse(count: n * e, zeroed: true)
-        if auxAlpha > 0 {
+        if auxAlpha > 0, let balance {
+            balance.gradient.withUnsafeBufferPointer { g in for t in 0..<n { axpy(e, 1, g.baseAddress!, dProbs + t * e) } }
+        } else if auxAlpha > 0 {
             _ = router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: dProbs)
         }
         router.backward(dTopkWeight: dTopk, x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb,

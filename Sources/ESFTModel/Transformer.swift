@@ -54,8 +54,11 @@ public struct ForwardResult {
 public final class MoETransformer {
     public let config: ModelConfig
     public let parameters: ParameterSet
-    /// Weight of the DeepSeek sequence-level auxiliary balance loss (0: off, as for HF parity).
+    /// Weight of the family's auxiliary balance loss (0: off, as for HF parity): DeepSeek's sequence-level one, or
+    /// the switch-style one of Qwen, OLMoE and Mixtral (`config.balanceLoss`).
     public var auxLossAlpha: Float = 0
+    /// The switch-style loss's statistics, for families that define it.
+    let balance: SwitchBalance?
     /// Called during forward with each MoE layer's routing (relevance scoring listens here); an error it
     /// throws ends the forward.
     public var routingObserver: ((RoutingView) throws -> Void)?
@@ -88,6 +91,11 @@ public final class MoETransformer {
         self.config = config; self.parameters = parameters
         self.placement = placement ?? .single(experts: config.nRoutedExperts)
         self.exchange = exchange
+        if case .switchPooled = config.balanceLoss, config.nRoutedExperts > 0 {
+            balance = SwitchBalance(experts: config.nRoutedExperts)
+        } else {
+            balance = nil
+        }
         guard self.placement.ranks == exchange.ranks else {
             throw ESFTError("expert placement over \(self.placement.ranks) ranks, but the exchange has \(exchange.ranks)")
         }
@@ -95,9 +103,10 @@ public final class MoETransformer {
         embed = try parameters.require(.embedTokens, shape: [config.vocabSize, d])
         finalNorm = try parameters.require(.finalNorm, shape: [d])
         lmHead = config.tieWordEmbeddings ? embed : try parameters.require(.lmHead, shape: [config.vocabSize, d])
-        let placement = self.placement, counters = dispatchCounters
+        let placement = self.placement, counters = dispatchCounters, balance = self.balance
         layers = try (0..<config.numLayers).map {
-            try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange, counters: counters)
+            try DecoderLayer(parameters, layer: $0, config: config, placement: placement, exchange: exchange, counters: counters,
+                             balance: balance)
         }
         rope = RoPE(config: config)
         layerSaved = (0..<config.numLayers).map { _ in LayerSaved() }
@@ -232,11 +241,17 @@ public final class MoETransformer {
             parallelChunks(n, grain: 64) { r in for t in r { embed.copyRows(Int(ids[t]), 1, into: x0 + t * d) } }
         }
         var aux = 0.0
+        if auxLossAlpha > 0 { balance?.begin() }
         for l in 0..<config.numLayers {
             aux += try layers[l].forward(x: input(l), out: input(l + 1), batch: batch.batch, seqLen: batch.seqLen, rope: tables,
                                          auxAlpha: auxLossAlpha, auxRows: auxLossRows ?? batch.batch,
                                          saved: l >= lowest && !recomputeLayers ? layerSaved[l] : belowSaved, scratch: scratch,
                                          observer: routingObserver)
+        }
+        if auxLossAlpha > 0, let balance {
+            // This micro-batch's share of the rows the loss averages over (1 for a lone forward), as DeepSeek's loss weighs rows.
+            aux += try balance.finish(exchange: exchange, alpha: Double(auxLossAlpha), moeLayers: config.moeLayers.count,
+                                      seqLen: batch.seqLen, auxRows: auxLossRows)
         }
         return aux
     }

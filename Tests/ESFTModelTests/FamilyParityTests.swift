@@ -58,6 +58,33 @@ final class FamilyParityTests: XCTestCase {
         }
     }
 
+    /// transformers' switch-style load-balancing loss (coefficient 1, pooled over MoE layers and tokens) and its
+    /// gradient alone: an infinite loss denominator zeroes the cross-entropy's gradient. Same bounds as the
+    /// cross-entropy's; a weight used only after the last router has exactly zero aux gradient.
+    func testSwitchBalanceLossAndGradientMatchTransformers() throws {
+        for f in try fixtures() {
+            let expectedAux = try XCTUnwrap(f.expectedArray("aux_loss"), f.name)[0]
+            for p in f.parameters.ordered { p.makeTrainable() }
+            f.model.auxLossAlpha = 1
+            let result = try f.model.forward(f.batch, training: true, lossDenominator: .infinity)
+            try f.model.backward()
+            XCTAssertEqual(result.auxLoss, Double(expectedAux), accuracy: 1e-4 * Double(abs(expectedAux)), "\(f.name): aux_loss")
+            var worst = 0.0
+            for p in f.parameters.ordered {
+                let expected = try XCTUnwrap(f.expectedArray("auxgrad." + p.name), "\(f.name): auxgrad.\(p.name)")
+                let got = UnsafeBufferPointer(start: p.gradPointer, count: p.count)
+                if expected.allSatisfy({ $0 == 0 }) {
+                    XCTAssert(got.allSatisfy { $0 == 0 }, "\(f.name): auxgrad.\(p.name) should be zero")
+                } else {
+                    let err = relativeToMax(got, expected)
+                    XCTAssertLessThan(err, 1e-3, "\(f.name): auxgrad.\(p.name)")
+                    worst = max(worst, err)
+                }
+            }
+            print("\(f.name): aux \(result.auxLoss) vs \(expectedAux), worst aux-gradient rel err \(worst)")
+        }
+    }
+
     func testLogitsLossEveryGradientAndRoutingMatchTransformers() throws {
         for f in try fixtures() {
             let name = f.name
