@@ -27,7 +27,7 @@ public struct ExpertConfig: Equatable, Sendable {
     public func validate(against model: ModelConfig, source: String) throws {
         try validate(moeLayers: model.moeLayers, experts: model.nRoutedExperts, source: source)
         if sharedExperts && model.sharedExperts.width == 0 {
-            throw ESFTError("\(source): shared_experts is true but the model has no shared experts (n_shared_experts 0)")
+            throw ESFTError("\(source): shared_experts is true but the model has no shared experts")
         }
     }
 

@@ -4,7 +4,8 @@ import ESFTTestSupport
 import XCTest
 
 /// Incremental decoding with the KV cache against the engine's full forward, on every HF fixture (MLA with
-/// q_lora null and set, YaRN, dense and MoE layers, group-limited routing, tied heads).
+/// q_lora null and set, YaRN, dense and MoE layers, group-limited routing, tied heads) and every family
+/// fixture (GQA with 1 to 4 key/value heads, per-head and full-width q/k norms, biases, rotate-half RoPE).
 final class GenerationTests: XCTestCase {
     /// At every step, each sequence's logits equal the full forward's last-position logits on prompt +
     /// tokens so far, and the greedy token is that forward's argmax. Both compute the same sums; only GEMM
@@ -12,8 +13,9 @@ final class GenerationTests: XCTestCase {
     /// reduction depth (≤ hidden and attention widths, ~10²) stays well inside 1e-4 of the largest logit,
     /// the parity tests' logits bound. Batching prompts of different lengths must not change anything.
     func testCachedDecodingMatchesTheFullForward() throws {
-        for name in try Fixtures.modelNames() {
-            let f = try ModelFixture(name)
+        let all = try Fixtures.modelNames().map { ($0, Fixtures.models) } + Fixtures.familyNames().map { ($0, Fixtures.families) }
+        for (name, root) in all {
+            let f = try ModelFixture(name, in: root)
             let v = f.checkpoint.config.vocabSize, t = f.batch.seqLen
             let prompts = [Array(f.batch.inputIds[0..<min(5, t)]), Array(f.batch.inputIds[t..<(t + min(9, t))])]
             let newTokens = 6

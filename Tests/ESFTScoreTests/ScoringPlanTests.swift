@@ -65,7 +65,7 @@ final class ScoringPlanTests: XCTestCase {
         let work = try Fixtures.tempDirectory("esft-score-plan")
         defer { try? FileManager.default.removeItem(at: work) }
         let loaded = try LoadedModel.open(try ScoreFixtures.initModel(in: work))
-        let model = try DeepseekV2Model(config: loaded.config, parameters: loaded.parameters)
+        let model = try MoETransformer(config: loaded.config, parameters: loaded.parameters)
         var rng = SplitMix64(seed: 9)
         let ids = (0..<(3 * 16)).map { _ in Int32(rng.next() % 256) }
         let batch = TokenBatch(batch: 3, seqLen: 16, inputIds: ids, labels: ids)
