@@ -8,7 +8,7 @@ enum ForwardCommand {
     Usage: esft forward --model DIR --tokens FILE --out FILE.safetensors [--grads] [--trainable SPEC]
                         [--aux-alpha A] [--compare REF.safetensors] [--threads N] [--gemm G] [--compute C]
 
-    Runs DeepseekV2ForCausalLM on a batch of tokens and writes what Hugging Face transformers would
+    Runs the model (any supported family) on a batch of tokens and writes what Hugging Face transformers would
     compute, so that anyone can check this engine against their own reference.
 
       --model DIR        an esft model directory (esft import / esft init), or a Hugging Face one:

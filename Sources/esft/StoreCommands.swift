@@ -13,7 +13,8 @@ enum ImportCommand {
     static let help = """
     Usage: esft import HF_DIR OUT_DIR [--dtype fp32|bf16] [--expert-shards N]
 
-    Converts a Hugging Face DeepSeek-V2 checkpoint (config.json + safetensors, single file or sharded with
+    Converts a Hugging Face checkpoint of a supported family (deepseek_v2, qwen3_moe, qwen2_moe, olmoe,
+    mixtral: config.json + safetensors, single file or sharded with
     model.safetensors.index.json; experts per expert or fused 3-D) into an esft model directory: config.json,
     model.h5 (every non-expert tensor) and N expert shard files, each holding a contiguous range of expert
     ids for every MoE layer. Datasets are contiguous, uncompressed, allocated early and page-aligned, so
@@ -44,7 +45,7 @@ enum InitCommand {
     static let help = """
     Usage: esft init CONFIG.json OUT_DIR [--seed S] [--dtype fp32|bf16] [--expert-shards N]
 
-    Writes a randomly initialised esft model directory for a DeepSeek-V2 config (see configs/): weights
+    Writes a randomly initialised esft model directory for a config of any supported family (see configs/): weights
     normal(0, initializer_range), RMSNorm weights 1, biases 0, as Hugging Face initialises them. The same
     seed gives the same weights on any machine. OUT_DIR must not exist.
 
@@ -82,7 +83,8 @@ enum ExportCommand {
 
     Writes an esft model directory, with trained tensors merged in, in a form other tools load:
       safetensors (default)  a Hugging Face directory: config.json, model-0000i-of-0000N.safetensors and
-                             model.safetensors.index.json (DeepseekV2ForCausalLM.from_pretrained loads it)
+                             model.safetensors.index.json in the family's own tensor names (transformers'
+                             from_pretrained loads it)
       hdf5                   a new esft model directory
       --adapter              the ESFT reference's adapter layout instead: expert_cfg.json and a
                              model.safetensors holding only the trained tensors under their HF names

@@ -21,7 +21,7 @@ Commands:
   inspect    Describe a model directory: shards, dtypes, parameter counts, optimizer memory.
   export     Write a model (with trained tensors) as Hugging Face safetensors, an ESFT adapter, or HDF5.
   train      Train the selected experts (ESFT) or every parameter (--full), on one rank or under mpirun.
-  forward    Run a DeepSeek-V2 model on tokens; write logits, loss and (optionally) gradients
+  forward    Run a model on tokens; write logits, loss and (optionally) gradients
              to safetensors, for checking against Hugging Face transformers.
   score      Measure how much a task uses each routed expert (ESFT relevance scores).
   select     Choose the experts to train from scores; write the expert config and a report.
