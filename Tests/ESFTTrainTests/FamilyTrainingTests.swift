@@ -8,8 +8,8 @@ import XCTest
 /// Every new family end to end under `esft train` as a user runs it: a model initialised from a copy of the
 /// family fixture's config (the byte vocabulary of 259 ids, 16 experts top-4, 3 layers), random token rows, an ESFT
 /// expert config over its own MoE layers (the keys are the model's layer indices, so Qwen's dense layers are
-/// absent), the switch-style balance loss on; 1 rank against `mpirun -n 2` (and full fine-tuning on 3 ranks for
-/// Qwen2-MoE, whose gated shared expert and router then train too). Bounds as TrainEquivalenceTests': each
+/// absent; the shared expert and its gate train where the family has one), the switch-style balance loss on;
+/// 1 rank against `mpirun -n 2` (and full fine-tuning on 3 ranks for Qwen2-MoE, whose routers then train too). Bounds as TrainEquivalenceTests': each
 /// step's loss within 1e-6 relative, weights within 5% of a step per step.
 final class FamilyTrainingTests: XCTestCase {
     static let steps = 6, lr = 1e-3
@@ -110,6 +110,7 @@ final class FamilyTrainingTests: XCTestCase {
     }
 
     func testQwen3MoEESFTOnTwoRanks() throws { try assertSameTraining("qwen3_step2_mqa_tied_bf16", ["--experts", "EXPERTS"], ranks: 2) }
+    func testQwen2MoEESFTWithSharedExpertOnTwoRanks() throws { try assertSameTraining("qwen2_normtopk_dense1_tied_bf16", ["--experts", "EXPERTS"], ranks: 2) }
     func testQwen2MoEFullOnThreeRanks() throws { try assertSameTraining("qwen2_shared_bias", ["--full"], ranks: 3) }
     func testOLMoEESFTOnTwoRanks() throws { try assertSameTraining("olmoe_mha_qknorm_pad", ["--experts", "EXPERTS"], ranks: 2) }
     func testMixtralESFTOnTwoRanks() throws { try assertSameTraining("mixtral_gqa", ["--experts", "EXPERTS"], ranks: 2) }
