@@ -10,25 +10,8 @@ cd "$(dirname "$0")/.."
 esft=${1:-.build/release/esft}
 w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
 for model in qwen3-30b-a3b olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b deepseek-v2-lite; do
-  python3 - "$model" "$w/$model.experts.json" <<'PY'
-import json, sys
-config = json.load(open(f"configs/{sys.argv[1]}.json"))
-e = config.get("n_routed_experts") or config.get("num_experts") or config.get("num_local_experts")
-layers = config["num_hidden_layers"]
-if config["model_type"] == "deepseek_v2":
-    moe = [l for l in range(layers) if l >= config.get("first_k_dense_replace", 0) and l % config.get("moe_layer_freq", 1) == 0]
-elif config["model_type"] in ("qwen3_moe", "qwen2_moe"):
-    step, dense = config.get("decoder_sparse_step", 1), set(config.get("mlp_only_layers", []))
-    moe = [l for l in range(layers) if l not in dense and (l + 1) % step == 0]
-else:
-    moe = list(range(layers))
-k = max(1, round(0.07 * e))
-json.dump({"experts": {str(l): sorted({(l * 7 + j * 13) % e for j in range(k * 4)})[:k] for l in moe},
-           "shared_experts": False, "non_expert_modules": False}, open(sys.argv[2], "w"))
-print(f"{sys.argv[1]}: {k} of {e} routed experts in each of {len(moe)} MoE layers")
-open(sys.argv[2] + ".experts", "w").write(str(e))
-PY
-  experts=$(cat "$w/$model.experts.json.experts")
+  echo "$model: $(python3 scripts/spread_experts.py "configs/$model.json" "$w/$model.experts.json")"
+  experts=$(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c.get('n_routed_experts') or c.get('num_experts') or c.get('num_local_experts'))" "configs/$model.json")
   for node in 24GiB 256GiB; do
     fits=""
     for r in 1 2 4 8 16 32 64 128; do

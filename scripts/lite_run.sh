@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# A DeepSeek-V2-Lite-sized ESFT run on one node (issue 12; developer-run, not in CI; hours, ~31 GB disk).
+# A DeepSeek-V2-Lite-sized ESFT run on one node (issue 12; developer-run, not in CI; hours, ~31 GB disk),
+# or another real-shape config's (issue 26: OLMoE-1B-7B, ~14 GB).
 #
-#   scripts/lite_run.sh [WORK_DIR] [STEPS]      (default /work/lite, 2 steps)
+#   scripts/lite_run.sh [WORK_DIR] [STEPS] [CONFIG] [EXPERTS]
+#       (default /work/lite, 2 steps, configs/deepseek-v2-lite.json, the reference's intent expert config)
+#   scripts/lite_run.sh /work/olmoe 2 configs/olmoe-1b-7b.json spread   # 4 of 64 experts per layer (6.3%)
 #
 # 1. esft init configs/deepseek-v2-lite.json: 15.7 B random parameters stored bf16 (~31 GB, ~11 min on 2 cores).
 # 2. A token dataset of rows of 4096 tokens (the reference's intent training data, byte tokens; the
@@ -14,9 +17,15 @@
 # Results land in WORK_DIR/results/*.json; docs/performance.md ("DeepSeek-V2-Lite on one node") quotes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work="${1:-/work/lite}"; steps="${2:-2}"
+work="${1:-/work/lite}"; steps="${2:-2}"; config="${3:-configs/deepseek-v2-lite.json}"
 esft="$(pwd)/.build/release/esft"
-experts="../shared/esft-reference/routing/intent/expert_config.json"
+experts="${4:-../shared/esft-reference/routing/intent/expert_config.json}"
+mkdir -p "$work"
+if [ "$experts" = spread ]; then
+    # About 7% of each MoE layer's routed experts, a fixed spread of ids (as scripts/family_plans.sh).
+    experts="$work/spread-experts.json"
+    python3 scripts/spread_experts.py "$config" "$experts"
+fi
 task="../shared/esft-reference/datasets/train/intent.jsonl"
 for f in "$experts" "$task"; do [ -e "$f" ] || { echo "lite_run: $f is missing (../shared/esft-reference)" >&2; exit 2; }; done
 mkdir -p "$work/results"
@@ -24,7 +33,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 watch() { local name="$1"; shift; python3 scripts/memory_watch.py "$work/results/$name.memory.json" -- "$@"; }
 
 if [ ! -e "$work/model/config.json" ]; then
-    watch init /usr/bin/env "$esft" init configs/deepseek-v2-lite.json "$work/model" --dtype bf16 --seed 1 --expert-shards 4
+    watch init /usr/bin/env "$esft" init "$config" "$work/model" --dtype bf16 --seed 1 --expert-shards 4
 fi
 if [ ! -e "$work/intent-4096.h5" ]; then
     "$esft" data prepare --tokenizer bytes --input "$task" --seq-len 4096 --out "$work/intent-4096.h5" --recipe reference \

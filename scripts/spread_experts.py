@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""An ESFT expert config training about 7% of each MoE layer's routed experts, a fixed spread of ids, for a
+real-shape config.json (scripts/family_plans.sh, scripts/lite_run.sh):
+
+    python3 scripts/spread_experts.py CONFIG.json OUT.json      # prints "K of E routed experts in each of L MoE layers"
+"""
+import json
+import sys
+
+config = json.load(open(sys.argv[1]))
+experts = config.get("n_routed_experts") or config.get("num_experts") or config.get("num_local_experts")
+layers = range(config["num_hidden_layers"])
+if config["model_type"] == "deepseek_v2":
+    moe = [l for l in layers if l >= config.get("first_k_dense_replace", 0) and l % config.get("moe_layer_freq", 1) == 0]
+elif config["model_type"] in ("qwen3_moe", "qwen2_moe"):
+    step, dense = config.get("decoder_sparse_step", 1), set(config.get("mlp_only_layers", []))
+    moe = [l for l in layers if l not in dense and (l + 1) % step == 0]
+else:
+    moe = list(layers)
+k = max(1, round(0.07 * experts))
+json.dump({"experts": {str(l): sorted({(l * 7 + j * 13) % experts for j in range(4 * k)})[:k] for l in moe},
+           "shared_experts": False, "non_expert_modules": False}, open(sys.argv[2], "w"))
+print(f"{k} of {experts} routed experts in each of {len(moe)} MoE layers")
