@@ -18,6 +18,18 @@ elif config["model_type"] in ("qwen3_moe", "qwen2_moe"):
 else:
     moe = list(layers)
 k = max(1, round(0.07 * experts))
-json.dump({"experts": {str(l): sorted({(l * 7 + j * 13) % experts for j in range(4 * k)})[:k] for l in moe},
+def spread(layer):
+    """The first k distinct ids of layer·7 + j·13 (mod E): spread over the id range, so over every rank's block."""
+    ids = []
+    for j in range(4 * experts):
+        e = (layer * 7 + j * 13) % experts
+        if e not in ids:
+            ids.append(e)
+        if len(ids) == k:
+            break
+    return sorted(ids)
+
+
+json.dump({"experts": {str(l): spread(l) for l in moe},
            "shared_experts": False, "non_expert_modules": False}, open(sys.argv[2], "w"))
 print(f"{k} of {experts} routed experts in each of {len(moe)} MoE layers")
