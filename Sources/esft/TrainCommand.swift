@@ -43,7 +43,9 @@ enum TrainCommand {
       --eval-every K     validation loss every K steps on the validation rows (default 0: never)
       --eval-rows V      validation rows per evaluation (default 0: all)
       --grad-clip C      clip the global gradient norm to C (default 1.0; 0: off)
-      --aux-alpha A      DeepSeek sequence-level balance loss weight (default 0; the reference used 0.001)
+      --aux-alpha A      balance loss weight (default 0): DeepSeek's sequence-level loss (the reference used 0.001);
+                         for Qwen, OLMoE and Mixtral the switch loss transformers adds as router_aux_loss_coef
+                         when output_router_logits is on (give that coefficient to match it)
       --weight-decay, --beta1, --beta2, --eps   AdamW (defaults 0.1, 0.9, 0.95, 1e-8)
       --threads T        kernel and GEMM threads per rank (0 or absent: the cores the rank may use)
     \(GEMMLayer.helpLines)
