@@ -47,8 +47,8 @@ extension MLAttention {
             let r0 = span.row, c = span.count, p = span.position, keys = p + c
             // Rotate at absolute positions p..<p+c: the tables start at position p.
             let cosP = rope.cos + p * half, sinP = rope.sin + p * half
-            RoPE.rotate(kpe + r0 * k.dr, rows: c, stride: k.dr, seqLen: c, dim: k.dr, cos: cosP, sin: sinP, inverse: false)
-            RoPE.rotate(q + r0 * k.ldq + k.dn, rows: c * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: c, dim: k.dr,
+            rotateRope(kpe + r0 * k.dr, rows: c, stride: k.dr, seqLen: c, dim: k.dr, cos: cosP, sin: sinP, inverse: false)
+            rotateRope(q + r0 * k.ldq + k.dn, rows: c * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: c, dim: k.dr,
                         cos: cosP, sin: sinP, inverse: false)
             cache.row(0, slot: span.slot, position: p).update(from: kv + r0 * k.ldkv, count: c * k.ldkv)
             cache.row(1, slot: span.slot, position: p).update(from: kpe + r0 * k.dr, count: c * k.dr)

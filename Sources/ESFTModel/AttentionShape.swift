@@ -172,6 +172,8 @@ public struct MLAShape: Equatable, Sendable {
     public var vHeadDim: Int
     /// Biases on q_a, kv_a and o (DeepSeek's attention_bias).
     public var bias: Bool
+    /// RoPE on interleaved pairs (DeepSeek-V2; V3's rope_interleave, the default) or rotate-half pairs.
+    public var ropeInterleaved: Bool = true
     public var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
 }
 

@@ -9,7 +9,7 @@ public enum RandomInit {
         let count = spec.shape.reduce(1, *)
         if spec.name.hasSuffix("norm.weight") {
             p.update(repeating: 1, count: count)
-        } else if spec.name.hasSuffix(".bias") {
+        } else if spec.name.hasSuffix(".bias") || spec.id.isBuffer {  // biases, and V3's selection bias, start at 0 as in HF
             p.update(repeating: 0, count: count)
         } else {
             var rng = SplitMix64.stream(seed: seed, index: UInt64(index))

@@ -36,6 +36,17 @@ struct MLAttention {
         oBias = c.bias ? try p.require(.attention(.oBias, layer: layer), shape: [d]) : nil
     }
 
+    /// MLA's RoPE on the rope part: interleaved pairs (DeepSeek-V2; V3 with rope_interleave, whose de-interleaving
+    /// only reorders q and k alike, so the scores are the same) or rotate-half pairs (V3 without).
+    func rotateRope(_ x: UnsafeMutablePointer<Float>, rows: Int, stride: Int, rowsPerToken: Int = 1, seqLen: Int, dim: Int,
+                    cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, inverse: Bool) {
+        if a.ropeInterleaved {
+            RoPE.rotate(x, rows: rows, stride: stride, rowsPerToken: rowsPerToken, seqLen: seqLen, dim: dim, cos: cos, sin: sin, inverse: inverse)
+        } else {
+            RoPE.rotateHalves(x, rows: rows, stride: stride, rowsPerToken: rowsPerToken, seqLen: seqLen, dim: dim, cos: cos, sin: sin, inverse: inverse)
+        }
+    }
+
     /// Whether backward must compute weight gradients here.
     var hasTrainable: Bool {
         [qProj, qaProj, qaBias, qaNorm, qbProj, kvaProj, kvaBias, kvaNorm, kvbProj, oProj, oBias].contains { $0?.isTrainable == true }
@@ -51,8 +62,8 @@ struct MLAttention {
                  rope: RopeTables, saved sv: AttentionSaved, scratch: AttentionScratch) {
         let n = b * t, d = hidden, k = dims
         let (q, kv, kpe) = project(x: x, rows: n, saved: sv)
-        RoPE.rotate(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
-        RoPE.rotate(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
+        rotateRope(kpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: false)
+        rotateRope(q + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
                     cos: rope.cos, sin: rope.sin, inverse: false)
         let o = sv.o_NO.reuse(count: n * k.ldo), lse = sv.lse_NH.reuse(count: n * k.h)
         let s = scratch.scores_TT.reuse(count: t * t)
@@ -156,9 +167,9 @@ struct MLAttention {
                 }
             }
         }
-        RoPE.rotate(dq + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
+        rotateRope(dq + k.dn, rows: n * k.h, stride: k.dqk, rowsPerToken: k.h, seqLen: t, dim: k.dr,
                     cos: rope.cos, sin: rope.sin, inverse: true)
-        RoPE.rotate(dkpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: true)
+        rotateRope(dkpe, rows: n, stride: k.dr, seqLen: t, dim: k.dr, cos: rope.cos, sin: rope.sin, inverse: true)
 
         // Back through kv_b, kv_a_layernorm and kv_a (whose output also carried the rope key).
         let ckv = sv.ckv_NC.reuse(count: n * k.ldc), cn = sv.cNormed_NR.reuse(count: n * k.rkv)

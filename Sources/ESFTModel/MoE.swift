@@ -41,7 +41,8 @@ struct MoELayer {
     init(_ p: ParameterSet, layer: Int, config c: ModelConfig, placement: ExpertPlacement, exchange: RowExchange,
          counters: DispatchCounters, balance: SwitchBalance?) throws {
         cfg = c; self.balance = balance
-        router = Router(weight: try p.require(.router(layer: layer), shape: [c.nRoutedExperts, c.hiddenSize]), cfg: c)
+        router = Router(weight: try p.require(.router(layer: layer), shape: [c.nRoutedExperts, c.hiddenSize]),
+                        bias: c.router.selectionBias ? try p.require(.routerBias(layer: layer), shape: [c.nRoutedExperts]) : nil, cfg: c)
         let mine = placement.layer(layer)
         let experts = try (0..<c.nRoutedExperts).map { e in
             mine.owner(of: e) == exchange.rank ? try SwiGLUWeights(p, { .routedExpert($0, layer: layer, expert: e) }, dim: c.hiddenSize, inner: c.moeIntermediateSize) : nil
@@ -79,7 +80,7 @@ struct MoELayer {
                 shared.forward(x: x, n: n, g: g, u: u, a: a, y: out, accumulate: true)
             }
         }
-        guard auxAlpha > 0 else { return 0 }
+        guard auxAlpha > 0, cfg.balanceLoss != .none else { return 0 }
         if let balance {  // pooled over layers: the model computes it after the last one
             balance.add(probs: probs, topkIdx: topkIdx, tokens: n, k: k)
             return 0
@@ -113,7 +114,9 @@ struct MoELayer {
         dispatcher.recordBackwardRouting(topkIdx: topkIdx, tokens: n)
         try dispatcher.backward(dOut: dOut, tokens: n, dx: dx, dTopkWeight: dTopk, saved: sv.dispatch, scratch: ws)
         let dProbs = ws.router.dProbs_NE.reuse(count: n * e, zeroed: true)
-        if auxAlpha > 0, let balance {
+        if cfg.balanceLoss == .none {
+            // No balance loss for this family (DeepSeek-V3): the router's gradient is its weights' only.
+        } else if auxAlpha > 0, let balance {
             balance.gradient.withUnsafeBufferPointer { g in for t in 0..<n { axpy(e, 1, g.baseAddress!, dProbs + t * e) } }
         } else if auxAlpha > 0 {
             _ = router.auxLoss(probs: probs, topkIdx: topkIdx, batch: batch, seqLen: seqLen, rows: auxRows, alpha: auxAlpha, dProbs: dProbs)

@@ -1,7 +1,10 @@
 /// How an MoE layer's router turns the gate's probabilities into each token's experts and their weights.
 public struct RouterRule: Equatable, Sendable {
-    /// Greedy top-k, or DeepSeek-V2's group-limited top-k (the experts of the `keepGroups` of `groups` equal
-    /// groups whose best probability is highest).
+    /// How the gate's logits become scores: a softmax over the experts, or each expert's sigmoid (DeepSeek-V3).
+    public enum Scoring: String, Equatable, Sendable { case softmax, sigmoid }
+    public var scoring: Scoring = .softmax
+    /// Greedy top-k, DeepSeek-V2's group-limited top-k (the experts of the `keepGroups` of `groups` equal
+    /// groups whose best probability is highest), or DeepSeek-V3's (groups by their two best biased scores).
     public var method: TopKMethod
     /// n_group and topk_group as the config gives them (used only by the group-limited method).
     public var groups: Int
@@ -10,6 +13,8 @@ public struct RouterRule: Equatable, Sendable {
     public var normalize: Bool
     /// Multiplies the (renormalised) weights (routed_scaling_factor; 1 where a family has none).
     public var scale: Float
+    /// DeepSeek-V3: the choice is made on score + `e_score_correction_bias` (a buffer); the weights stay unbiased.
+    public var selectionBias = false
 
     public init(method: TopKMethod, groups: Int = 1, keepGroups: Int = 1, normalize: Bool, scale: Float = 1) {
         self.method = method; self.groups = groups; self.keepGroups = keepGroups; self.normalize = normalize; self.scale = scale

@@ -4,13 +4,18 @@ import Foundation
 /// How the router picks each token's experts.
 public enum TopKMethod: String, Sendable {
     case greedy
+    /// DeepSeek-V2: the experts of the topk_group groups with the best single probability.
     case groupLimitedGreedy = "group_limited_greedy"
+    /// DeepSeek-V3: groups ranked by the sum of their two best biased scores; the others' scores count as 0.
+    case noauxTC = "noaux_tc"
 }
 
 /// The auxiliary load-balancing loss a family defines.
 public enum BalanceLoss: Equatable, Sendable {
     /// DeepSeek's sequence-level loss, per MoE layer (`Router.auxLoss`).
     case sequence
+    /// None (DeepSeek-V3: balanced by its selection bias; transformers defines no auxiliary loss for it).
+    case none
     /// The switch-transformer loss transformers gives Qwen, OLMoE and Mixtral: counts and probabilities pooled
     /// over all MoE layers and tokens, E·Σ_e f_e·P_e; `coefficient` is the config's router_aux_loss_coef.
     case switchPooled(coefficient: Double)

@@ -32,13 +32,14 @@ public struct ModelSizes {
         let e = Double(c.nRoutedExperts), im = Double(c.moeIntermediateSize), shared = Double(c.sharedExperts.width)
         let dense = 3 * Double(c.intermediateSize) * d
         let gate = { if case .gated = c.sharedExperts { return d } else { return 0 } }()
-        let moe = e * d + e * 3 * im * d + (shared > 0 ? 3 * shared * d : 0) + gate
+        let bias = c.router.selectionBias ? e : 0
+        let moe = e * d + e * 3 * im * d + (shared > 0 ? 3 * shared * d : 0) + gate + bias
         if denseLayers > 0 { largest = max(largest, Double(c.intermediateSize) * d) }
         if moeLayers > 0 { largest = max(largest, e * d, im * d, shared * d) }
         let layers = Double(c.numLayers)
         parameters = v * d * (c.tieWordEmbeddings ? 1 : 2) + layers * (attention + 2 * d) + d + denseLayers * dense + moeLayers * moe
         tensors = 2 + (c.tieWordEmbeddings ? 0 : 1) + layers * (attentionTensors + 2) + denseLayers * 3
-            + moeLayers * (1 + 3 * e + (shared > 0 ? 3 : 0) + (gate > 0 ? 1 : 0))
+            + moeLayers * (1 + 3 * e + (shared > 0 ? 3 : 0) + (gate > 0 ? 1 : 0) + (bias > 0 ? 1 : 0))
         largestTensor = largest
     }
 

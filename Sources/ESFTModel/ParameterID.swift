@@ -23,6 +23,9 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         case inputNorm, postAttentionNorm
         /// The MoE router's gate (`mlp.gate.weight`), not an expert.
         case router
+        /// DeepSeek-V3's selection bias of the router (`mlp.gate.e_score_correction_bias`, [E]): a buffer that
+        /// changes which experts are chosen, never trained (`isBuffer`).
+        case routerBias
         case denseMLP(Projection)
         case sharedExperts(Projection)
         /// Qwen2-MoE's scalar gate of its shared expert (`mlp.shared_expert_gate.weight`, [1, D]).
@@ -45,6 +48,7 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
     public static func inputNorm(layer: Int) -> ParameterID { .init(layer: layer, kind: .inputNorm, expert: nil) }
     public static func postAttentionNorm(layer: Int) -> ParameterID { .init(layer: layer, kind: .postAttentionNorm, expert: nil) }
     public static func router(layer: Int) -> ParameterID { .init(layer: layer, kind: .router, expert: nil) }
+    public static func routerBias(layer: Int) -> ParameterID { .init(layer: layer, kind: .routerBias, expert: nil) }
     public static func denseMLP(_ p: Projection, layer: Int) -> ParameterID { .init(layer: layer, kind: .denseMLP(p), expert: nil) }
     public static func sharedExperts(_ p: Projection, layer: Int) -> ParameterID { .init(layer: layer, kind: .sharedExperts(p), expert: nil) }
     public static func sharedExpertGate(layer: Int) -> ParameterID { .init(layer: layer, kind: .sharedExpertGate, expert: nil) }
@@ -57,6 +61,9 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         guard case .routedExpert = kind, let layer, let expert else { return nil }
         return (layer, expert)
     }
+    /// A buffer of the model (DeepSeek-V3's router selection bias): read like a weight, never trained, no gradient.
+    public var isBuffer: Bool { if case .routerBias = kind { return true } else { return false } }
+
     /// The shared experts' tensors, Qwen2-MoE's gate of its shared expert included (it only scales that expert).
     public var isSharedExpert: Bool {
         switch kind { case .sharedExperts, .sharedExpertGate: return true; default: return false }
@@ -73,6 +80,7 @@ public struct ParameterID: Hashable, Sendable, CustomStringConvertible {
         case .inputNorm: return at + "input norm"
         case .postAttentionNorm: return at + "post-attention norm"
         case .router: return at + "router"
+        case .routerBias: return at + "router selection bias"
         case .denseMLP(let p): return at + "dense MLP \(p.rawValue)"
         case .sharedExperts(let p): return at + "shared experts \(p.rawValue)"
         case .sharedExpertGate: return at + "shared expert gate"

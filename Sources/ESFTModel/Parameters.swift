@@ -70,7 +70,9 @@ public final class Parameter {
 
     /// Moves values into owned fp32 memory (weights that train must be writable, and fp32) and adds a
     /// zeroed gradient of its own (tools and tests; the trainer binds arena views with `bindTrainable`).
+    /// A buffer (DeepSeek-V3's selection bias) never trains: nothing happens.
     public func makeTrainable() {
+        guard !id.isBuffer else { return }
         makeOwnedF32()
         if gradPointer == nil { let g = FloatBuffer(count: count); gradPointer = g.pointer; gradOwner = g }
     }
@@ -150,6 +152,7 @@ extension ModelConfig {
             for (id, shape) in attention.specs(layer: l, hidden: d) { add(id, shape) }
             if isMoELayer(l) {
                 add(.router(layer: l), [nRoutedExperts, d])
+                if router.selectionBias { add(.routerBias(layer: l), [nRoutedExperts]) }
                 for e in 0..<nRoutedExperts {
                     addMLP(inner: moeIntermediateSize) { .routedExpert($0, layer: l, expert: e) }
                 }

@@ -73,16 +73,16 @@ public struct RoPE {
         return (c, s)
     }
 
-    /// Rotates `rows` contiguous vectors of `dim` floats in place with rotate-half pairs (x[i], x[i + dim/2])
+    /// Rotates `rows` vectors of `dim` floats (`stride` apart, default contiguous) in place with rotate-half pairs (x[i], x[i + dim/2])
     /// (the transpose, for backward, when `inverse`). Row r belongs to token r / rowsPerToken at position
     /// (r / rowsPerToken) % seqLen.
-    public static func rotateHalves(_ x: UnsafeMutablePointer<Float>, rows: Int, rowsPerToken: Int = 1, seqLen: Int, dim: Int,
-                                    cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, inverse: Bool) {
+    public static func rotateHalves(_ x: UnsafeMutablePointer<Float>, rows: Int, stride: Int? = nil, rowsPerToken: Int = 1, seqLen: Int,
+                                    dim: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, inverse: Bool) {
         let half = dim / 2
         let sign: Float = inverse ? -1 : 1
         parallelChunks(rows, grain: 256) { range in
             for r in range {
-                let v = x + r * dim, p = (r / rowsPerToken) % seqLen
+                let v = x + r * (stride ?? dim), p = (r / rowsPerToken) % seqLen
                 let c = cos + p * half, s = sin + p * half
                 for i in 0..<half {
                     let a = v[i], b = v[i + half], sn = sign * s[i]

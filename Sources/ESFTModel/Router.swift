@@ -1,11 +1,14 @@
 import ESFTKernels
 import Foundation
 
-/// The MoE gate: fp32 softmax over experts, greedy or group-limited top-k, optional renormalisation of
-/// the chosen probabilities (DeepSeek's norm_topk_prob), then routed_scaling_factor. Also the DeepSeek
-/// sequence-level auxiliary balance loss, which pushes gradient into the softmax probabilities.
+/// The MoE gate: fp32 scores over experts (a softmax, or DeepSeek-V3's per-expert sigmoid), greedy or
+/// group-limited top-k (V3: chosen on score + selection bias, groups by their two best biased scores),
+/// optional renormalisation of the chosen scores (norm_topk_prob), then routed_scaling_factor. Also the
+/// DeepSeek sequence-level auxiliary balance loss, which pushes gradient into the softmax probabilities.
 struct Router {
     let weight: Parameter  // [E, D]
+    /// DeepSeek-V3's selection bias [E] (a buffer: it moves the choice, never the weights, and gets no gradient).
+    let bias: Parameter?
     let cfg: ModelConfig
 
     var experts: Int { cfg.nRoutedExperts }
@@ -18,16 +21,30 @@ struct Router {
         let e = experts, d = cfg.hiddenSize
         let logits = scratch.logits_NE.reuse(count: n * e)
         Linear.forward(x: x, weight: weight.weight, bias: nil, y: logits, n: n, inDim: d, outDim: e)
-        Softmax.forward(x: logits, y: probs, rows: n, cols: e)
-        let k = self.k, cfg = self.cfg
+        if cfg.router.scoring == .sigmoid {
+            parallelChunks(n * e, grain: 4096) { r in for i in r { probs[i] = 1 / (1 + expf(-logits[i])) } }
+        } else {
+            Softmax.forward(x: logits, y: probs, rows: n, cols: e)
+        }
+        let k = self.k, cfg = self.cfg, selectionBias = bias?.value
         parallelChunks(n, grain: 64) { range in
             // Per-chunk buffers: nothing is allocated per token.
             var allowed = [Bool](repeating: true, count: e)
             var groups = GroupScratch(cfg)
+            var choice = [Float](repeating: 0, count: cfg.router.method == .noauxTC ? e : 0)
             for t in range {
                 let p = probs + t * e
-                if cfg.router.method == .groupLimitedGreedy { groups.allowedExperts(p, cfg: cfg, into: &allowed) }
-                Router.topK(p, count: e, k: k, allowed: allowed, idx: topkIdx + t * k)
+                switch cfg.router.method {
+                case .greedy:
+                    Router.topK(p, count: e, k: k, allowed: allowed, idx: topkIdx + t * k)
+                case .groupLimitedGreedy:
+                    groups.allowedExperts(p, cfg: cfg, into: &allowed)
+                    Router.topK(p, count: e, k: k, allowed: allowed, idx: topkIdx + t * k)
+                case .noauxTC:
+                    for i in 0..<e { choice[i] = p[i] + (selectionBias?[i] ?? 0) }
+                    groups.allowedByBestPairs(choice, cfg: cfg, into: &allowed)
+                    choice.withUnsafeBufferPointer { Router.topK($0.baseAddress!, count: e, k: k, allowed: allowed, idx: topkIdx + t * k) }
+                }
                 var sum: Float = 0
                 for j in 0..<k { let v = p[Int(topkIdx[t * k + j])]; topkProb[t * k + j] = v; sum += v }
                 let norm: Float = (cfg.router.normalize && k > 1) ? 1 / (sum + 1e-20) : 1
@@ -93,7 +110,11 @@ struct Router {
             }
         }
         let dLogits = scratch.dLogits_NE.reuse(count: n * e)
-        Softmax.backward(dy: dProbs, y: probs, dx: dLogits, rows: n, cols: e)
+        if cfg.router.scoring == .sigmoid {  // s = σ(logit): ∂s/∂logit = s(1 − s), expert by expert
+            parallelChunks(n * e, grain: 4096) { r in for i in r { dLogits[i] = dProbs[i] * probs[i] * (1 - probs[i]) } }
+        } else {
+            Softmax.backward(dy: dProbs, y: probs, dx: dLogits, rows: n, cols: e)
+        }
         Linear.backward(dy: dLogits, x: x, weight: weight.weight, dx: dx, dWeight: weight.gradPointer, dBias: nil,
                         n: n, inDim: d, outDim: e, accumulateDx: true)
     }
@@ -105,7 +126,10 @@ final class RouterScratch: ReusableGroup {
     let dLogits_NE = Reusable<Float>()
 }
 
-/// group_limited_greedy: keep the experts of the topk_group groups with the highest max probability.
+/// Group-limited routing: only the experts of the topk_group best-scoring groups may be chosen. A group's score
+/// is its best probability (group_limited_greedy, DeepSeek-V2) or the sum of its two best biased scores
+/// (noaux_tc, DeepSeek-V3 as transformers 5.25's DeepseekV3TopkRouter; the other groups' experts count as −∞,
+/// so a negative biased score in a kept group still wins over them).
 struct GroupScratch {
     var best: [Float]
     var chosen: [Int32]
@@ -124,7 +148,25 @@ struct GroupScratch {
             for j in 0..<per { m = max(m, p[g * per + j]) }
             best[g] = m
         }
-        let k = cfg.router.keepGroups, all = everyGroup
+        allowBestGroups(cfg, per: per, into: &allowed)
+    }
+
+    mutating func allowedByBestPairs(_ choice: [Float], cfg: ModelConfig, into allowed: inout [Bool]) {
+        let groups = cfg.router.groups, per = cfg.nRoutedExperts / groups
+        for g in 0..<groups {
+            var first = -Float.infinity, second = -Float.infinity
+            for j in 0..<per {
+                let v = choice[g * per + j]
+                if v > first { second = first; first = v } else if v > second { second = v }
+            }
+            best[g] = first + second
+        }
+        allowBestGroups(cfg, per: per, into: &allowed)
+    }
+
+    /// allowed = the experts of the keepGroups groups with the highest `best`.
+    private mutating func allowBestGroups(_ cfg: ModelConfig, per: Int, into allowed: inout [Bool]) {
+        let k = cfg.router.keepGroups, all = everyGroup, groups = cfg.router.groups
         best.withUnsafeBufferPointer { b in
             chosen.withUnsafeMutableBufferPointer { c in
                 Router.topK(b.baseAddress!, count: groups, k: k, allowed: all, idx: c.baseAddress!)

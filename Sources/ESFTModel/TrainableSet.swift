@@ -3,7 +3,8 @@
 public struct TrainableSet: Equatable, Sendable {
     public let ids: Set<ParameterID>
 
-    public init<S: Sequence>(_ ids: S) where S.Element == ParameterID { self.ids = Set(ids) }
+    /// Buffers (DeepSeek-V3's router selection bias) are never trained, whatever asks for them.
+    public init<S: Sequence>(_ ids: S) where S.Element == ParameterID { self.ids = Set(ids.filter { !$0.isBuffer }) }
 
     /// Every tensor of the model (full fine-tuning).
     public static func all(_ config: ModelConfig) -> TrainableSet { TrainableSet(config.parameterSpecs().map(\.id)) }

@@ -29,6 +29,9 @@ public struct TrainInputs {
             throw ESFTError("\(ranks) ranks but only \(config.nRoutedExperts) routed experts per layer: use at most \(config.nRoutedExperts) ranks")
         }
         guard !dataset.trainRows.isEmpty else { throw ESFTError("\(dataPath): no training rows") }
+        if config.balanceLoss == .none && options.auxAlpha > 0 {
+            throw ESFTError("--aux-alpha \(options.auxAlpha): \(configPath.path): a \(config.family.rawValue) model has no auxiliary balance loss (its router balances through e_score_correction_bias); use --aux-alpha 0")
+        }
         guard dataset.seqLen <= config.maxPositionEmbeddings else {
             throw ESFTError("\(dataPath): rows of \(dataset.seqLen) tokens do not fit the model's max_position_embeddings \(config.maxPositionEmbeddings); prepare the data with a smaller --seq-len")
         }

@@ -122,7 +122,7 @@ final class FamilyParityTests: XCTestCase {
 /// every `grad.` entry of the fixture checked; returns how many and the worst relative error.
 func assertEveryGradientMatches(_ f: ModelFixture, file: StaticString = #filePath, line: UInt = #line) throws -> (Int, Double) {
     var checked = 0, worst = 0.0
-    for p in f.parameters.ordered {
+    for p in f.parameters.ordered where !p.id.isBuffer {  // a buffer (DeepSeek-V3's selection bias) has no gradient
         let expected = try XCTUnwrap(f.expectedArray("grad." + p.name), "\(f.name): fixture has no grad.\(p.name)", file: file, line: line)
         let err = relativeToMax(UnsafeBufferPointer(start: p.gradPointer, count: p.count), expected)
         XCTAssertLessThan(err, 1e-3, "\(f.name): grad.\(p.name)", file: file, line: line)

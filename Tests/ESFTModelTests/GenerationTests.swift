@@ -14,6 +14,7 @@ final class GenerationTests: XCTestCase {
     /// the parity tests' logits bound. Batching prompts of different lengths must not change anything.
     func testCachedDecodingMatchesTheFullForward() throws {
         let all = try Fixtures.modelNames().map { ($0, Fixtures.models) } + Fixtures.familyNames().map { ($0, Fixtures.families) }
+            + Fixtures.names(in: Fixtures.v3).map { ($0, Fixtures.v3) }
         for (name, root) in all {
             let f = try ModelFixture(name, in: root)
             let v = f.checkpoint.config.vocabSize, t = f.batch.seqLen

@@ -11,9 +11,15 @@ public enum Fixtures {
     /// Fixtures of the other families (qwen3_moe, qwen2_moe, olmoe, mixtral), written by scripts/gen_family_fixtures.py.
     public static var families: URL { root.appendingPathComponent("families") }
 
-    public static func familyNames() throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: families.path)
-            .filter { FileManager.default.fileExists(atPath: families.appendingPathComponent($0).appendingPathComponent("expected.safetensors").path) }
+    /// DeepSeek-V3 fixtures, written by scripts/gen_v3_fixtures.py.
+    public static var v3: URL { root.appendingPathComponent("v3") }
+
+    public static func familyNames() throws -> [String] { try names(in: families) }
+
+    /// The fixture folders (those with an expected.safetensors) under `folder`.
+    public static func names(in folder: URL) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder.path)
+            .filter { FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).appendingPathComponent("expected.safetensors").path) }
             .sorted()
     }
 

@@ -18,19 +18,21 @@ final class FamilyTrainingTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
     /// A model directory, dataset and expert config for the family of `fixture`; returns the model's MoE layers.
-    private func prepare(_ fixture: String) throws -> (model: String, data: String, experts: String) {
+    private func prepare(_ fixture: String, in root: URL = Fixtures.families) throws -> (model: String, data: String, experts: String) {
         let d = dir.appendingPathComponent(fixture)
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        var cfg = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.families
+        var cfg = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: root
             .appendingPathComponent(fixture).appendingPathComponent("config.json"))) as? [String: Any])
         cfg["vocab_size"] = 259; cfg["num_hidden_layers"] = 3; cfg["num_experts_per_tok"] = 4; cfg["pad_token_id"] = 258
-        for key in ["num_experts", "num_local_experts"] where cfg[key] != nil { cfg[key] = 16 }
+        for key in ["num_experts", "num_local_experts", "n_routed_experts"] where cfg[key] != nil { cfg[key] = 16 }
         let config = d.appendingPathComponent("config.json"), model = d.appendingPathComponent("model")
         try JSONSerialization.data(withJSONObject: cfg).write(to: config)
-        let r = try Executables.esft(["init", config.path, model.path, "--seed", "5", "--expert-shards", "4"])
-        XCTAssertEqual(r.status, 0, r.stderr)
         let data = d.appendingPathComponent("data.h5")
-        try TokenDatasets.writeRandom(to: data, rows: 32, seqLen: 32, tokenRange: 2..<127, seed: 9)
+        if !FileManager.default.fileExists(atPath: model.path) {  // made once per test
+            let r = try Executables.esft(["init", config.path, model.path, "--seed", "5", "--expert-shards", "4"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            try TokenDatasets.writeRandom(to: data, rows: 32, seqLen: 32, tokenRange: 2..<127, seed: 9)
+        }
         let loaded = try ModelConfig.load(contentsOf: model.appendingPathComponent("config.json")), moe = loaded.moeLayers
         XCTAssertFalse(moe.isEmpty)
         let experts = d.appendingPathComponent("experts.json")
@@ -39,11 +41,12 @@ final class FamilyTrainingTests: XCTestCase {
         return (model.path, data.path, experts.path)
     }
 
-    private func train(_ p: (model: String, data: String, experts: String), _ mode: [String], ranks: Int, tag: String) throws -> URL {
+    private func train(_ p: (model: String, data: String, experts: String), _ mode: [String], ranks: Int, aux: String = "0.01",
+                       tag: String) throws -> URL {
         let out = dir.appendingPathComponent(tag)
         let selection = mode.map { $0 == "EXPERTS" ? p.experts : $0 }
         let args = ["train", "--model", p.model, "--data", p.data, "--out", out.path, "--steps", "\(Self.steps)", "--batch-rows", "4",
-                    "--lr", "\(Self.lr)", "--aux-alpha", "0.01", "--eval-every", "3", "--threads", "1"] + selection
+                    "--lr", "\(Self.lr)", "--aux-alpha", aux, "--eval-every", "3", "--threads", "1"] + selection
         if ranks == 1 {
             let r = try Executables.esft(args)
             XCTAssertEqual(r.status, 0, "\(tag): \(r.stderr)")
@@ -61,9 +64,10 @@ final class FamilyTrainingTests: XCTestCase {
             .compactMap { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] as? Double }
     }
 
-    private func assertSameTraining(_ fixture: String, _ mode: [String], ranks: Int) throws {
-        let p = try prepare(fixture)
-        let one = try train(p, mode, ranks: 1, tag: "\(fixture)-1"), many = try train(p, mode, ranks: ranks, tag: "\(fixture)-\(ranks)")
+    private func assertSameTraining(_ fixture: String, _ mode: [String], ranks: Int, aux: String = "0.01",
+                                    in root: URL = Fixtures.families) throws {
+        let p = try prepare(fixture, in: root)
+        let one = try train(p, mode, ranks: 1, aux: aux, tag: "\(fixture)-1"), many = try train(p, mode, ranks: ranks, aux: aux, tag: "\(fixture)-\(ranks)")
         let a = try losses(one), b = try losses(many)
         XCTAssertEqual(a.count, Self.steps, fixture)
         XCTAssertEqual(a.count, b.count, fixture)
@@ -113,5 +117,18 @@ final class FamilyTrainingTests: XCTestCase {
     func testQwen2MoEESFTWithSharedExpertOnTwoRanks() throws { try assertSameTraining("qwen2_normtopk_dense1_tied_bf16", ["--experts", "EXPERTS"], ranks: 2) }
     func testQwen2MoEFullOnThreeRanks() throws { try assertSameTraining("qwen2_shared_bias", ["--full"], ranks: 3) }
     func testOLMoEESFTOnTwoRanks() throws { try assertSameTraining("olmoe_mha_qknorm_pad", ["--experts", "EXPERTS"], ranks: 2) }
+    /// DeepSeek-V3 (sigmoid router with its selection bias, noaux_tc groups, rotate-half MLA): ESFT on 2 ranks; it has
+    /// no balance loss, so --aux-alpha must be 0 and any other value is refused before anything is written.
+    func testDeepseekV3ESFTOnTwoRanks() throws {
+        try assertSameTraining("v3_nolora_group8keep3_rotatehalf_bias", ["--experts", "EXPERTS"], ranks: 2, aux: "0", in: Fixtures.v3)
+        let p = try prepare("v3_nolora_group8keep3_rotatehalf_bias", in: Fixtures.v3)
+        let out = dir.appendingPathComponent("v3-aux")
+        let r = try Executables.esft(["train", "--model", p.model, "--data", p.data, "--experts", p.experts, "--steps", "1",
+                                      "--aux-alpha", "0.001", "--out", out.path])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssert(r.stderr.contains("--aux-alpha 0.001: ") && r.stderr.contains("has no auxiliary balance loss"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+    }
+
     func testMixtralESFTOnTwoRanks() throws { try assertSameTraining("mixtral_gqa", ["--experts", "EXPERTS"], ranks: 2) }
 }

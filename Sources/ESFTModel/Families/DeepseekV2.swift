@@ -5,7 +5,7 @@ import ESFTKernels
 /// `first_k_dense_replace` layers dense. Tensor names are those of DeepSeek's released checkpoints, routed
 /// experts one by one (`model.layers.L.mlp.experts.E.up_proj.weight`).
 enum DeepseekV2Family {
-    static func parseConfig(_ f: JSONReader) throws -> ModelConfig { try ModelConfig(deepseekV2: f) }
+    static func parseConfig(_ f: JSONReader) throws -> ModelConfig { try ModelConfig(deepseek: f, family: .deepseekV2) }
 
     static func tensorName(of id: ParameterID) -> String {
         let l = "model.layers.\(id.layer ?? -1)."
@@ -17,6 +17,7 @@ enum DeepseekV2Family {
         case .inputNorm: return l + "input_layernorm.weight"
         case .postAttentionNorm: return l + "post_attention_layernorm.weight"
         case .router: return l + "mlp.gate.weight"
+        case .routerBias: return l + "mlp.gate.e_score_correction_bias"  // DeepSeek-V3's buffer; never in V2's specs
         case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
         case .sharedExperts(let p): return l + "mlp.shared_experts." + p.rawValue + ".weight"
         case .sharedExpertGate: return l + "mlp.shared_experts.gate.weight"  // not a DeepSeek tensor: never in its specs
@@ -93,14 +94,16 @@ enum DeepseekV2Family {
 }
 
 extension ModelConfig {
-    /// DeepSeek-V2's config.json (model_type already checked). Errors name the file and the field.
-    init(deepseekV2 f: JSONReader) throws {
-        family = .deepseekV2
-        let source = f.source
-        if let scoring = try f.optionalField("scoring_func")?.string(), scoring != "softmax" {
-            throw ESFTError("\(source): scoring_func '\(scoring)' is not supported (supported: softmax)")
+    /// A DeepSeek-V2 or -V3 config.json (model_type already checked): MLA and DeepSeek's MoE, V3 with its
+    /// sigmoid router, selection bias and rope_interleave. Errors name the file and the field.
+    init(deepseek f: JSONReader, family: ModelFamily) throws {
+        self.family = family
+        let source = f.source, v3 = family == .deepseekV3
+        let scoringName = try f.optionalField("scoring_func")?.string() ?? (v3 ? "sigmoid" : "softmax")
+        guard scoringName == (v3 ? "sigmoid" : "softmax") else {
+            throw ESFTError("\(source): scoring_func '\(scoringName)' is not supported (supported: \(v3 ? "sigmoid" : "softmax"))")
         }
-        (vocabSize, hiddenSize, intermediateSize, numLayers) = try ModelConfig.commonFields(f, family: "DeepSeek-V2")
+        (vocabSize, hiddenSize, intermediateSize, numLayers) = try ModelConfig.commonFields(f, family: v3 ? "DeepSeek-V3" : "DeepSeek-V2")
         let heads = try positiveInt(f, "num_attention_heads")
         if let kvHeads = try f.optionalField("num_key_value_heads")?.int(), kvHeads != heads {
             throw ESFTError("\(source): num_key_value_heads \(kvHeads) must equal num_attention_heads \(heads) for MLA")
@@ -115,7 +118,8 @@ extension ModelConfig {
         }
         attention = .mla(MLAShape(heads: heads, qLoraRank: qLoraRank, kvLoraRank: kvLoraRank, qkNopeHeadDim: qkNopeHeadDim,
                                   qkRopeHeadDim: qkRopeHeadDim, vHeadDim: try positiveInt(f, "v_head_dim"),
-                                  bias: try f.optionalField("attention_bias")?.bool() ?? false))
+                                  bias: try f.optionalField("attention_bias")?.bool() ?? false,
+                                  ropeInterleaved: v3 ? try f.optionalField("rope_interleave")?.bool() ?? true : true))
 
         nRoutedExperts = try f.optionalField("n_routed_experts")?.int() ?? 0
         let nSharedExperts = try f.optionalField("n_shared_experts")?.int() ?? 0
@@ -123,22 +127,25 @@ extension ModelConfig {
         expertsPerToken = try f.optionalField("num_experts_per_tok")?.int() ?? 0
         let firstKDenseReplace = try f.optionalField("first_k_dense_replace")?.int() ?? 0
         let moeLayerFreq = try f.optionalField("moe_layer_freq")?.int() ?? 1
-        let method = try f.optionalField("topk_method")?.string() ?? "greedy"
-        guard let topkMethod = TopKMethod(rawValue: method) else {
-            throw ESFTError("\(source): topk_method '\(method)' is not supported (supported: greedy, group_limited_greedy)")
+        let methods: [TopKMethod] = v3 ? [.noauxTC] : [.greedy, .groupLimitedGreedy]
+        let method = try f.optionalField("topk_method")?.string() ?? methods[0].rawValue
+        guard let topkMethod = TopKMethod(rawValue: method), methods.contains(topkMethod) else {
+            throw ESFTError("\(source): topk_method '\(method)' is not supported (supported: \(methods.map(\.rawValue).joined(separator: ", ")))")
         }
         let nGroup = try f.optionalField("n_group")?.int() ?? 1
         let topkGroup = try f.optionalField("topk_group")?.int() ?? 1
         router = RouterRule(method: topkMethod, groups: nGroup, keepGroups: topkGroup,
                             normalize: try f.optionalField("norm_topk_prob")?.bool() ?? false,
                             scale: Float(try f.optionalField("routed_scaling_factor")?.double() ?? 1))
+        if v3 { router.scoring = .sigmoid; router.selectionBias = true }
         sharedExperts = nSharedExperts > 0 ? .plain(count: nSharedExperts, width: moeIntermediateSize) : .none
-        moeLayerRule = .deepseek(firstDense: firstKDenseReplace, every: moeLayerFreq)
+        // transformers' DeepseekV3 ignores moe_layer_freq (every layer from first_k_dense_replace on is MoE).
+        moeLayerRule = .deepseek(firstDense: firstKDenseReplace, every: v3 ? 1 : moeLayerFreq)
         rmsNormEps = Float(try f.optionalField("rms_norm_eps")?.double() ?? 1e-6)
         tieWordEmbeddings = try f.optionalField("tie_word_embeddings")?.bool() ?? false
         maxPositionEmbeddings = try f.optionalField("max_position_embeddings")?.int() ?? 2048
         initializerRange = try f.optionalField("initializer_range")?.double() ?? 0.02
-        balanceLoss = .sequence
+        balanceLoss = v3 ? .none : .sequence
         paddingIdx = nil
 
         if nRoutedExperts < 0 || nSharedExperts < 0 || firstKDenseReplace < 0 {
@@ -150,6 +157,14 @@ extension ModelConfig {
                 throw ESFTError("\(source): num_experts_per_tok \(expertsPerToken) must be in 1...n_routed_experts (\(nRoutedExperts))")
             }
             guard moeLayerFreq >= 1 else { throw ESFTError("\(source): moe_layer_freq must be ≥ 1, got \(moeLayerFreq)") }
+            if topkMethod == .noauxTC {
+                guard nGroup >= 1, nRoutedExperts % nGroup == 0, nRoutedExperts / nGroup >= 2 else {
+                    throw ESFTError("\(source): n_group \(nGroup) must divide n_routed_experts \(nRoutedExperts) into groups of at least 2 (a group scores by its two best experts)")
+                }
+                guard topkGroup >= 1, topkGroup <= nGroup else {
+                    throw ESFTError("\(source): topk_group \(topkGroup) must be in 1...n_group (\(nGroup))")
+                }
+            }
             if topkMethod == .groupLimitedGreedy {
                 guard nGroup >= 1, nRoutedExperts % nGroup == 0 else {
                     throw ESFTError("\(source): n_group \(nGroup) must divide n_routed_experts \(nRoutedExperts)")

@@ -49,6 +49,7 @@ extension GQAFamilyRules {
         case .inputNorm: return l + "input_layernorm.weight"
         case .postAttentionNorm: return l + "post_attention_layernorm.weight"
         case .router: return l + moeModule + ".gate.weight"
+        case .routerBias: return l + moeModule + ".gate.e_score_correction_bias"  // not a GQA family's tensor: never in its specs
         case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
         case .sharedExperts(let p): return l + "mlp.shared_expert." + p.rawValue + ".weight"
         case .sharedExpertGate: return l + "mlp.shared_expert_gate.weight"

@@ -6,15 +6,16 @@ import ESFTKernels
 /// (`DeepseekV2.swift`, …); the rest of esft asks the family of a config, never spells a family itself.
 public enum ModelFamily: String, CaseIterable, Sendable {
     case deepseekV2 = "deepseek_v2"
+    case deepseekV3 = "deepseek_v3"
     case qwen3MoE = "qwen3_moe"
     case qwen2MoE = "qwen2_moe"
     case olmoe
     case mixtral
 
-    /// The rules of a GQA family (nil for DeepSeek-V2, whose rules are its own file's).
+    /// The rules of a GQA family (nil for the DeepSeek families, whose rules are their own files').
     var gqaRules: GQAFamilyRules? {
         switch self {
-        case .deepseekV2: return nil
+        case .deepseekV2, .deepseekV3: return nil
         case .qwen3MoE: return Qwen3MoEFamily.rules
         case .qwen2MoE: return Qwen2MoEFamily.rules
         case .olmoe: return OLMoEFamily.rules
@@ -29,6 +30,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     func parseConfig(_ f: JSONReader) throws -> ModelConfig {
         switch self {
         case .deepseekV2: return try DeepseekV2Family.parseConfig(f)
+        case .deepseekV3: return try DeepseekV3Family.parseConfig(f)
         case .qwen3MoE: return try Qwen3MoEFamily.parseConfig(f)
         case .qwen2MoE: return try Qwen2MoEFamily.parseConfig(f)
         case .olmoe: return try OLMoEFamily.parseConfig(f)
@@ -39,8 +41,8 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// The tensor's name in this family's checkpoints (the per-expert layout hub checkpoints use).
     public func tensorName(of id: ParameterID) -> String {
         switch self {
-        case .deepseekV2: return DeepseekV2Family.tensorName(of: id)
-        // `!` here and below: every family but DeepSeek-V2 is a GQA family with rules.
+        case .deepseekV2, .deepseekV3: return DeepseekV2Family.tensorName(of: id)
+        // `!` here and below: every family but the DeepSeek ones is a GQA family with rules.
         default: return gqaRules!.tensorName(of: id)
         }
     }
@@ -50,6 +52,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func parameterID(named name: String) -> ParameterID? {
         switch self {
         case .deepseekV2: return DeepseekV2Family.parameterID(named: name)
+        case .deepseekV3: return DeepseekV3Family.parameterID(named: name)
         default: return gqaRules!.parameterID(named: name)
         }
     }
@@ -58,7 +61,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// (`…experts.gate_up_proj` [E, 2I, D], gate rows then up, or `…experts.down_proj` [E, D, I]); nil otherwise.
     public func fusedExpertName(of id: ParameterID) -> String? {
         switch self {
-        case .deepseekV2: return DeepseekV2Family.fusedExpertName(of: id)
+        case .deepseekV2, .deepseekV3: return DeepseekV2Family.fusedExpertName(of: id)
         default: return gqaRules!.fusedExpertName(of: id)
         }
     }
@@ -67,6 +70,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     public func fingerprintFields(_ c: ModelConfig) -> [(String, String)] {
         switch self {
         case .deepseekV2: return DeepseekV2Family.fingerprintFields(c)
+        case .deepseekV3: return DeepseekV3Family.fingerprintFields(c)
         default: return ModelConfig.gqaFingerprintFields(c)
         }
     }
