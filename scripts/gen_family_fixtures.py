@@ -24,24 +24,15 @@ torch implementation that reads the written per-expert files (the math in README
 on the first failed check. Output is deterministic: fixed seeds, fixed retry schedule.
 """
 
-import argparse
 import contextlib
 import copy
-import hashlib
 import json
-import logging
 import os
-import shutil
 import sys
-import tempfile
-import warnings
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-import transformers
 from transformers import (
     MixtralConfig,
     MixtralForCausalLM,
@@ -57,20 +48,17 @@ from transformers.models.olmoe import modeling_olmoe as m_olmoe
 from transformers.models.qwen2_moe import modeling_qwen2_moe as m_qwen2
 from transformers.models.qwen3_moe import modeling_qwen3_moe as m_qwen3
 
-warnings.filterwarnings("ignore")
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-logging.getLogger("transformers").setLevel(logging.ERROR)
-
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_common as fc  # noqa: E402  (helpers shared with the other fixture generators)
+from fixture_common import (  # noqa: E402
+    causal_lm_loss, check, compute_dtype, eager_copy, grads_of, max_rel_over, rel_err,
+)
 from family_fixture_specs import FIXTURES  # noqa: E402
+
+fc.setup()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "families")
-TIE_GAP = 1e-4  # minimum float64 gap between the K-th and (K+1)-th router probability, every token and MoE layer
 MAX_BYTES = 3 * 1024 * 1024
 
 FAMILIES = {
@@ -81,30 +69,10 @@ FAMILIES = {
 }
 
 
-def check(cond, msg):
-    """A failed check stops the script (not an assert: it must also run under python -O)."""
-    if not cond:
-        raise SystemExit(f"CHECK FAILED: {msg}")
-
-
 # --------------------------------------------------------------------------------------------------------------
-# float64-faithful replacements of the transformers functions that force float32 intermediates.
-# Each performs the original operations with compute dtype promote_types(input dtype, float32): for float32 and
-# bf16 inputs that is float32, exactly as transformers does; for float64 inputs it is float64.
+# float64-faithful replacements of the transformers functions that force float32 intermediates (the ones all
+# families share are in fixture_common.py): compute dtype promote_types(input dtype, float32).
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _cdt(dtype):
-    return torch.promote_types(dtype, torch.float32)
-
-
-def patched_rms_forward(self, hidden_states):
-    # <Family>RMSNorm.forward (all four families share this code); original: .to(torch.float32)
-    input_dtype = hidden_states.dtype
-    hidden_states = hidden_states.to(_cdt(input_dtype))
-    variance = hidden_states.pow(2).mean(-1, keepdim=True)
-    hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-    return self.weight * hidden_states.to(input_dtype)
 
 
 def rope_head_dim(config):
@@ -115,45 +83,20 @@ def rope_head_dim(config):
 def rope_inv_freq_f64(config):
     """float64 re-derivation of compute_default_rope_parameters (which uses float32)."""
     check(config.rope_parameters["rope_type"] == "default", "only default RoPE is covered")
-    base = float(config.rope_parameters["rope_theta"])
-    dim = rope_head_dim(config)
-    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    return fc.rope_params_f64(config, rope_head_dim(config))[0]
 
 
-def make_rotary_forward(orig):
-    def forward(self, x, position_ids):
-        if x.dtype != torch.float64:
-            return orig(self, x, position_ids)  # transformers' own code, untouched
-        check(self.rope_type == "default", "only default RoPE is covered")
-        inv_freq = rope_inv_freq_f64(self.config).to(x.device)
-        freqs = position_ids[..., None].to(torch.float64) * inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
-
-    return forward
-
-
-def make_eager_attention(mod):
-    def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-        key_states = mod.repeat_kv(key, module.num_key_value_groups)
-        value_states = mod.repeat_kv(value, module.num_key_value_groups)
-        attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-        if attention_mask is not None:
-            attn_weights = attn_weights + attention_mask
-        attn_weights = F.softmax(attn_weights, dim=-1, dtype=_cdt(query.dtype)).to(query.dtype)
-        attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
-        attn_output = torch.matmul(attn_weights, value_states)
-        attn_output = attn_output.transpose(1, 2).contiguous()
-        return attn_output, attn_weights
-
-    return eager_attention_forward
+def rope_f64(rot):
+    """float64 (inv_freq, cos/sin factor) of a <Family>RotaryEmbedding module (default RoPE only)."""
+    check(rot.rope_type == "default", "only default RoPE is covered")
+    return rope_inv_freq_f64(rot.config), rot.attention_scaling
 
 
 def patched_topk_router_forward(self, hidden_states):
     # Qwen3MoeTopKRouter / Qwen2MoeTopKRouter / OlmoeTopKRouter.forward; original: softmax(dtype=torch.float)
     hidden_states = hidden_states.reshape(-1, self.hidden_dim)
     router_logits = F.linear(hidden_states, self.weight)
-    router_probs = F.softmax(router_logits, dtype=_cdt(router_logits.dtype), dim=-1)
+    router_probs = F.softmax(router_logits, dtype=compute_dtype(router_logits.dtype), dim=-1)
     router_top_value, router_indices = torch.topk(router_probs, self.top_k, dim=-1)
     if self.norm_topk_prob:
         router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
@@ -165,7 +108,7 @@ def patched_mixtral_router_forward(self, hidden_states):
     # MixtralTopKRouter.forward; original: softmax(router_logits.float()), weights returned in float32
     hidden_states = hidden_states.reshape(-1, self.hidden_dim)
     router_logits = F.linear(hidden_states, self.weight)
-    router_probs = F.softmax(router_logits.to(_cdt(router_logits.dtype)), dim=-1)
+    router_probs = F.softmax(router_logits.to(compute_dtype(router_logits.dtype)), dim=-1)
     router_top_value, router_indices = torch.topk(router_probs, self.top_k, dim=-1)
     router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
     return router_logits, router_top_value, router_indices
@@ -176,7 +119,7 @@ def patched_load_balancing_loss_func(gate_logits, num_experts=None, top_k=2, att
     if gate_logits is None or not isinstance(gate_logits, tuple):
         return 0
     compute_device = gate_logits[0].device
-    acc = _cdt(gate_logits[0].dtype)
+    acc = compute_dtype(gate_logits[0].dtype)
     histc_dtype = torch.float32 if compute_device.type in ("cpu", "mps") else torch.int32
     tokens_per_expert_sum = torch.zeros(num_experts, dtype=acc, device=compute_device)
     router_prob_sum = torch.zeros(num_experts, dtype=acc, device=compute_device)
@@ -206,26 +149,18 @@ def patched_load_balancing_loss_func(gate_logits, num_experts=None, top_k=2, att
 
 @contextlib.contextmanager
 def hf_float64_patches(family):
+    """Install the float64-faithful functions into the family's modeling module for the duration of the block."""
     fam = FAMILIES[family]
     mod, p = fam["mod"], fam["prefix"]
     rms, rot, router = getattr(mod, p + "RMSNorm"), getattr(mod, p + "RotaryEmbedding"), getattr(mod, p + "TopKRouter")
-    saved = [
-        (rms, "forward", rms.forward),
-        (rot, "forward", rot.forward),
-        (router, "forward", router.forward),
-        (mod, "eager_attention_forward", mod.eager_attention_forward),
-        (mod, "load_balancing_loss_func", mod.load_balancing_loss_func),
-    ]
-    try:
-        rms.forward = patched_rms_forward
-        rot.forward = make_rotary_forward(saved[1][2])
-        router.forward = patched_mixtral_router_forward if family == "mixtral" else patched_topk_router_forward
-        mod.eager_attention_forward = make_eager_attention(mod)
-        mod.load_balancing_loss_func = patched_load_balancing_loss_func
+    with fc.swap_attributes([
+        (rms, "forward", fc.patched_rms_forward),
+        (rot, "forward", fc.make_rotary_forward(rot.forward, rope_f64)),
+        (router, "forward", patched_mixtral_router_forward if family == "mixtral" else patched_topk_router_forward),
+        (mod, "eager_attention_forward", fc.make_eager_attention(mod)),
+        (mod, "load_balancing_loss_func", patched_load_balancing_loss_func),
+    ]):
         yield
-    finally:
-        for obj, attr, val in saved:
-            setattr(obj, attr, val)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -235,9 +170,7 @@ def hf_float64_patches(family):
 
 def make_config(spec):
     fam = FAMILIES[spec["family"]]
-    cfg = fam["config_cls"](**copy.deepcopy(spec["config"]))
-    cfg.architectures = [fam["model_cls"].__name__]
-    return cfg
+    return fc.make_config(fam["config_cls"], fam["model_cls"], spec)
 
 
 def is_norm_weight(name):
@@ -245,49 +178,14 @@ def is_norm_weight(name):
 
 
 def build_model(spec, seed):
-    cfg = make_config(spec)
-    torch.manual_seed(seed)
-    model = FAMILIES[spec["family"]]["model_cls"](cfg).to(torch.float32)
-    gen = torch.Generator().manual_seed(seed)
-    std = cfg.initializer_range
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):  # a tied lm_head is deduplicated here
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            if is_norm_weight(name):
-                val = 1.0 + 0.1 * noise
-            elif name.endswith(".bias"):
-                val = 0.1 * noise
-            else:
-                val = std * noise
-            if spec["weight_dtype"] == "bfloat16":
-                val = val.to(torch.bfloat16)
-            p.copy_(val.to(torch.float32))
-    if cfg.tie_word_embeddings:
-        check(model.lm_head.weight is model.model.embed_tokens.weight, "tied lm_head is not the embedding")
+    model, _ = fc.build_random_model(FAMILIES[spec["family"]]["model_cls"], make_config(spec), seed,
+                                     spec["weight_dtype"], is_norm_weight)
     model.eval()
     return model
 
 
 def make_inputs(spec, seed):
-    gen = torch.Generator().manual_seed(seed + 7)
-    V, T = spec["config"]["vocab_size"], spec["seq_len"]
-    input_ids = torch.randint(0, V, (2, T), generator=gen)
-    pad = spec["config"].get("pad_token_id")
-    input_ids[input_ids == (pad if pad is not None else -1)] = V - 1  # the pad id occurs only where placed
-    if spec["pad_tokens_in_input"]:
-        check(pad is not None, "pad_tokens_in_input needs pad_token_id")
-        for i in range(spec["pad_tokens_in_input"]):
-            input_ids[i % 2, 2 + 3 * i] = pad
-    labels = input_ids.clone()
-    # a few labels differ from the inputs so that mixing up input_ids/labels is caught
-    for b in range(2):
-        pos = torch.randperm(T - 1, generator=gen)[:3] + 1
-        for t in pos.tolist():
-            labels[b, t] = (input_ids[b, t] + 1 + torch.randint(0, V - 1, (1,), generator=gen)) % V
-    labels[0, :4] = -100  # first 4 positions of row 0
-    mid = T // 2 - 2
-    labels[1, mid : mid + 3] = -100  # a middle span of row 1
-    return input_ids, labels
+    return fc.make_inputs(spec, seed, spec["config"].get("pad_token_id"), spec["pad_tokens_in_input"])
 
 
 FAMILIES_BY_MODEL = {f["model_cls"]: f for f in FAMILIES.values()}
@@ -321,63 +219,19 @@ def expert_width(family, cfg):
 
 
 def to_disk_names(family, named, I):
-    """transformers 5.25 keeps experts fused in memory: mlp.experts.gate_up_proj [E, 2I, H] (rows [0, I) = gate,
-    rows [I, 2I) = up) and mlp.experts.down_proj [E, H, I]. On disk (save_pretrained, save_original_format=True):
+    """transformers 5.25 in-memory (fused experts) -> on-disk (save_pretrained, save_original_format=True) names:
       qwen3_moe/qwen2_moe/olmoe: mlp.experts.E.gate_proj.weight [I,H], .up_proj.weight [I,H], .down_proj.weight [H,I]
       mixtral: block_sparse_moe.experts.E.w1.weight (gate), .w3.weight (up), .w2.weight (down); and every other
                '.mlp.' (the router mlp.gate.weight) becomes '.block_sparse_moe.'."""
-    out = {}
-    for name, t in named.items():
-        if name.endswith("mlp.experts.gate_up_proj"):
-            prefix = name[: -len("gate_up_proj")]
-            check(t.dim() == 3 and t.shape[1] == 2 * I, f"{name} shape {tuple(t.shape)}")
-            for e in range(t.shape[0]):
-                if family == "mixtral":
-                    p = prefix.replace(".mlp.", ".block_sparse_moe.")
-                    out[f"{p}{e}.w1.weight"] = t[e, :I, :].contiguous()
-                    out[f"{p}{e}.w3.weight"] = t[e, I:, :].contiguous()
-                else:
-                    out[f"{prefix}{e}.gate_proj.weight"] = t[e, :I, :].contiguous()
-                    out[f"{prefix}{e}.up_proj.weight"] = t[e, I:, :].contiguous()
-        elif name.endswith("mlp.experts.down_proj"):
-            prefix = name[: -len("down_proj")]
-            check(t.dim() == 3 and t.shape[2] == I, f"{name} shape {tuple(t.shape)}")
-            for e in range(t.shape[0]):
-                if family == "mixtral":
-                    out[f"{prefix.replace('.mlp.', '.block_sparse_moe.')}{e}.w2.weight"] = t[e].contiguous()
-                else:
-                    out[f"{prefix}{e}.down_proj.weight"] = t[e].contiguous()
-        elif family == "mixtral" and ".mlp." in name:
-            out[name.replace(".mlp.", ".block_sparse_moe.")] = t.contiguous()
-        else:
-            out[name] = t.contiguous()
-    return out
+    if family == "mixtral":
+        return fc.unfuse_experts(named, I, names=("w1", "w3", "w2"),
+                                 rename=lambda n: n.replace(".mlp.", ".block_sparse_moe."))
+    return fc.unfuse_experts(named, I)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Reference computation (transformers, patched, float64)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def causal_lm_loss(logits, labels):
-    """HF ForCausalLMLoss (no num_items_in_batch): mean CE of logits[:, t] vs labels[:, t+1] over labels != -100,
-    here in the logits' dtype (HF casts the logits to float32 first)."""
-    V = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1, :].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="mean"
-    )
-
-
-def grads_of(value, params, retain):
-    gs = torch.autograd.grad(value, [p for _, p in params], allow_unused=True, retain_graph=retain)
-    return {n: (g if g is not None else torch.zeros_like(p)).detach() for (n, p), g in zip(params, gs)}
-
-
-def eager_copy(model, dtype):
-    m = copy.deepcopy(model).to(dtype)
-    m.set_attn_implementation("eager")
-    m.set_experts_implementation("eager")
-    return m
 
 
 def run_reference(spec, model32, input_ids, labels, attention_mask=None, want_grads=True):
@@ -426,23 +280,6 @@ def same_bits(a, b):
     ok = ok and all(torch.equal(a["grads"][n], b["grads"][n]) for n in a["grads"])
     ok = ok and all(torch.equal(a["aux_grads"][n], b["aux_grads"][n]) for n in a["aux_grads"])
     return ok
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    scale = max(b.abs().max().item(), 1e-30)
-    return (a - b).abs().max().item() / scale
-
-
-def max_rel_over(da, db):
-    """max over tensors of max|a-b| / max|b| (tensors whose reference is all zero must be ~zero too)."""
-    worst = 0.0
-    for n in db:
-        if db[n].abs().max().item() == 0.0:
-            check(da[n].abs().max().item() < 1e-9, f"{n}: reference grad is zero, other is not")
-            continue
-        worst = max(worst, rel_err(da[n], db[n]))
-    return worst
 
 
 def routing_gaps(router_logits, K):
@@ -580,59 +417,6 @@ def manual_reference(family, cfg, disk, input_ids, labels, clip_qkv=None, want_g
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------------------------
-
-
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def save_with_transformers(model_to_save, out_dir, shards):
-    """model.save_pretrained(out_dir) as is; for shards > 1 a max_shard_size that yields exactly that many."""
-    if shards == 1:
-        model_to_save.save_pretrained(out_dir)
-        check(os.path.exists(os.path.join(out_dir, "model.safetensors")), "no model.safetensors")
-        return None
-    total = sum(p.numel() * p.element_size() for p in model_to_save.parameters())
-    want = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
-    for frac in (0.5, 0.55, 0.6, 0.45, 0.65, 0.4, 0.7, 0.35, 0.3, 0.25):
-        tmp = tempfile.mkdtemp(prefix="famfx_")
-        try:
-            model_to_save.save_pretrained(tmp, max_shard_size=int(total * frac / (shards - 1)))
-            got = sorted(f for f in os.listdir(tmp) if f.endswith(".safetensors"))
-            if got == want:
-                for f in sorted(os.listdir(tmp)):
-                    shutil.copy(os.path.join(tmp, f), os.path.join(out_dir, f))
-                return frac
-        finally:
-            shutil.rmtree(tmp)
-    raise SystemExit(f"CHECK FAILED: could not obtain exactly {shards} shards from save_pretrained")
-
-
-def load_disk_weights(out_dir):
-    files = sorted(f for f in os.listdir(out_dir) if f.endswith(".safetensors") and f != "expected.safetensors")
-    res, where = {}, {}
-    for fname in files:
-        with safe_open(os.path.join(out_dir, fname), "pt") as f:
-            check(f.metadata() == {"format": "pt"}, f"{fname} metadata {f.metadata()}")
-            for k in f.keys():
-                check(k not in res, f"{k} stored twice")
-                res[k] = f.get_tensor(k)
-                where[k] = fname
-    return res, where
-
-
-def write_inputs(path, input_ids, labels):
-    with open(path, "w") as f:  # one row per line
-        rows = lambda t: ",\n    ".join(json.dumps(r) for r in t.tolist())  # noqa: E731
-        f.write(f'{{\n  "input_ids": [\n    {rows(input_ids)}\n  ],\n  "labels": [\n    {rows(labels)}\n  ]\n}}\n')
-    check(json.load(open(path)) == {"input_ids": input_ids.tolist(), "labels": labels.tolist()}, "inputs.json")
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Per-fixture driver
 # --------------------------------------------------------------------------------------------------------------
 
@@ -646,17 +430,14 @@ def generate(spec, out_root, max_attempts=200):
     I = expert_width(family, cfg)
 
     # ---- deterministic retry schedule until every routing decision has a float64 margin > TIE_GAP ------------
-    for attempt in range(max_attempts):
-        seed = spec["seed"] + attempt
+    def attempt(seed):
         model32 = build_model(spec, seed)
         input_ids, labels = make_inputs(spec, seed)
         ref = run_reference(spec, model32, input_ids, labels)
-        gap = routing_gaps(ref["router_logits"], K)
-        if gap > TIE_GAP:
-            break
-        print(f"  seed {seed}: routing near-tie (min top-k gap {gap:.3g}); retrying")
-    else:
-        raise SystemExit("CHECK FAILED: no tie-free seed found")
+        return {"min top-k gap": routing_gaps(ref["router_logits"], K)}, (model32, input_ids, labels, ref)
+
+    seed, gaps, (model32, input_ids, labels, ref) = fc.first_tie_free_seed(spec, attempt, max_attempts)
+    gap = gaps["min top-k gap"]
     moe_layers = ref["moe_layers"]
     print(f"  seed {seed}; MoE layers {moe_layers}; min top-{K} probability gap {gap:.4g}")
     check(moe_layers == moe_layer_ids_from_config(family, cfg), f"MoE layers {moe_layers} vs rule")
@@ -728,28 +509,17 @@ def generate(spec, out_root, max_attempts=200):
     check(errs["grads"] < 1e-3 and errs["auxgrads"] < 1e-3, errs)
 
     # ---- write with save_pretrained ----------------------------------------------------------------------------
-    out_dir = os.path.join(out_root, name)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
+    out_dir = fc.fresh_dir(out_root, name)
     to_save = copy.deepcopy(model32)
     if spec["weight_dtype"] == "bfloat16":
         to_save = to_save.to(torch.bfloat16)
-    frac = save_with_transformers(to_save, out_dir, spec["shards"])
+    frac = fc.save_with_transformers(to_save, out_dir, spec["shards"], tmp_prefix="famfx_")
     written_cfg = json.load(open(os.path.join(out_dir, "config.json")))
     check(written_cfg["dtype"] == spec["weight_dtype"], f"config dtype {written_cfg.get('dtype')}")
     check(written_cfg["model_type"] == family, "model_type")
 
     # the files hold exactly the un-fused in-memory weights, bit for bit, in the per-expert naming
-    disk, where = load_disk_weights(out_dir)
-    sd = {n: t.detach() for n, t in to_save.state_dict().items()}
-    if cfg.tie_word_embeddings:
-        check("lm_head.weight" not in disk, "tied lm_head was written")
-        sd.pop("lm_head.weight", None)
-    mine = to_disk_names(family, sd, I)
-    check(sorted(mine) == sorted(disk), f"names differ: {sorted(set(mine) ^ set(disk))[:8]}")
-    for k in mine:
-        check(disk[k].dtype == mine[k].dtype and torch.equal(disk[k], mine[k]), f"{k} differs on disk")
+    disk, where = fc.check_written_weights(out_dir, to_save, lambda sd: to_disk_names(family, sd, I))
     dtypes = sorted({str(t.dtype)[6:] for t in disk.values()})
     print(f"  save_pretrained wrote {sorted(os.listdir(out_dir))}; {len(disk)} tensors, dtype {dtypes}"
           + (f", max_shard_size {frac} of total per shard" if frac else ""))
@@ -759,15 +529,9 @@ def generate(spec, out_root, max_attempts=200):
     for k in show:
         print(f"    {k} {list(disk[k].shape)}" + (f" -> {where[k]}" if spec["shards"] > 1 else ""))
     if spec["shards"] > 1:
-        idx = json.load(open(os.path.join(out_dir, "model.safetensors.index.json")))
-        check(idx["weight_map"] == where, "index weight_map does not match the shards")
-        layer_files = {}
-        for k, fname in where.items():
-            layer_files.setdefault(".".join(k.split(".")[:3]), set()).add(fname)
-        split = sorted(k for k, fs in layer_files.items() if len(fs) > 1)
-        print(f"    index metadata {idx['metadata']}; layers whose tensors span both shards: {split}")
+        fc.check_shard_index(out_dir, where)
 
-    write_inputs(os.path.join(out_dir, "inputs.json"), input_ids, labels)
+    fc.write_inputs(os.path.join(out_dir, "inputs.json"), input_ids, labels)
 
     expected = {
         "logits": ref["logits"].float().contiguous(),
@@ -780,7 +544,7 @@ def generate(spec, out_root, max_attempts=200):
         expected["auxgrad." + k] = v.float().contiguous()
     for layer, rl in zip(moe_layers, ref["router_logits"]):
         expected[f"topk_idx.{layer}"] = topk_sets((rl,), K)[0].float().contiguous()
-    save_file(expected, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
+    fc.save_expected(out_dir, expected)
     gnames = sorted(k[5:] for k in expected if k.startswith("grad."))
     anames = sorted(k[8:] for k in expected if k.startswith("auxgrad."))
     check(gnames == anames == sorted(disk), "every stored weight needs exactly one grad. and one auxgrad. entry")
@@ -831,20 +595,7 @@ def generate(spec, out_root, max_attempts=200):
               f"logits change by rel {rel_err(refc['logits'], ref['logits']):.2e}")
 
     # ---- (8) round trip: transformers loads what was written and reproduces the reference ---------------------
-    loaded_cfg = FAMILIES[family]["config_cls"].from_pretrained(out_dir)
-    for k, v in spec["config"].items():
-        got = getattr(loaded_cfg, k)
-        if k == "rope_parameters":
-            check(all(got[rk] == rv for rk, rv in v.items()), (k, got, v))
-        else:
-            check(got == v, (k, got, v))
-    loaded = FAMILIES[family]["model_cls"].from_pretrained(out_dir, dtype=torch.float32)
-    sd_mem, sd_disk = model32.state_dict(), loaded.state_dict()
-    check(sorted(sd_mem) == sorted(sd_disk), "state_dict keys after from_pretrained")
-    for k in sd_mem:
-        check(torch.equal(sd_mem[k], sd_disk[k]), f"round-trip mismatch for {k}")
-    if cfg.tie_word_embeddings:
-        check(loaded.lm_head.weight is loaded.model.embed_tokens.weight, "from_pretrained did not tie")
+    loaded = fc.check_round_trip(FAMILIES[family]["config_cls"], FAMILIES[family]["model_cls"], spec, out_dir, model32)
     ref2 = run_reference(spec, loaded, input_ids, labels, want_grads=False)
     check(torch.equal(ref2["logits"], ref["logits"]) and torch.equal(ref2["aux"], ref["aux"]), "reload logits")
     print("  round trip OK: from_pretrained gives the same config values, bit-identical weights and reference logits")
@@ -858,33 +609,8 @@ def generate(spec, out_root, max_attempts=200):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"safetensors {__import__('safetensors').__version__}; threads {torch.get_num_threads()}")
-    os.makedirs(args.out, exist_ok=True)
-    results = []
-    for spec in FIXTURES:
-        if args.only and spec["name"] not in args.only:
-            continue
-        results.append(generate(spec, args.out))
-    print("\nsummary (float32 unpatched transformers vs float64 reference, max relative differences):")
-    for r in results:
-        print(f"  {r['name']:34s} seed {r['seed']}  gap {r['gap']:.2e}  "
-              + "  ".join(f"{k} {v:.1e}" for k, v in r["errs"].items()))
-    total, digest = 0, hashlib.sha256()
-    for root, dirs, files in os.walk(args.out):
-        dirs.sort()
-        for f in sorted(files):
-            p = os.path.join(root, f)
-            total += os.path.getsize(p)
-            digest.update(os.path.relpath(p, args.out).encode())
-            digest.update(open(p, "rb").read())
-    print(f"total size of {args.out}: {total} bytes; sha256 of all files {digest.hexdigest()[:16]}")
-    if not args.only:
-        check(total < MAX_BYTES, f"fixtures are {total} bytes, more than {MAX_BYTES}")
+    fc.run_generator(DEFAULT_OUT, FIXTURES, generate, MAX_BYTES,
+                     summary_label=lambda r: f"{r['name']:34s} seed {r['seed']}  gap {r['gap']:.2e}")
 
 
 if __name__ == "__main__":

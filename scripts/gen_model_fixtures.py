@@ -25,41 +25,30 @@ For float32 inputs every patched function performs exactly the original operatio
 the float64 reference with the completely unpatched float32 transformers model (sdpa + grouped_mm).
 """
 
-import argparse
 import contextlib
 import copy
 import json
-import logging
-import math
 import os
-import shutil
-import tempfile
-import warnings
+import sys
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import transformers
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
 from transformers.models.deepseek_v2 import modeling_deepseek_v2 as mdv2
 
-warnings.filterwarnings("ignore")
-transformers.logging.set_verbosity_error()
-logging.getLogger("transformers").setLevel(logging.ERROR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_common as fc  # noqa: E402  (helpers shared with the other fixture generators)
+from fixture_common import causal_lm_loss, rel_err  # noqa: E402
 
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
+fc.setup()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "models")
-TIE_GAP = 1e-4  # minimum float64 score gap around every routing decision
 
-from model_fixture_specs import FIXTURES  # the fixture definitions (scripts/model_fixture_specs.py)
-
-
-from hf_float64_patches import ROUTER_RECORDS, hf_patches, rope_inv_freq_f64  # noqa: E402  (transformers patches for the reference)
+from model_fixture_specs import FIXTURES  # noqa: E402  (the fixture definitions, scripts/model_fixture_specs.py)
+from hf_float64_patches import ROUTER_RECORDS, hf_patches, rope_inv_freq_f64  # noqa: E402  (the reference patches)
 
 # --------------------------------------------------------------------------------------------------------------
 # Model construction, weights, inputs
@@ -67,9 +56,7 @@ from hf_float64_patches import ROUTER_RECORDS, hf_patches, rope_inv_freq_f64  # 
 
 
 def make_config(spec):
-    cfg = DeepseekV2Config(**copy.deepcopy(spec["config"]))
-    cfg.architectures = ["DeepseekV2ForCausalLM"]
-    return cfg
+    return fc.make_config(DeepseekV2Config, DeepseekV2ForCausalLM, spec)
 
 
 def attach_router_flags(model):
@@ -83,44 +70,11 @@ def is_norm_weight(name):
 
 
 def build_model(spec, seed):
-    cfg = make_config(spec)
-    torch.manual_seed(seed)
-    model = DeepseekV2ForCausalLM(cfg).to(torch.float32)
-    gen = torch.Generator().manual_seed(seed)
-    std = cfg.initializer_range
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):  # tied lm_head is deduplicated here
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            if is_norm_weight(name):
-                val = 1.0 + 0.1 * noise
-            elif name.endswith(".bias"):
-                val = 0.1 * noise
-            else:
-                val = std * noise
-            if spec["weight_dtype"] == "bfloat16":
-                val = val.to(torch.bfloat16)
-            p.copy_(val.to(torch.float32))
-    if cfg.tie_word_embeddings:
-        assert model.lm_head.weight is model.model.embed_tokens.weight
+    model, _ = fc.build_random_model(DeepseekV2ForCausalLM, make_config(spec), seed, spec["weight_dtype"],
+                                     is_norm_weight)
     attach_router_flags(model)
     model.eval()
     return model
-
-
-def make_inputs(spec, seed):
-    gen = torch.Generator().manual_seed(seed + 7)
-    V, T = spec["config"]["vocab_size"], spec["seq_len"]
-    input_ids = torch.randint(0, V, (2, T), generator=gen)
-    labels = input_ids.clone()
-    # a few labels differ from the inputs so that mixing up input_ids/labels is caught
-    for b in range(2):
-        pos = torch.randperm(T - 1, generator=gen)[:3] + 1
-        for t in pos.tolist():
-            labels[b, t] = (input_ids[b, t] + 1 + torch.randint(0, V - 1, (1,), generator=gen)) % V
-    labels[0, :4] = -100  # first 4 positions of row 0
-    mid = T // 2 - 2
-    labels[1, mid : mid + 3] = -100  # a middle span of row 1
-    return input_ids, labels
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -129,41 +83,14 @@ def make_inputs(spec, seed):
 
 
 def to_per_expert(named_tensors, moe_intermediate_size):
-    """transformers 5.23 in-memory names -> DeepSeek checkpoint names. Fused experts:
-    mlp.experts.gate_up_proj [E, 2I, H] (rows [0,I) = gate_proj, [I,2I) = up_proj), mlp.experts.down_proj [E, H, I].
+    """transformers 5.23 in-memory names -> DeepSeek checkpoint names (mlp.experts.E.{gate,up,down}_proj.weight).
     Zero-sized tensors (the width-0 shared MLP when n_shared_experts == 0) are dropped."""
-    out = {}
-    I = moe_intermediate_size
-    for name, t in named_tensors.items():
-        if t.numel() == 0:
-            continue
-        if name.endswith("mlp.experts.gate_up_proj"):
-            prefix = name[: -len("gate_up_proj")]
-            assert t.dim() == 3 and t.shape[1] == 2 * I
-            for e in range(t.shape[0]):
-                out[f"{prefix}{e}.gate_proj.weight"] = t[e, :I, :].contiguous()
-                out[f"{prefix}{e}.up_proj.weight"] = t[e, I:, :].contiguous()
-        elif name.endswith("mlp.experts.down_proj"):
-            prefix = name[: -len("down_proj")]
-            assert t.dim() == 3 and t.shape[2] == I
-            for e in range(t.shape[0]):
-                out[f"{prefix}{e}.down_proj.weight"] = t[e].contiguous()
-        else:
-            out[name] = t.contiguous()
-    return out
+    return fc.unfuse_experts(named_tensors, moe_intermediate_size, drop_empty=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Reference computation
 # --------------------------------------------------------------------------------------------------------------
-
-
-def causal_lm_loss(logits, labels):
-    """HF ForCausalLMLoss (no num_items_in_batch): mean CE of logits[:, t] vs labels[:, t+1] over labels != -100."""
-    V = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1, :].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="mean"
-    )
 
 
 def seq_aux_loss(records, n_experts, top_k):
@@ -253,12 +180,6 @@ def run_fp32(model32, input_ids, labels, router_patch):
     )
 
 
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    scale = max(b.abs().max().item(), 1e-30)
-    return (a - b).abs().max().item() / scale
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------------------
@@ -301,12 +222,6 @@ def config_dict(model, spec):
     return d
 
 
-def write_json(path, obj, sort_keys=True):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=sort_keys)
-        f.write("\n")
-
-
 def write_per_expert(model, spec, out_dir):
     named = {n: p.detach() for n, p in model.state_dict().items()}
     if model.config.tie_word_embeddings:
@@ -324,20 +239,10 @@ def write_per_expert(model, spec, out_dir):
 
 def write_hf_sharded(model, out_dir):
     """model.save_pretrained(safe_serialization=True), with a max_shard_size that yields exactly 2 shards."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    for frac in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.45, 0.4):
-        tmp = tempfile.mkdtemp(prefix="dsv2fx_")
-        try:
-            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=int(total * frac))
-            shards = sorted(f for f in os.listdir(tmp) if f.endswith(".safetensors"))
-            if shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]:
-                for f in sorted(os.listdir(tmp)):
-                    shutil.copy(os.path.join(tmp, f), os.path.join(out_dir, f))
-                idx = json.load(open(os.path.join(out_dir, "model.safetensors.index.json")))
-                return sorted(idx["weight_map"]), frac
-        finally:
-            shutil.rmtree(tmp)
-    raise RuntimeError("could not obtain exactly two shards from save_pretrained")
+    frac = fc.save_with_transformers(model, out_dir, 2, fractions=(0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.45, 0.4),
+                                     tmp_prefix="dsv2fx_", safe_serialization=True)
+    idx = json.load(open(os.path.join(out_dir, "model.safetensors.index.json")))
+    return sorted(idx["weight_map"]), frac
 
 
 def describe_hf_saved(out_dir):
@@ -350,16 +255,6 @@ def describe_hf_saved(out_dir):
     return idx["metadata"], rows
 
 
-def load_all_weights(out_dir):
-    files = sorted(f for f in os.listdir(out_dir) if f.endswith(".safetensors") and f != "expected.safetensors")
-    res = {}
-    for fname in files:
-        with safe_open(os.path.join(out_dir, fname), "pt") as f:
-            for k in f.keys():
-                res[k] = f.get_tensor(k)
-    return res
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Main per-fixture driver
 # --------------------------------------------------------------------------------------------------------------
@@ -369,20 +264,18 @@ def generate(spec, out_root, max_attempts=200):
     name = spec["name"]
     print(f"\n=== {name}: {spec['note']}")
     cfg = make_config(spec)
-    K, E = cfg.num_experts_per_tok, cfg.n_routed_experts
+    E = cfg.n_routed_experts
 
     # deterministic retry schedule until every routing decision has a float64 margin > TIE_GAP
-    for attempt in range(max_attempts):
-        seed = spec["seed"] + attempt
+    def attempt(seed):
         model32 = build_model(spec, seed)
-        input_ids, labels = make_inputs(spec, seed)
+        input_ids, labels = fc.make_inputs(spec, seed)
         ref = run_reference(model32, input_ids, labels)
         gap, ggap = min_routing_gaps(ref["records"], model32.config)
-        if gap > TIE_GAP and ggap > TIE_GAP:
-            break
-        print(f"  seed {seed}: routing near-tie (min gap {gap:.3g}, group gap {ggap:.3g}); retrying")
-    else:
-        raise RuntimeError("no tie-free seed found")
+        return {"min gap": gap, "group gap": ggap}, (model32, input_ids, labels, ref)
+
+    seed, gaps, (model32, input_ids, labels, ref) = fc.first_tie_free_seed(spec, attempt, max_attempts)
+    gap, ggap = gaps["min gap"], gaps["group gap"]
     print(f"  seed {seed}; min top-k score gap {gap:.4g}; min group gap {ggap:.4g}")
 
     # ---- checks against transformers itself ---------------------------------------------------------------
@@ -419,14 +312,11 @@ def generate(spec, out_root, max_attempts=200):
     assert errs["logits"] < 1e-4 and errs["loss"] < 1e-4 and errs["grads"] < 1e-3, errs
 
     # ---- write ---------------------------------------------------------------------------------------------
-    out_dir = os.path.join(out_root, name)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
+    out_dir = fc.fresh_dir(out_root, name)
 
     if spec["layout"] == "per_expert":
         weight_names = write_per_expert(model32, spec, out_dir)
-        write_json(os.path.join(out_dir, "config.json"), config_dict(model32, spec))
+        fc.write_json(os.path.join(out_dir, "config.json"), config_dict(model32, spec))
     else:
         assert spec["weight_dtype"] == "float32" and not spec["old_rope_spelling"]
         weight_names, frac = write_hf_sharded(model32, out_dir)
@@ -443,11 +333,7 @@ def generate(spec, out_root, max_attempts=200):
                     continue
                 print(f"    {r[0]} {r[1]} {r[2]} -> {r[3]}")
 
-    with open(os.path.join(out_dir, "inputs.json"), "w") as f:  # one row per line
-        rows = lambda t: ",\n    ".join(json.dumps(r) for r in t.tolist())
-        f.write(f'{{\n  "input_ids": [\n    {rows(input_ids)}\n  ],\n  "labels": [\n    {rows(labels)}\n  ]\n}}\n')
-    assert json.load(open(os.path.join(out_dir, "inputs.json"))) == {
-        "input_ids": input_ids.tolist(), "labels": labels.tolist()}
+    fc.write_inputs(os.path.join(out_dir, "inputs.json"), input_ids, labels)
 
     expected = {
         "logits": ref["logits"].float().contiguous(),
@@ -463,7 +349,7 @@ def generate(spec, out_root, max_attempts=200):
         expected["auxgrad." + k] = v.float().contiguous()
     for layer, rec in zip(moe_layer_ids(cfg), ref["records"]):
         expected[f"topk_idx.{layer}"] = rec["topk_indices"].sort(dim=-1).values.float().contiguous()
-    save_file(expected, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
+    fc.save_expected(out_dir, expected)
 
     # every stored weight has a grad and an auxgrad, and nothing else
     gnames = sorted(k[5:] for k in expected if k.startswith("grad."))
@@ -471,23 +357,10 @@ def generate(spec, out_root, max_attempts=200):
     assert gnames == anames == sorted(weight_names), (set(gnames) ^ set(weight_names))
 
     # ---- round trip: transformers loads what we wrote, and reproduces the reference -------------------------
-    loaded_cfg = DeepseekV2Config.from_pretrained(out_dir)
-    for k, v in spec["config"].items():
-        if k == "rope_parameters":
-            for rk, rv in v.items():
-                assert loaded_cfg.rope_parameters[rk] == rv, (rk, loaded_cfg.rope_parameters)
-        else:
-            assert getattr(loaded_cfg, k) == v, (k, getattr(loaded_cfg, k), v)
-    loaded = DeepseekV2ForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    sd_mem, sd_disk = model32.state_dict(), loaded.state_dict()
-    assert sorted(sd_mem) == sorted(sd_disk)
-    for k in sd_mem:
-        assert torch.equal(sd_mem[k], sd_disk[k]), f"round-trip mismatch for {k}"
-    if cfg.tie_word_embeddings:
-        assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    loaded = fc.check_round_trip(DeepseekV2Config, DeepseekV2ForCausalLM, spec, out_dir, model32)
     ref2 = run_reference(loaded, input_ids, labels)
     assert torch.equal(ref2["logits"], ref["logits"]) and torch.equal(ref2["loss"], ref["loss"])
-    disk = load_all_weights(out_dir)
+    disk, _ = fc.load_disk_weights(out_dir)
     print(f"  round trip OK: from_pretrained reproduces the weights bit-exactly and the reference logits; "
           f"{len(disk)} stored tensors ({sorted({str(t.dtype) for t in disk.values()})})")
 
@@ -500,21 +373,7 @@ def generate(spec, out_root, max_attempts=200):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    os.makedirs(args.out, exist_ok=True)
-    for spec in FIXTURES:
-        if args.only and spec["name"] not in args.only:
-            continue
-        generate(spec, args.out)
-    total = 0
-    for root, _, files in os.walk(args.out):
-        for f in files:
-            total += os.path.getsize(os.path.join(root, f))
-    print(f"\ntotal size of {args.out}: {total} bytes")
+    fc.run_generator(DEFAULT_OUT, FIXTURES, generate)
 
 
 if __name__ == "__main__":

@@ -25,117 +25,50 @@ per-expert files (the math in README-v3-fixtures.md), and stops on the first fai
 deterministic: fixed seeds, fixed retry schedule.
 """
 
-import argparse
 import contextlib
 import copy
-import hashlib
 import json
-import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
-import warnings
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import transformers
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 from transformers.models.deepseek_v2 import modeling_deepseek_v2 as mdv2
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as mdv3
 
-warnings.filterwarnings("ignore")
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-logging.getLogger("transformers").setLevel(logging.ERROR)
-
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_common as fc  # noqa: E402  (helpers shared with the other fixture generators)
+from fixture_common import (  # noqa: E402
+    causal_lm_loss, check, compute_dtype, eager_copy, grads_of, max_rel_over, rel_err, yarn_mscale,
+)
 from v3_fixture_specs import FIXTURES  # noqa: E402
+
+fc.setup()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "v3")
-TIE_GAP = 1e-4  # minimum float64 gap: K-th vs (K+1)-th biased score, topk_group-th vs next group score
 MAX_BYTES = 2 * 1024 * 1024
 BIAS_NAME = "e_score_correction_bias"
 
 
-def check(cond, msg):
-    """A failed check stops the script (not an assert: it must also run under python -O)."""
-    if not cond:
-        raise SystemExit(f"CHECK FAILED: {msg}")
-
-
 # --------------------------------------------------------------------------------------------------------------
-# float64-faithful replacements of the transformers functions that force float32 intermediates.
-# Each performs the original operations with compute dtype promote_types(input dtype, float32): for float32 and
-# bf16 inputs that is float32, exactly as transformers does; for float64 inputs it is float64.
+# float64-faithful replacements of the transformers functions that force float32 intermediates (the ones all
+# families share are in fixture_common.py): compute dtype promote_types(input dtype, float32).
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _cdt(dtype):
-    return torch.promote_types(dtype, torch.float32)
-
-
-def patched_rms_forward(self, hidden_states):
-    # DeepseekV3RMSNorm.forward; original: .to(torch.float32)
-    input_dtype = hidden_states.dtype
-    hidden_states = hidden_states.to(_cdt(input_dtype))
-    variance = hidden_states.pow(2).mean(-1, keepdim=True)
-    hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-    return self.weight * hidden_states.to(input_dtype)
-
-
-def yarn_mscale(scale, m=1.0):
-    # modeling_rope_utils.yarn_get_mscale
-    return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
 
 
 def rope_params_f64(config):
-    """float64 re-derivation of compute_default_rope_parameters / _compute_yarn_parameters (truncate=True), which
-    transformers computes in float32. Returns (inv_freq [dr/2] float64, cos/sin factor). dim = qk_rope_head_dim
+    """float64 (inv_freq [dr/2], cos/sin factor) of DeepseekV3's default / YaRN RoPE. dim = qk_rope_head_dim
     (DeepseekV3Config sets head_dim = qk_rope_head_dim)."""
-    rp = config.rope_parameters
-    base = float(rp["rope_theta"])
     dim = config.qk_rope_head_dim
     check(config.head_dim == dim, "DeepseekV3Config.head_dim must equal qk_rope_head_dim")
-    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    if rp["rope_type"] == "default":
-        return 1.0 / pos_freqs, 1.0
-    check(rp["rope_type"] == "yarn", f"rope_type {rp['rope_type']} not covered")
-    check(rp.get("partial_rotary_factor", 1.0) == 1.0 and rp.get("truncate", True), "yarn variant not covered")
-    factor = rp["factor"]
-    if factor is None:
-        factor = config.max_position_embeddings / rp["original_max_position_embeddings"]
-    factor = float(factor)
-    orig = rp["original_max_position_embeddings"]
-    mscale, mscale_all_dim = rp.get("mscale"), rp.get("mscale_all_dim")
-    attention_factor = rp.get("attention_factor")
-    if attention_factor is None:
-        if mscale and mscale_all_dim:
-            attention_factor = float(yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim))
-        else:
-            attention_factor = yarn_mscale(factor)
-    beta_fast = rp.get("beta_fast") or 32
-    beta_slow = rp.get("beta_slow") or 1
-
-    def corr_dim(num_rot):
-        return (dim * math.log(orig / (num_rot * 2 * math.pi))) / (2 * math.log(base))
-
-    low = max(math.floor(corr_dim(beta_fast)), 0)
-    high = min(math.ceil(corr_dim(beta_slow)), dim - 1)
-    if low == high:
-        high += 0.001
-    ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
-    extrap = 1 - ramp
-    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrap) + (1.0 / pos_freqs) * extrap
-    return inv_freq, attention_factor
+    return fc.rope_params_f64(config, dim)
 
 
 def softmax_scale(config):
@@ -148,36 +81,10 @@ def softmax_scale(config):
     return s
 
 
-def make_rotary_forward(orig):
-    def forward(self, x, position_ids):
-        if x.dtype != torch.float64:
-            return orig(self, x, position_ids)  # transformers' own code, untouched
-        inv_freq, factor = rope_params_f64(self.config)
-        freqs = position_ids[..., None].to(torch.float64) * inv_freq.to(x.device)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos() * factor, emb.sin() * factor
-
-    return forward
-
-
-def patched_eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    # modeling_deepseek_v3.eager_attention_forward; original: softmax(dtype=torch.float32)
-    key_states = mdv3.repeat_kv(key, module.num_key_value_groups)
-    value_states = mdv3.repeat_kv(value, module.num_key_value_groups)
-    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=_cdt(query.dtype)).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value_states)
-    attn_output = attn_output.transpose(1, 2).contiguous()
-    return attn_output, attn_weights
-
-
 def patched_router_forward(self, hidden_states):
     # DeepseekV3TopkRouter.forward; original: hidden_states.type(torch.float32), self.weight.type(torch.float32)
     hidden_states = hidden_states.view(-1, self.hidden_dim)
-    dt = _cdt(hidden_states.dtype)
+    dt = compute_dtype(hidden_states.dtype)
     router_logits = F.linear(hidden_states.type(dt), self.weight.type(dt))
     scores = router_logits.sigmoid()
     scores_for_choice = scores + self.e_score_correction_bias
@@ -186,15 +93,7 @@ def patched_router_forward(self, hidden_states):
         .topk(2, dim=-1)[0]
         .sum(dim=-1)
     )
-    group_idx = torch.topk(group_scores, k=self.topk_group, dim=-1, sorted=False)[1]
-    group_mask = torch.zeros_like(group_scores)
-    group_mask.scatter_(1, group_idx, 1)
-    score_mask = (
-        group_mask.unsqueeze(-1)
-        .expand(-1, self.num_group, self.num_experts // self.num_group)
-        .reshape(-1, self.num_experts)
-    )
-    scores_for_choice = scores_for_choice.masked_fill(~score_mask.bool(), float("-inf"))
+    scores_for_choice = fc.mask_to_top_groups(self, scores_for_choice, group_scores, float("-inf"))
     topk_indices = torch.topk(scores_for_choice, k=self.top_k, dim=-1, sorted=False)[1]
     topk_weights = scores.gather(1, topk_indices)
     if self.norm_topk_prob:
@@ -206,22 +105,15 @@ def patched_router_forward(self, hidden_states):
 
 @contextlib.contextmanager
 def hf_float64_patches():
+    """Install the float64-faithful functions into modeling_deepseek_v3 for the duration of the block."""
     rms, rot, router = mdv3.DeepseekV3RMSNorm, mdv3.DeepseekV3RotaryEmbedding, mdv3.DeepseekV3TopkRouter
-    saved = [
-        (rms, "forward", rms.forward),
-        (rot, "forward", rot.forward),
-        (router, "forward", router.forward),
-        (mdv3, "eager_attention_forward", mdv3.eager_attention_forward),
-    ]
-    try:
-        rms.forward = patched_rms_forward
-        rot.forward = make_rotary_forward(saved[1][2])
-        router.forward = patched_router_forward
-        mdv3.eager_attention_forward = patched_eager_attention_forward
+    with fc.swap_attributes([
+        (rms, "forward", fc.patched_rms_forward),
+        (rot, "forward", fc.make_rotary_forward(rot.forward, lambda module: rope_params_f64(module.config))),
+        (router, "forward", patched_router_forward),
+        (mdv3, "eager_attention_forward", fc.make_eager_attention(mdv3)),
+    ]):
         yield
-    finally:
-        for obj, attr, val in saved:
-            setattr(obj, attr, val)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -230,9 +122,7 @@ def hf_float64_patches():
 
 
 def make_config(spec):
-    cfg = DeepseekV3Config(**copy.deepcopy(spec["config"]))
-    cfg.architectures = ["DeepseekV3ForCausalLM"]
-    return cfg
+    return fc.make_config(DeepseekV3Config, DeepseekV3ForCausalLM, spec)
 
 
 def is_norm_weight(name):
@@ -246,29 +136,13 @@ def is_router_weight(name):
 def build_model(spec, seed):
     """float32 model holding the fixture values. For a bf16 fixture every weight is rounded to bf16 except the
     router weight (transformers keeps it float32). The e_score_correction_bias buffers are float32, non-zero."""
-    cfg = make_config(spec)
-    torch.manual_seed(seed)
-    model = DeepseekV3ForCausalLM(cfg).to(torch.float32)
-    gen = torch.Generator().manual_seed(seed)
-    std = cfg.initializer_range
+    model, gen = fc.build_random_model(DeepseekV3ForCausalLM, make_config(spec), seed, spec["weight_dtype"],
+                                       is_norm_weight, keep_float32=is_router_weight)
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):  # a tied lm_head is deduplicated here
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            if is_norm_weight(name):
-                val = 1.0 + 0.1 * noise
-            elif name.endswith(".bias"):
-                val = 0.1 * noise
-            else:
-                val = std * noise
-            if spec["weight_dtype"] == "bfloat16" and not is_router_weight(name):
-                val = val.to(torch.bfloat16)
-            p.copy_(val.to(torch.float32))
         for name, b in sorted(model.named_buffers()):
             if name.endswith(BIAS_NAME):
                 noise = torch.randn(b.shape, generator=gen, dtype=torch.float64)
                 b.copy_((spec["bias_std"] * noise + spec["bias_offset"]).to(torch.float32))
-    if cfg.tie_word_embeddings:
-        check(model.lm_head.weight is model.model.embed_tokens.weight, "tied lm_head is not the embedding")
     model.eval()
     return model
 
@@ -290,22 +164,6 @@ def transformers_bf16_model(model32):
     return m
 
 
-def make_inputs(spec, seed):
-    gen = torch.Generator().manual_seed(seed + 7)
-    V, T = spec["config"]["vocab_size"], spec["seq_len"]
-    input_ids = torch.randint(0, V, (2, T), generator=gen)
-    labels = input_ids.clone()
-    # a few labels differ from the inputs so that mixing up input_ids/labels is caught
-    for b in range(2):
-        pos = torch.randperm(T - 1, generator=gen)[:3] + 1
-        for t in pos.tolist():
-            labels[b, t] = (input_ids[b, t] + 1 + torch.randint(0, V - 1, (1,), generator=gen)) % V
-    labels[0, :4] = -100  # first 4 positions of row 0
-    mid = T // 2 - 2
-    labels[1, mid : mid + 3] = -100  # a middle span of row 1
-    return input_ids, labels
-
-
 def moe_layer_ids(model):
     """The layers that actually hold a router in the built model."""
     return [i for i, layer in enumerate(model.model.layers) if isinstance(layer.mlp, mdv3.DeepseekV3MoE)]
@@ -322,54 +180,15 @@ def moe_layer_ids_from_config(cfg):
 
 
 def to_disk_names(named, I):
-    """transformers 5.25 keeps experts fused in memory: mlp.experts.gate_up_proj [E, 2I, H] (rows [0, I) = gate,
-    rows [I, 2I) = up) and mlp.experts.down_proj [E, H, I]. On disk (save_pretrained, save_original_format=True;
+    """transformers 5.25 in-memory (fused experts) -> on-disk names (save_pretrained, save_original_format=True;
     deepseek_v3 uses the "qwen2_moe" conversion): mlp.experts.E.gate_proj.weight [I,H], .up_proj.weight [I,H],
     .down_proj.weight [H,I]. Everything else keeps its name."""
-    out = {}
-    for name, t in named.items():
-        if name.endswith("mlp.experts.gate_up_proj"):
-            prefix = name[: -len("gate_up_proj")]
-            check(t.dim() == 3 and t.shape[1] == 2 * I, f"{name} shape {tuple(t.shape)}")
-            for e in range(t.shape[0]):
-                out[f"{prefix}{e}.gate_proj.weight"] = t[e, :I, :].contiguous()
-                out[f"{prefix}{e}.up_proj.weight"] = t[e, I:, :].contiguous()
-        elif name.endswith("mlp.experts.down_proj"):
-            prefix = name[: -len("down_proj")]
-            check(t.dim() == 3 and t.shape[2] == I, f"{name} shape {tuple(t.shape)}")
-            for e in range(t.shape[0]):
-                out[f"{prefix}{e}.down_proj.weight"] = t[e].contiguous()
-        else:
-            out[name] = t.contiguous()
-    return out
+    return fc.unfuse_experts(named, I)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Running transformers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def causal_lm_loss(logits, labels):
-    """HF ForCausalLMLoss (no num_items_in_batch): mean CE of logits[:, t] vs labels[:, t+1] over labels != -100,
-    here in the logits' dtype (HF casts the logits to float32 first)."""
-    V = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1, :].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="mean"
-    )
-
-
-def grads_of(value, params, retain):
-    gs = torch.autograd.grad(value, [p for _, p in params], allow_unused=True, retain_graph=retain)
-    return {n: (g if g is not None else torch.zeros_like(p)).detach() for (n, p), g in zip(params, gs)}
-
-
-def eager_copy(model, dtype=None):
-    m = copy.deepcopy(model)
-    if dtype is not None:
-        m = m.to(dtype)
-    m.set_attn_implementation("eager")
-    m.set_experts_implementation("eager")
-    return m
 
 
 @contextlib.contextmanager
@@ -429,23 +248,6 @@ def same_bits(a, b):
     ok = ok and all(torch.equal(x, y) for L in a["routing"] for x, y in zip(a["routing"][L], b["routing"][L]))
     ok = ok and all(torch.equal(a["grads"][n], b["grads"][n]) for n in a["grads"])
     return ok
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    scale = max(b.abs().max().item(), 1e-30)
-    return (a - b).abs().max().item() / scale
-
-
-def max_rel_over(da, db):
-    """max over tensors of max|a-b| / max|b| (tensors whose reference is all zero must be ~zero too)."""
-    worst = 0.0
-    for n in db:
-        if db[n].abs().max().item() == 0.0:
-            check(da[n].abs().max().item() < 1e-9, f"{n}: reference is zero, other is not")
-            continue
-        worst = max(worst, rel_err(da[n], db[n]))
-    return worst
 
 
 def sorted_routing(idx, w):
@@ -620,53 +422,6 @@ def manual_reference(cfg, disk, input_ids, labels, want_grads=True, rope_pairs="
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------------------------
-
-
-def write_inputs(path, input_ids, labels):
-    with open(path, "w") as f:  # one row per line
-        rows = lambda t: ",\n    ".join(json.dumps(r) for r in t.tolist())  # noqa: E731
-        f.write(f'{{\n  "input_ids": [\n    {rows(input_ids)}\n  ],\n  "labels": [\n    {rows(labels)}\n  ]\n}}\n')
-    check(json.load(open(path)) == {"input_ids": input_ids.tolist(), "labels": labels.tolist()}, "inputs.json")
-
-
-def save_with_transformers(model_to_save, out_dir, shards):
-    """model.save_pretrained(out_dir) as is; for shards > 1 a max_shard_size that yields exactly that many."""
-    if shards == 1:
-        model_to_save.save_pretrained(out_dir)
-        check(os.path.exists(os.path.join(out_dir, "model.safetensors")), "no model.safetensors")
-        return None
-    total = sum(p.numel() * p.element_size() for p in model_to_save.parameters())
-    want = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
-    for frac in (0.5, 0.55, 0.6, 0.45, 0.65, 0.4, 0.7, 0.35, 0.3, 0.25):
-        tmp = tempfile.mkdtemp(prefix="v3fx_")
-        try:
-            model_to_save.save_pretrained(tmp, max_shard_size=int(total * frac / (shards - 1)))
-            got = sorted(f for f in os.listdir(tmp) if f.endswith(".safetensors"))
-            if got == want:
-                for f in sorted(os.listdir(tmp)):
-                    shutil.copy(os.path.join(tmp, f), os.path.join(out_dir, f))
-                return frac
-        finally:
-            shutil.rmtree(tmp)
-    raise SystemExit(f"CHECK FAILED: could not obtain exactly {shards} shards from save_pretrained")
-
-
-def load_disk_weights(out_dir):
-    files = sorted(f for f in os.listdir(out_dir) if f.endswith(".safetensors") and f != "expected.safetensors")
-    res, where = {}, {}
-    for fname in files:
-        with safe_open(os.path.join(out_dir, fname), "pt") as f:
-            check(f.metadata() == {"format": "pt"}, f"{fname} metadata {f.metadata()}")
-            for k in f.keys():
-                check(k not in res, f"{k} stored twice")
-                res[k] = f.get_tensor(k)
-                where[k] = fname
-    return res, where
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Extra checks that store nothing
 # --------------------------------------------------------------------------------------------------------------
 
@@ -789,18 +544,16 @@ def generate(spec, out_root, max_attempts=200):
     check(I % 4 == 0, "expert width must be a multiple of 4 (grouped_mm stride limit)")
 
     # ---- deterministic retry schedule until every routing decision has a float64 margin > TIE_GAP ------------
-    for attempt in range(max_attempts):
-        seed = spec["seed"] + attempt
+    def attempt(seed):
         model32 = build_model(spec, seed)
-        input_ids, labels = make_inputs(spec, seed)
+        input_ids, labels = fc.make_inputs(spec, seed)
         ref = run_reference(model32, input_ids, labels)
         biases = router_biases(model32)
         gap_k, gap_g = routing_gaps(ref, biases, cfg)
-        if gap_k > TIE_GAP and gap_g > TIE_GAP:
-            break
-        print(f"  seed {seed}: routing near-tie (min top-k gap {gap_k:.3g}, group gap {gap_g:.3g}); retrying")
-    else:
-        raise SystemExit("CHECK FAILED: no tie-free seed found")
+        return {"min top-k gap": gap_k, "group gap": gap_g}, (model32, input_ids, labels, ref, biases)
+
+    seed, gaps, (model32, input_ids, labels, ref, biases) = fc.first_tie_free_seed(spec, attempt, max_attempts)
+    gap_k, gap_g = gaps["min top-k gap"], gaps["group gap"]
     moe_layers = ref["moe_layers"]
     print(f"  seed {seed}; MoE layers {moe_layers}; min top-{K} biased-score gap {gap_k:.4g}; "
           + (f"min top-{TG}-of-{G} group-score gap {gap_g:.4g}" if TG < G else f"no group step (n_group {G}, "
@@ -891,26 +644,16 @@ def generate(spec, out_root, max_attempts=200):
     check(rel_err(ref1["logits"], ref["logits"]) < 1e-14, "all-ones attention_mask differs from None")
 
     # ---- write with save_pretrained ----------------------------------------------------------------------------
-    out_dir = os.path.join(out_root, name)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
+    out_dir = fc.fresh_dir(out_root, name)
     to_save = transformers_bf16_model(model32) if spec["weight_dtype"] == "bfloat16" else copy.deepcopy(model32)
-    frac = save_with_transformers(to_save, out_dir, spec["shards"])
+    frac = fc.save_with_transformers(to_save, out_dir, spec["shards"], tmp_prefix="v3fx_")
     written_cfg = json.load(open(os.path.join(out_dir, "config.json")))
     check(written_cfg["dtype"] == spec["weight_dtype"], f"config dtype {written_cfg.get('dtype')}")
     check(written_cfg["model_type"] == "deepseek_v3", "model_type")
 
     # the files hold exactly the un-fused in-memory tensors (parameters and the bias buffer), bit for bit
-    disk, where = load_disk_weights(out_dir)
-    sd = {n: t.detach() for n, t in to_save.state_dict().items()}
-    if cfg.tie_word_embeddings:
-        check("lm_head.weight" not in disk, "tied lm_head was written")
-        sd.pop("lm_head.weight", None)
-    mine = to_disk_names(sd, I)
-    check(sorted(mine) == sorted(disk), f"names differ: {sorted(set(mine) ^ set(disk))[:8]}")
-    for k in mine:
-        check(disk[k].dtype == mine[k].dtype and torch.equal(disk[k], mine[k]), f"{k} differs on disk")
+    disk, where = fc.check_written_weights(out_dir, to_save, lambda sd: to_disk_names(sd, I))
+    for k in disk:
         want = torch.float32 if (spec["weight_dtype"] == "float32" or is_router_weight(k) or k.endswith(BIAS_NAME)) \
             else torch.bfloat16
         check(disk[k].dtype == want, f"{k} stored as {disk[k].dtype}, expected {want}")
@@ -933,15 +676,9 @@ def generate(spec, out_root, max_attempts=200):
     for k in show:
         print(f"    {k} {list(disk[k].shape)} {str(disk[k].dtype)[6:]}" + (f" -> {where[k]}" if spec["shards"] > 1 else ""))
     if spec["shards"] > 1:
-        idx = json.load(open(os.path.join(out_dir, "model.safetensors.index.json")))
-        check(idx["weight_map"] == where, "index weight_map does not match the shards")
-        layer_files = {}
-        for k, fname in where.items():
-            layer_files.setdefault(".".join(k.split(".")[:3]), set()).add(fname)
-        split = sorted(k for k, fs in layer_files.items() if len(fs) > 1)
-        print(f"    index metadata {idx['metadata']}; layers whose tensors span both shards: {split}")
+        fc.check_shard_index(out_dir, where)
 
-    write_inputs(os.path.join(out_dir, "inputs.json"), input_ids, labels)
+    fc.write_inputs(os.path.join(out_dir, "inputs.json"), input_ids, labels)
 
     expected = {"logits": ref["logits"].float().contiguous(), "loss": ref["loss"].reshape(1).float()}
     for k, v in to_disk_names(ref["grads"], I).items():
@@ -950,7 +687,7 @@ def generate(spec, out_root, max_attempts=200):
         i_s, w_s = tw64[L]
         expected[f"topk_idx.{L}"] = i_s.float().contiguous()
         expected[f"topk_weight.{L}"] = w_s.float().contiguous()
-    save_file(expected, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
+    fc.save_expected(out_dir, expected)
     gnames = sorted(k[5:] for k in expected if k.startswith("grad."))
     check(gnames == sorted(param_names), "every stored weight (not the bias buffer) needs exactly one grad. entry")
 
@@ -985,20 +722,7 @@ def generate(spec, out_root, max_attempts=200):
           f"apply_rotary_emb output permuted [evens | odds] (max abs diff {d_out:.1e}); q.k scores rel {d_sc:.1e}")
 
     # ---- (8) round trip: transformers loads what was written and reproduces the reference ---------------------
-    loaded_cfg = DeepseekV3Config.from_pretrained(out_dir)
-    for k, v in spec["config"].items():
-        got = getattr(loaded_cfg, k)
-        if k == "rope_parameters":
-            check(all(got[rk] == rv for rk, rv in v.items()), (k, got, v))
-        else:
-            check(got == v, (k, got, v))
-    loaded = DeepseekV3ForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    sd_mem, sd_disk = model32.state_dict(), loaded.state_dict()
-    check(sorted(sd_mem) == sorted(sd_disk), "state_dict keys after from_pretrained")
-    for k in sd_mem:
-        check(torch.equal(sd_mem[k], sd_disk[k]), f"round-trip mismatch for {k}")
-    if cfg.tie_word_embeddings:
-        check(loaded.lm_head.weight is loaded.model.embed_tokens.weight, "from_pretrained did not tie")
+    loaded = fc.check_round_trip(DeepseekV3Config, DeepseekV3ForCausalLM, spec, out_dir, model32)
     ref2 = run_reference(loaded, input_ids, labels, want_grads=False)
     check(torch.equal(ref2["logits"], ref["logits"]), "reload logits")
     if spec["weight_dtype"] == "bfloat16":
@@ -1028,35 +752,10 @@ def generate(spec, out_root, max_attempts=200):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"safetensors {__import__('safetensors').__version__}; threads {torch.get_num_threads()}")
     check(DeepseekV3ForCausalLM._keys_to_ignore_on_load_unexpected == [r"model\.layers\.61.*"],
           "DeepseekV3 MTP ignore pattern changed")
-    os.makedirs(args.out, exist_ok=True)
-    results = []
-    for spec in FIXTURES:
-        if args.only and spec["name"] not in args.only:
-            continue
-        results.append(generate(spec, args.out))
-    print("\nsummary (float32 unpatched transformers vs float64 reference, max relative differences):")
-    for r in results:
-        print(f"  {r['name']:38s} seed {r['seed']}  gaps {r['gap_k']:.2e}/{r['gap_g']:.2e}  "
-              + "  ".join(f"{k} {v:.1e}" for k, v in r["errs"].items()))
-    total, digest = 0, hashlib.sha256()
-    for root, dirs, files in os.walk(args.out):
-        dirs.sort()
-        for f in sorted(files):
-            p = os.path.join(root, f)
-            total += os.path.getsize(p)
-            digest.update(os.path.relpath(p, args.out).encode())
-            digest.update(open(p, "rb").read())
-    print(f"total size of {args.out}: {total} bytes; sha256 of all files {digest.hexdigest()[:16]}")
-    if not args.only:
-        check(total < MAX_BYTES, f"fixtures are {total} bytes, more than {MAX_BYTES}")
+    fc.run_generator(DEFAULT_OUT, FIXTURES, generate, MAX_BYTES, summary_label=lambda r: (
+        f"{r['name']:38s} seed {r['seed']}  gaps {r['gap_k']:.2e}/{r['gap_g']:.2e}"))
 
 
 if __name__ == "__main__":
