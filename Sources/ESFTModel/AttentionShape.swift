@@ -126,11 +126,9 @@ public enum AttentionShape: Equatable, Sendable {
     public func savedBytes(tokens nn: Double, _ b: (Double) -> Double) -> Double {
         switch self {
         case .mla(let a):
-            let h = Double(a.heads), dn = Double(a.qkNopeHeadDim), dr = Double(a.qkRopeHeadDim), dv = Double(a.vHeadDim)
-            let rkv = Double(a.kvLoraRank), rq = Double(a.qLoraRank ?? 0)
-            let ldq = h * (dn + dr), ldkv = h * (dn + dv), ldo = h * dv, ldc = rkv + dr
-            return b(nn * ldq) + (a.qLoraRank != nil ? 2 * b(nn * rq) + b(nn) : 0) + b(nn * ldc) + b(nn * rkv) + b(nn)
-                + b(nn * ldkv) + b(nn * dr) + b(nn * ldo) + b(nn * h)
+            let w = a.widths, rq = Double(a.qLoraRank ?? 0)
+            return b(nn * Double(w.ldq)) + (a.qLoraRank != nil ? 2 * b(nn * rq) + b(nn) : 0) + b(nn * Double(w.ldc)) + b(nn * Double(w.rkv))
+                + b(nn) + b(nn * Double(w.ldkv)) + b(nn * Double(w.dr)) + b(nn * Double(w.ldo)) + b(nn * Double(w.h))
         case .gqa(let a):
             // q and o [N, H·D], k and v [N, Hkv·D] (q and k rotated), lse [N, H]; with q/k norms also their inputs
             // and rstd (per head, or per row for the full-width norm).
@@ -149,11 +147,9 @@ public enum AttentionShape: Equatable, Sendable {
     public func backwardWorkspaceBytes(tokens nn: Double, _ b: (Double) -> Double) -> Double {
         switch self {
         case .mla(let a):
-            let h = Double(a.heads), dn = Double(a.qkNopeHeadDim), dr = Double(a.qkRopeHeadDim), dv = Double(a.vHeadDim)
-            let rkv = Double(a.kvLoraRank), rq = Double(a.qLoraRank ?? 0)
-            let ldq = h * (dn + dr), ldkv = h * (dn + dv), ldo = h * dv, ldc = rkv + dr
-            return b(nn * ldo) + b(nn * ldq) + b(nn * ldkv) + b(nn * dr) + b(nn * ldc) + b(nn * rkv)
-                + (a.qLoraRank != nil ? 2 * b(nn * rq) : 0)
+            let w = a.widths, rq = Double(a.qLoraRank ?? 0)
+            return b(nn * Double(w.ldo)) + b(nn * Double(w.ldq)) + b(nn * Double(w.ldkv)) + b(nn * Double(w.dr)) + b(nn * Double(w.ldc))
+                + b(nn * Double(w.rkv)) + (a.qLoraRank != nil ? 2 * b(nn * rq) : 0)
         case .gqa(let a):
             let q = Double(a.heads * a.headDim), kv = Double(a.kvHeads * a.headDim)
             return b(nn * q) + b(nn * q) + 2 * b(nn * kv) + (a.qkNorm == .none ? 0 : b(nn * q) + b(nn * kv))
@@ -175,6 +171,13 @@ public struct MLAShape: Equatable, Sendable {
     /// RoPE on interleaved pairs (DeepSeek-V2; V3's rope_interleave, the default) or rotate-half pairs.
     public var ropeInterleaved: Bool = true
     public var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
+
+    /// Heads, per-head widths, the latent rank, and the row widths of q [H·(nope+rope)], the decompressed keys and
+    /// values [H·(nope+v)], the attention output [H·v] and kv_a's output [rank + rope]: what `MLAttention` lays out.
+    var widths: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
+        let h = heads, dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim
+        return (h, dn, dr, dv, dn + dr, kvLoraRank, h * (dn + dr), h * (dn + dv), h * dv, kvLoraRank + dr)
+    }
 }
 
 /// GQA: q, k, v projections with `kvHeads` key/value heads shared by groups of heads/kvHeads query heads.

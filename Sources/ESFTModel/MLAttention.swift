@@ -52,10 +52,7 @@ struct MLAttention {
         [qProj, qaProj, qaBias, qaNorm, qbProj, kvaProj, kvaBias, kvaNorm, kvbProj, oProj, oBias].contains { $0?.isTrainable == true }
     }
 
-    var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) {
-        let h = a.heads, dn = a.qkNopeHeadDim, dr = a.qkRopeHeadDim, dv = a.vHeadDim
-        return (h, dn, dr, dv, dn + dr, a.kvLoraRank, h * (dn + dr), h * (dn + dv), h * dv, a.kvLoraRank + dr)
-    }
+    var dims: (h: Int, dn: Int, dr: Int, dv: Int, dqk: Int, rkv: Int, ldq: Int, ldkv: Int, ldo: Int, ldc: Int) { a.widths }
 
     /// x_ND is the normed layer input; out_ND is written.
     func forward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch b: Int, seqLen t: Int,

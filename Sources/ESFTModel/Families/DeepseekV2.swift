@@ -8,20 +8,14 @@ enum DeepseekV2Family {
     static func parseConfig(_ f: JSONReader) throws -> ModelConfig { try ModelConfig(deepseek: f, family: .deepseekV2) }
 
     static func tensorName(of id: ParameterID) -> String {
-        let l = "model.layers.\(id.layer ?? -1)."
-        switch id.kind {
-        case .embedTokens: return "model.embed_tokens.weight"
-        case .finalNorm: return "model.norm.weight"
-        case .lmHead: return "lm_head.weight"
-        case .attention(let t): return l + "self_attn." + t.rawValue
-        case .inputNorm: return l + "input_layernorm.weight"
-        case .postAttentionNorm: return l + "post_attention_layernorm.weight"
-        case .router: return l + "mlp.gate.weight"
-        case .routerBias: return l + "mlp.gate.e_score_correction_bias"  // DeepSeek-V3's buffer; never in V2's specs
-        case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
-        case .sharedExperts(let p): return l + "mlp.shared_experts." + p.rawValue + ".weight"
-        case .sharedExpertGate: return l + "mlp.shared_experts.gate.weight"  // not a DeepSeek tensor: never in its specs
-        case .routedExpert(let p): return l + "mlp.experts.\(id.expert ?? -1)." + p.rawValue + ".weight"
+        TensorNameParts.name(of: id) { l in
+            switch id.kind {
+            case .routerBias: return l + "mlp.gate.e_score_correction_bias"  // DeepSeek-V3's buffer; never in V2's specs
+            case .sharedExperts(let p): return l + "mlp.shared_experts." + p.rawValue + ".weight"
+            case .sharedExpertGate: return l + "mlp.shared_experts.gate.weight"  // not a DeepSeek tensor: never in its specs
+            case .routedExpert(let p): return l + "mlp.experts.\(id.expert ?? -1)." + p.rawValue + ".weight"
+            default: return l + "mlp.gate.weight"  // the router (the other kinds are spelled by TensorNameParts)
+            }
         }
     }
 

@@ -40,20 +40,14 @@ extension GQAFamilyRules {
     // MARK: Names
 
     func tensorName(of id: ParameterID) -> String {
-        let l = "model.layers.\(id.layer ?? -1)."
-        switch id.kind {
-        case .embedTokens: return "model.embed_tokens.weight"
-        case .finalNorm: return "model.norm.weight"
-        case .lmHead: return "lm_head.weight"
-        case .attention(let t): return l + "self_attn." + t.rawValue
-        case .inputNorm: return l + "input_layernorm.weight"
-        case .postAttentionNorm: return l + "post_attention_layernorm.weight"
-        case .router: return l + moeModule + ".gate.weight"
-        case .routerBias: return l + moeModule + ".gate.e_score_correction_bias"  // not a GQA family's tensor: never in its specs
-        case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
-        case .sharedExperts(let p): return l + "mlp.shared_expert." + p.rawValue + ".weight"
-        case .sharedExpertGate: return l + "mlp.shared_expert_gate.weight"
-        case .routedExpert(let p): return l + moeModule + ".experts.\(id.expert ?? -1)." + (expertProjectionNames[p] ?? p.rawValue) + ".weight"
+        TensorNameParts.name(of: id) { l in
+            switch id.kind {
+            case .routerBias: return l + moeModule + ".gate.e_score_correction_bias"  // not a GQA family's tensor: never in its specs
+            case .sharedExperts(let p): return l + "mlp.shared_expert." + p.rawValue + ".weight"
+            case .sharedExpertGate: return l + "mlp.shared_expert_gate.weight"
+            case .routedExpert(let p): return l + moeModule + ".experts.\(id.expert ?? -1)." + (expertProjectionNames[p] ?? p.rawValue) + ".weight"
+            default: return l + moeModule + ".gate.weight"  // the router (the other kinds are spelled by TensorNameParts)
+            }
         }
     }
 

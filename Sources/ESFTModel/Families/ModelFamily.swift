@@ -95,6 +95,24 @@ enum TensorNameParts {
     }
 }
 
+extension TensorNameParts {
+    /// `id`'s name in a family's checkpoints: what every family spells alike (model-wide tensors, attention,
+    /// norms, dense MLPs) here, and the MoE block's tensors by `moe`, given the layer's `model.layers.L.` prefix.
+    static func name(of id: ParameterID, moe: (_ layerPrefix: String) -> String) -> String {
+        let l = "model.layers.\(id.layer ?? -1)."
+        switch id.kind {
+        case .embedTokens: return "model.embed_tokens.weight"
+        case .finalNorm: return "model.norm.weight"
+        case .lmHead: return "lm_head.weight"
+        case .attention(let t): return l + "self_attn." + t.rawValue
+        case .inputNorm: return l + "input_layernorm.weight"
+        case .postAttentionNorm: return l + "post_attention_layernorm.weight"
+        case .denseMLP(let p): return l + "mlp." + p.rawValue + ".weight"
+        case .router, .routerBias, .sharedExperts, .sharedExpertGate, .routedExpert: return moe(l)
+        }
+    }
+}
+
 /// A decimal index as checkpoints write it: digits only, no sign, no leading zeros ("07" is not layer 7).
 func tensorIndex(_ s: Substring) -> Int? {
     guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }), s == "0" || s.first != "0" else { return nil }
