@@ -3,7 +3,7 @@ what `esft import` → `esft export` writes, for every family, and computes the 
 trained by esft (ESFT on a few experts) and exported loads to the logits esft computes on the same directory.
 
 DeepSeek-V2 uses the fixtures whose norm_topk_prob is false, where unpatched transformers is the reference
-(scripts/README-fixtures.md); the other families use every fixture of Tests/Fixtures/families and /v3.
+(scripts/README-fixtures.md); the other families use every fixture of Tests/Fixtures/families, /v3 and /v3fp8.
 
     swift build -c release && python3 scripts/check_export_with_transformers.py
 """
@@ -19,6 +19,8 @@ esft = os.path.join(root, ".build", "release", "esft")
 fixtures = [os.path.join(root, "Tests", "Fixtures", "models", n) for n in ["lite_yarn_oldcfg", "nolora_group16_bias"]]
 fixtures += sorted(glob.glob(os.path.join(root, "Tests", "Fixtures", "families", "*")))
 fixtures += sorted(glob.glob(os.path.join(root, "Tests", "Fixtures", "v3", "*")))
+# FP8 block-scaled DeepSeek-V3: imported (dequantized to bf16), exported bf16 with the router F32, loaded by transformers.
+fixtures += sorted(glob.glob(os.path.join(root, "Tests", "Fixtures", "v3fp8", "*")))
 
 
 def rel(a, b):
@@ -56,7 +58,7 @@ with tempfile.TemporaryDirectory() as tmp:
         for i in range(64):
             q = " ".join(rng.choice(["ab", "cd", "ef", "gh"], size=int(rng.integers(2, 7))))
             f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": q[::-1]}]}) + "\n")
-    for fixture in [fixtures[0]] + [f for f in fixtures if "families" in f][::2] + [f for f in fixtures if "v3" in f][:1]:
+    for fixture in [fixtures[0]] + [f for f in fixtures if "families" in f][::2] + [f for f in fixtures if "/v3/" in f][:1]:
         name = os.path.basename(fixture) + "-trained"
         d = os.path.join(tmp, name)
         os.makedirs(d)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 esft=${1:-.build/release/esft}
 w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
-for model in qwen3-30b-a3b olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b moonlight-16b-a3b deepseek-v3 deepseek-v2-lite; do
+for model in qwen3-30b-a3b olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b moonlight-16b-a3b deepseek-v3 kimi-k2 deepseek-v2-lite; do
   echo "$model: $(python3 scripts/spread_experts.py "configs/$model.json" "$w/$model.experts.json")"
   experts=$(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c.get('n_routed_experts') or c.get('num_experts') or c.get('num_local_experts'))" "configs/$model.json")
   for node in 24GiB 256GiB; do

@@ -34,6 +34,54 @@ public enum JSONText {
         "{" + values.enumerated().map { "\"\($0.offset)\": \(number($0.element))" }.joined(separator: ", ") + "}"
     }
 
+    /// A valid JSON object's text with one top-level member removed and every other byte kept (numbers keep
+    /// their spelling, 1.0 stays 1.0, which Python readers type-check). Unchanged if the key is absent.
+    public static func removingMember(_ key: String, from data: Data) -> Data {
+        let b = [UInt8](data), quote = UInt8(ascii: "\""), target = Array(string(key).utf8)
+        var i = 0, depth = 0
+        // The end of the string starting at `at` (one past its closing quote).
+        func stringEnd(_ at: Int) -> Int {
+            var j = at + 1
+            while j < b.count && b[j] != quote { j += b[j] == UInt8(ascii: "\\") ? 2 : 1 }
+            return j + 1
+        }
+        func skipSpace(_ j: Int) -> Int { var j = j; while j < b.count && [9, 10, 13, 32].contains(b[j]) { j += 1 }; return j }
+        while i < b.count {
+            let c = b[i]
+            if c == quote {
+                let end = stringEnd(i)
+                let colon = skipSpace(end)
+                if depth == 1, colon < b.count, b[colon] == UInt8(ascii: ":"), Array(b[i..<end]) == target {
+                    // The value: up to the ',' or '}' that closes it at this depth.
+                    var j = skipSpace(colon + 1), level = 0
+                    while j < b.count {
+                        if b[j] == quote { j = stringEnd(j); continue }
+                        if b[j] == UInt8(ascii: "{") || b[j] == UInt8(ascii: "[") { level += 1 }
+                        if b[j] == UInt8(ascii: "}") || b[j] == UInt8(ascii: "]") { if level == 0 { break }; level -= 1 }
+                        if b[j] == UInt8(ascii: ","), level == 0 { break }
+                        j += 1
+                    }
+                    var from = i, to = j
+                    if to < b.count && b[to] == UInt8(ascii: ",") {
+                        to = skipSpace(to + 1)                       // drop the following comma and the space after it
+                    } else {                                         // last member: drop the comma before it
+                        while to > from && [9, 10, 13, 32].contains(b[to - 1]) { to -= 1 }  // keep the space before '}'
+                        var k = from - 1
+                        while k > 0 && [9, 10, 13, 32].contains(b[k]) { k -= 1 }
+                        if b[k] == UInt8(ascii: ",") { from = k }
+                    }
+                    return Data(b[0..<from] + b[to...])
+                }
+                i = end
+                continue
+            }
+            if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") { depth += 1 }
+            if c == UInt8(ascii: "}") || c == UInt8(ascii: "]") { depth -= 1 }
+            i += 1
+        }
+        return data
+    }
+
     /// An object whose members are already rendered, one per line at the given indent.
     public static func object(_ members: [(String, String)], indent: String = "") -> String {
         if members.isEmpty { return "{}" }

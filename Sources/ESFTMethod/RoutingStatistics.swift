@@ -89,7 +89,7 @@ public struct RoutingStatistics: Equatable {
         }
         let n = view.tokens * view.k
         try add(layer: view.layer, ids: UnsafeBufferPointer(start: view.topkIdx, count: n),
-                probs: UnsafeBufferPointer(start: view.topkProb, count: n), grouping: grouping)
+                probs: UnsafeBufferPointer(start: view.topkGate, count: n), grouping: grouping)
     }
 
     /// Adds another accumulator's sums (another rank's, another batch's).

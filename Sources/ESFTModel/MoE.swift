@@ -2,15 +2,16 @@ import ESFTKernels
 import Foundation
 
 /// Routing results of one MoE layer for the tokens of a forward pass (for relevance scoring):
-/// topkIdx_NK (global expert ids) and the chosen softmax probabilities topkProb_NK (before
-/// renormalisation and scaling).
+/// topkIdx_NK (global expert ids) and topkGate_NK, ESFT's gate score of each chosen expert
+/// (docs/esft-method.md §1): a softmax router's probability before renormalisation and scaling; a sigmoid
+/// router's weight before routed_scaling_factor.
 public struct RoutingView {
     public let layer: Int
     public let tokens: Int
     public let k: Int
     public let experts: Int
     public let topkIdx: UnsafePointer<Int32>
-    public let topkProb: UnsafePointer<Float>
+    public let topkGate: UnsafePointer<Float>
 }
 
 /// What an MoE layer keeps for backward: the router's outputs (probabilities, chosen experts, their raw
@@ -18,6 +19,8 @@ public struct RoutingView {
 final class MoESaved: ReusableGroup {
     let probs_NE = Reusable<Float>(), topkIdx_NK = Reusable<Int32>(), topkProb_NK = Reusable<Float>()
     let topkWeight_NK = Reusable<Float>()
+    /// ESFT's gate scores, kept only while a routing observer watches a sigmoid router.
+    let topkGate_NK = Reusable<Float>()
     let shared = SwiGLUSaved()
     /// Qwen2-MoE: sigmoid(shared_expert_gate · x) per row.
     let sharedScale_N = Reusable<Float>()
@@ -65,8 +68,12 @@ struct MoELayer {
         let n = batch * seqLen, k = cfg.expertsPerToken, e = cfg.nRoutedExperts
         let probs = sv.probs_NE.reuse(count: n * e), topkIdx = sv.topkIdx_NK.reuse(count: n * k)
         let topkProb = sv.topkProb_NK.reuse(count: n * k), topkWeight = sv.topkWeight_NK.reuse(count: n * k)
-        router.forward(x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb, topkWeight: topkWeight, scratch: ws.router)
-        try observer?(RoutingView(layer: dispatcher.layer, tokens: n, k: k, experts: e, topkIdx: topkIdx, topkProb: topkProb))
+        // A softmax router's gate score is its raw probability (topkProb itself); a sigmoid router's has its own buffer.
+        let topkGate = observer != nil && cfg.router.scoring == .sigmoid ? sv.topkGate_NK.reuse(count: n * k) : nil
+        router.forward(x: x, n: n, probs: probs, topkIdx: topkIdx, topkProb: topkProb, topkWeight: topkWeight,
+                       topkGate: topkGate, scratch: ws.router)
+        try observer?(RoutingView(layer: dispatcher.layer, tokens: n, k: k, experts: e, topkIdx: topkIdx,
+                                  topkGate: UnsafePointer(topkGate ?? topkProb)))
         try dispatcher.forward(x: x, tokens: n, topkIdx: topkIdx, topkWeight: topkWeight, out: out, saved: sv.dispatch, scratch: ws)
         if let shared {
             let (g, u) = shared.saved(sv.shared, rows: n), a = ws.swiglu.act_NI.reuse(count: n * shared.inner)

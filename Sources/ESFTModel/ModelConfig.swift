@@ -83,7 +83,7 @@ extension ModelConfig {
 
     public init(json f: JSONReader) throws {
         let modelType = try f.field("model_type").string()
-        guard let family = ModelFamily(rawValue: modelType) else {
+        guard let family = ModelFamily(modelType: modelType) else {
             throw ESFTError("\(f.source): model_type '\(modelType)' is not supported (supported: \(ModelFamily.supported))")
         }
         self = try family.parseConfig(f)

@@ -14,10 +14,13 @@ struct Router {
     var experts: Int { cfg.nRoutedExperts }
     var k: Int { cfg.expertsPerToken }
 
-    /// Writes probs_NE (saved), topkIdx_NK, topkProb_NK (the raw chosen probabilities) and topkWeight_NK
-    /// (what multiplies each expert's output).
+    /// Writes probs_NE (saved), topkIdx_NK, topkProb_NK (the raw chosen probabilities), topkWeight_NK
+    /// (what multiplies each expert's output) and, if asked, topkGate_NK: ESFT's gate score of each chosen expert
+    /// (docs/esft-method.md §1): a softmax router's raw probability; a sigmoid router's weight before
+    /// routed_scaling_factor (the unbiased score, renormalised when norm_topk_prob).
     func forward(x: UnsafePointer<Float>, n: Int, probs: UnsafeMutablePointer<Float>, topkIdx: UnsafeMutablePointer<Int32>,
-                 topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>, scratch: RouterScratch) {
+                 topkProb: UnsafeMutablePointer<Float>, topkWeight: UnsafeMutablePointer<Float>,
+                 topkGate: UnsafeMutablePointer<Float>?, scratch: RouterScratch) {
         let e = experts, d = cfg.hiddenSize
         let logits = scratch.logits_NE.reuse(count: n * e)
         Linear.forward(x: x, weight: weight.weight, bias: nil, y: logits, n: n, inDim: d, outDim: e)
@@ -48,7 +51,11 @@ struct Router {
                 var sum: Float = 0
                 for j in 0..<k { let v = p[Int(topkIdx[t * k + j])]; topkProb[t * k + j] = v; sum += v }
                 let norm: Float = (cfg.router.normalize && k > 1) ? 1 / (sum + 1e-20) : 1
-                for j in 0..<k { topkWeight[t * k + j] = topkProb[t * k + j] * norm * cfg.router.scale }
+                for j in 0..<k {
+                    let unscaled = topkProb[t * k + j] * norm
+                    topkWeight[t * k + j] = unscaled * cfg.router.scale
+                    topkGate?[t * k + j] = cfg.router.scoring == .sigmoid ? unscaled : topkProb[t * k + j]
+                }
             }
         }
     }

@@ -10,12 +10,15 @@ public struct HFCheckpoint {
     public let directory: URL
     public let config: ModelConfig
     public let files: [SafetensorsFile]
+    /// How FP8 matrices are scaled (config.json's quantization_config); nil for an unquantized checkpoint.
+    public let quantization: FP8Quantization?
     /// Tensor name → the file holding it.
     private let index: [String: SafetensorsFile]
 
     public init(directory: URL) throws {
         self.directory = directory
         config = try loadDirectoryConfig(directory)
+        quantization = try FP8Quantization.read(configAt: directory.appendingPathComponent("config.json"))
         let indexURL = directory.appendingPathComponent("model.safetensors.index.json")
         var fileNames: [String]
         var expectedFile: [String: String] = [:]
@@ -64,6 +67,8 @@ public struct HFCheckpoint {
         public let entry: SafetensorsFile.Entry
         public let elementOffset: Int
         public let count: Int
+        /// An FP8 matrix's block scales (checked when the source was located).
+        public let scale: BlockScale?
 
         /// A zero-copy operand when the stored dtype and alignment allow, else nil.
         public var view: Weight? {
@@ -73,9 +78,13 @@ public struct HFCheckpoint {
         }
         public var dtype: TensorDType { entry.dtype }
 
-        /// Converts to fp32 (any stored dtype).
+        /// Converts to fp32 (any stored dtype; FP8 dequantized with its block scales).
         public func read(into dst: UnsafeMutablePointer<Float>) {
-            file.readFloats(entry, elementOffset: elementOffset, count: count, into: dst)
+            if let scale {
+                scale.dequantize(codes: file.raw(entry).assumingMemoryBound(to: UInt8.self), dtype: entry.dtype, into: dst)
+            } else {
+                file.readFloats(entry, elementOffset: elementOffset, count: count, into: dst)
+            }
         }
 
         /// Drops the pages behind this tensor from the process (streaming import keeps RSS near one tensor).
@@ -88,7 +97,13 @@ public struct HFCheckpoint {
             guard e.shape == spec.shape else {
                 throw ESFTError("\(file.path): tensor '\(spec.name)' has shape \(e.shape), but config.json implies \(spec.shape)")
             }
-            return TensorSource(file: file, entry: e, elementOffset: 0, count: e.count)
+            var scale: BlockScale?
+            if e.dtype.isFP8 {
+                let scaleName = FP8Quantization.scaleName(of: spec.name), scaleFile = index[scaleName]
+                scale = try BlockScale(weight: e, in: file, scale: scaleFile?.entries[scaleName], scaleFile: scaleFile,
+                                       quantization: quantization)
+            }
+            return TensorSource(file: file, entry: e, elementOffset: 0, count: e.count, scale: scale)
         }
         if let fusedName = config.family.fusedExpertName(of: spec.id), case .routedExpert(let kind) = spec.id.kind, let expert = spec.id.expert {
             let e = config.nRoutedExperts, i = config.moeIntermediateSize, d = config.hiddenSize
@@ -97,28 +112,48 @@ public struct HFCheckpoint {
                 guard entry.shape == expected else {
                     throw ESFTError("\(file.path): tensor '\(fusedName)' has shape \(entry.shape), but config.json implies \(expected)")
                 }
+                guard !entry.dtype.isFP8 else {
+                    throw ESFTError("\(file.path): tensor '\(fusedName)' is a fused \(entry.dtype.rawValue) expert tensor; FP8 is read per expert (`mlp.experts.E.*_proj.weight` with `weight_scale_inv`), as the FP8 releases store it")
+                }
                 let perExpert = i * d
                 let offset = kind == .down ? expert * perExpert
                     : expert * 2 * perExpert + (kind == .up ? perExpert : 0)
-                return TensorSource(file: file, entry: entry, elementOffset: offset, count: perExpert)
+                return TensorSource(file: file, entry: entry, elementOffset: offset, count: perExpert, scale: nil)
             }
         }
         throw ESFTError("\(directory.path): missing tensor '\(spec.name)' (shape \(spec.shape)) in the safetensors weights")
     }
 
-    /// Stored tensor names that no parameter of the config uses (reported, not an error).
+    /// Stored tensor names that no parameter of the config uses (reported, not an error). FP8 scales of
+    /// used weights count as used; the multi-token-prediction layers are listed apart (`mtpTensorNames`).
     public func unusedTensorNames() -> [String] {
         var used = Set<String>()
         for spec in config.parameterSpecs() {
-            if index[spec.name] != nil { used.insert(spec.name) }
-            else if let fused = config.family.fusedExpertName(of: spec.id) { used.insert(fused) }
+            if let file = index[spec.name] {
+                used.insert(spec.name)
+                if file.entries[spec.name]?.dtype.isFP8 == true { used.insert(FP8Quantization.scaleName(of: spec.name)) }
+            } else if let fused = config.family.fusedExpertName(of: spec.id) { used.insert(fused) }
         }
-        return index.keys.filter { !used.contains($0) }.sorted()
+        let mtp = Set(mtpTensorNames())
+        return index.keys.filter { !used.contains($0) && !mtp.contains($0) }.sorted()
+    }
+
+    /// Tensors of the multi-token-prediction layers a DeepSeek-V3 checkpoint may carry (`num_nextn_predict_layers`
+    /// of them, at layer indices num_hidden_layers and up, as transformers ignores them): skipped on import,
+    /// since esft trains and runs the main model only.
+    public func mtpTensorNames() -> [String] {
+        let prefix = "model.layers."
+        return index.keys.filter { name in
+            guard name.hasPrefix(prefix), let layer = Int(name.dropFirst(prefix.count).prefix { $0 != "." }) else { return false }
+            return layer >= config.numLayers
+        }.sorted()
     }
 
     /// Builds every parameter the config implies. F32 and BF16 matrices are views into the mapped files
     /// (bf16 is widened at use by the kernels); 1-D tensors (norm weights, biases: a negligible share)
-    /// and F16 are widened into owned memory. Returns the names present but unused.
+    /// and F16 are widened into owned memory; FP8 matrices are dequantized into owned memory and rounded to
+    /// bf16, the values `esft import` stores by default (import FP8 checkpoints once: this path holds them
+    /// as fp32). Returns the names present but unused.
     public func loadParameters() throws -> (ParameterSet, unused: [String]) {
         let set = ParameterSet(family: config.family)
         for spec in config.parameterSpecs() {
@@ -128,6 +163,7 @@ public struct HFCheckpoint {
             } else {
                 let p = Parameter(spec)
                 src.read(into: p.value)
+                if src.scale != nil { for i in 0..<p.count { p.value[i] = Float(bitPattern: UInt32(SafetensorsWriter.bf16Bits(p.value[i])) << 16) } }
                 set.add(p)
             }
         }

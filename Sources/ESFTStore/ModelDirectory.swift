@@ -14,6 +14,8 @@ public final class ModelDirectory {
         public let file: String
         public let offset: Int
         public let bytes: Int
+        /// The stored element type (the directory's, or float32 for a tensor the family keeps in float32).
+        public let dtype: StoredDType
     }
 
     public let url: URL
@@ -74,7 +76,9 @@ public final class ModelDirectory {
                 throw ESFTError("\(path): tensor '\(spec.name)' has shape \(d.shape), but config.json implies \(spec.shape)")
             }
             let kind = d.elementKind
-            let want = dtype == .fp32 ? (true, 4) : (false, 2)
+            // A tensor the family keeps in float32 may be either (directories written before it was kept).
+            let stored: StoredDType = kind.isFloat && kind.size == 4 && config.family.keepsFloat32(spec.id) ? .fp32 : dtype
+            let want = stored == .fp32 ? (true, 4) : (false, 2)
             guard kind.isFloat == want.0, kind.size == want.1, kind.littleEndian else {
                 throw ESFTError("\(path): tensor '\(spec.name)' is not stored as little-endian \(dtype.rawValue) like the rest of the model")
             }
@@ -85,7 +89,7 @@ public final class ModelDirectory {
                 throw ESFTError("\(path): tensor '\(spec.name)' starts at byte \(d.offset!), not a multiple of its element size; rewrite the model with `esft export --format hdf5`")
             }
             return TensorInfo(spec: spec, file: fileName, offset: d.offset!,
-                              bytes: spec.shape.reduce(1, *) * (dtype == .fp32 ? 4 : 2))
+                              bytes: spec.shape.reduce(1, *) * want.1, dtype: stored)
         }
     }
 
@@ -97,7 +101,7 @@ public final class ModelDirectory {
         defer { close(fd) }
         let m = try TensorMapping(fd: fd, path: path, offset: info.offset, bytes: info.bytes, name: info.name)
         return try withExtendedLifetime(m) {
-            try body(dtype == .fp32 ? .f32(m.pointer.assumingMemoryBound(to: Float.self)) : .bf16(m.pointer.assumingMemoryBound(to: UInt16.self)))
+            try body(info.dtype == .fp32 ? .f32(m.pointer.assumingMemoryBound(to: Float.self)) : .bf16(m.pointer.assumingMemoryBound(to: UInt16.self)))
         }
     }
 
@@ -126,12 +130,12 @@ public final class ModelDirectory {
             }()
             fds[info.file] = fd
             let mapping = try TensorMapping(fd: fd, path: path, offset: info.offset, bytes: info.bytes, name: info.name)
-            if dtype == .bf16 && info.shape.count == 1 {
+            if info.dtype == .bf16 && info.shape.count == 1 {
                 // 1-D (norms): widened into owned fp32; a negligible share of the model.
                 let p = Parameter(info.spec)
                 widenBF16(mapping.pointer.assumingMemoryBound(to: UInt16.self), count: p.count, into: p.value)
                 set.add(p)
-            } else if dtype == .bf16 {
+            } else if info.dtype == .bf16 {
                 set.add(Parameter(info.spec, weight: .bf16(mapping.pointer.assumingMemoryBound(to: UInt16.self)), owner: mapping))
             } else {
                 set.add(Parameter(info.spec, weight: .f32(mapping.pointer.assumingMemoryBound(to: Float.self)), owner: mapping))

@@ -29,6 +29,12 @@ public enum ModelDirectoryLayout {
         String(format: "experts-%05d-of-%05d.h5", shard, count)
     }
 
+    /// The element type a tensor is stored in: the directory's, except the tensors the family keeps in float32
+    /// (`ModelFamily.keepsFloat32`), which a bf16 directory stores as float32.
+    public static func storedDType(_ id: ParameterID, config: ModelConfig, dtype: StoredDType) -> StoredDType {
+        config.family.keepsFloat32(id) ? .fp32 : dtype
+    }
+
     /// Contiguous ranges splitting `items` into `parts`, as expert placement does.
     public static func split(_ items: Int, into parts: Int) -> [Range<Int>] { RangeSplit.contiguousBlocks(count: parts, total: items) }
 }
@@ -110,6 +116,7 @@ public final class ModelDirectoryWriter {
             file = nonExpert
         }
         let count = shape.reduce(1, *)
+        let dtype = ModelDirectoryLayout.storedDType(spec.id, config: config, dtype: self.dtype)
         let dataset = try file.createDataset(name, element: dtype.element, shape: shape)
         switch (data, dtype) {
         case (.f32(let p), .fp32): try dataset.write(p, element: .float32)

@@ -13,17 +13,28 @@ public enum ModelImport {
                            progress: ProgressReporter = { _ in }) throws -> (tensors: Int, dtype: StoredDType) {
         let checkpoint = try HFCheckpoint(directory: hfDir)
         let specs = checkpoint.config.parameterSpecs()
-        let sources = try specs.map { try checkpoint.source($0) }  // every tensor located and checked first
-        let matrices = sources.filter { $0.entry.shape.count > 1 }
-        let chosen = dtype ?? (!matrices.isEmpty && matrices.allSatisfy { $0.dtype == .bf16 } ? .bf16 : .fp32)
-        let configJSON = try Data(contentsOf: hfDir.appendingPathComponent("config.json"))
+        let sources = try specs.map { try checkpoint.source($0) }  // every tensor located and checked (FP8 scales too) first
+        // bf16 when every matrix is BF16 or FP8, not counting those the family keeps in float32 anyway.
+        let matrices = zip(specs, sources).filter { $1.entry.shape.count > 1 && !checkpoint.config.family.keepsFloat32($0.id) }
+        let chosen = dtype ?? (!matrices.isEmpty && matrices.allSatisfy { $1.dtype == .bf16 || $1.dtype.isFP8 } ? .bf16 : .fp32)
+        let mtp = checkpoint.mtpTensorNames(), unused = checkpoint.unusedTensorNames()
+        if !mtp.isEmpty {
+            progress("skipping \(mtp.count) tensors of layers past num_hidden_layers \(checkpoint.config.numLayers) (DeepSeek-V3's multi-token-prediction layers; esft trains and runs the main model only)")
+        }
+        if !unused.isEmpty {
+            progress("ignoring \(unused.count) tensors no parameter of the config uses: \(unused.prefix(5).joined(separator: ", "))\(unused.count > 5 ? ", ..." : "")")
+        }
+        var configJSON = try Data(contentsOf: hfDir.appendingPathComponent("config.json"))
+        if checkpoint.quantization != nil {  // the imported weights are dequantized: the copy must not say FP8
+            configJSON = JSONText.removingMember("quantization_config", from: configJSON)
+        }
         let writer = try ModelDirectoryWriter(output: out, config: checkpoint.config, configJSON: configJSON,
                                               dtype: chosen, expertShards: expertShards)
         var owned = FloatBuffer(count: 0)
         for (i, (spec, src)) in zip(specs, sources).enumerated() {
             if let view = src.view {
                 try writer.write(spec, data: view)
-            } else {  // F16, or unaligned: convert through a buffer the size of the largest such tensor
+            } else {  // F16, FP8 (dequantized), or unaligned: convert through a buffer the size of the largest such tensor
                 if owned.count < src.count { owned = FloatBuffer(count: src.count, zeroed: false) }
                 src.read(into: owned.pointer)
                 try writer.write(spec, data: .f32(owned.pointer))
@@ -64,8 +75,10 @@ public enum ModelExport {
         let infos = try model.tensorInfos()
         var shards: [[ModelDirectory.TensorInfo]] = [[]]
         var size = 0
+        // Tensors the family keeps in float32 stay F32, as transformers writes them.
+        func stored(_ info: ModelDirectory.TensorInfo) -> TensorDType { model.config.family.keepsFloat32(info.spec.id) ? .f32 : target }
         for info in infos {
-            let bytes = info.shape.reduce(1, *) * target.size
+            let bytes = info.shape.reduce(1, *) * stored(info).size
             if size > 0 && size + bytes > maxShardBytes { shards.append([]); size = 0 }
             shards[shards.count - 1].append(info); size += bytes
         }
@@ -75,7 +88,7 @@ public enum ModelExport {
             var total = 0, done = 0
             for (s, shard) in shards.enumerated() {
                 let name = String(format: "model-%05d-of-%05d.safetensors", s + 1, shards.count)
-                let headers = shard.map { TensorHeader(name: $0.name, shape: $0.shape, dtype: target) }
+                let headers = shard.map { TensorHeader(name: $0.name, shape: $0.shape, dtype: stored($0)) }
                 try SafetensorsWriter.write(headers, metadata: ["format": "pt"], to: tmp.appendingPathComponent(name)) { i, emit in
                     let info = shard[i]
                     if let t = trained?.tensors[info.name] {

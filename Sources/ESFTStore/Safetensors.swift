@@ -1,10 +1,18 @@
 import ESFTKernels
 import Foundation
 
-/// Element types we read from safetensors files.
+/// Element types we read from safetensors files. The FP8 types only come with a block scale
+/// (`<name>_scale_inv`, see FP8BlockScale.swift); alone they are never a parameter's value.
 public enum TensorDType: String, Sendable {
-    case f32 = "F32", bf16 = "BF16", f16 = "F16"
-    public var size: Int { self == .f32 ? 4 : 2 }
+    case f32 = "F32", bf16 = "BF16", f16 = "F16", f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
+    public var size: Int {
+        switch self {
+        case .f32: return 4
+        case .bf16, .f16: return 2
+        case .f8e4m3, .f8e5m2: return 1
+        }
+    }
+    public var isFP8: Bool { self == .f8e4m3 || self == .f8e5m2 }
 }
 
 /// A safetensors file (8-byte little-endian header length, JSON header, raw little-endian data), mapped
@@ -51,7 +59,7 @@ public final class SafetensorsFile {
             guard let e = value as? [String: Any] else { throw ESFTError("\(path): tensor '\(name)': header entry is not an object") }
             guard let dt = e["dtype"] as? String else { throw ESFTError("\(path): tensor '\(name)': missing dtype") }
             guard let dtype = TensorDType(rawValue: dt) else {
-                throw ESFTError("\(path): tensor '\(name)': unsupported dtype \(dt) (supported: F32, BF16, F16)")
+                throw ESFTError("\(path): tensor '\(name)': unsupported dtype \(dt) (supported: F32, BF16, F16, and F8_E4M3 / F8_E5M2 with block scales)")
             }
             guard let shapeNums = e["shape"] as? [NSNumber], shapeNums.allSatisfy({ $0.intValue >= 0 }) else {
                 throw ESFTError("\(path): tensor '\(name)': shape must be a list of non-negative integers")
@@ -102,7 +110,7 @@ public final class SafetensorsFile {
         return p.assumingMemoryBound(to: UInt16.self)
     }
 
-    /// Converts `count` elements starting at `elementOffset` to fp32.
+    /// Converts `count` elements starting at `elementOffset` to fp32 (FP8: the raw codes' values, unscaled).
     public func readFloats(_ e: Entry, elementOffset: Int = 0, count: Int, into dst: UnsafeMutablePointer<Float>) {
         let src = raw(e) + elementOffset * e.dtype.size
         switch e.dtype {
@@ -115,6 +123,9 @@ public final class SafetensorsFile {
             }
         case .f16:
             for i in 0..<count { dst[i] = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+        case .f8e4m3, .f8e5m2:
+            let table = FP8.table(e.dtype), codes = src.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<count { dst[i] = table[Int(codes[i])] }
         }
     }
 
@@ -135,8 +146,8 @@ public struct TensorToWrite {
     public let data: Weight
     public let dtype: TensorDType
     public init(name: String, shape: [Int], data: Weight, dtype: TensorDType = .f32) {
-        // Invariant: writers choose F32 or BF16 themselves (export keeps BF16 or widens); F16 is read-only.
-        precondition(dtype != .f16, "F16 output is not supported")
+        // Invariant: writers choose F32 or BF16 themselves (export keeps BF16 or widens); F16 and FP8 are read-only.
+        precondition(dtype == .f32 || dtype == .bf16, "only F32 and BF16 output is supported")
         self.name = name; self.shape = shape; self.data = data; self.dtype = dtype
     }
     public init(name: String, shape: [Int], data: UnsafePointer<Float>, dtype: TensorDType = .f32) {

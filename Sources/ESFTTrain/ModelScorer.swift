@@ -24,9 +24,12 @@ public struct ModelScorer {
         /// The reference's scoring (`SampleScoringPlan`): each sample alone, chosen as W reference processes
         /// would choose them; nil: whole packed rows (`ScoringPlan`).
         public var perSampleReferenceRanks: Int?
-        public init(model: URL, data: URL, tokens: Int?, seed: UInt64, batchRows: Int, perSampleReferenceRanks: Int? = nil) {
+        /// Also return routing logs (one line per scored sample; needs perSampleReferenceRanks).
+        public var routingLogs: Bool
+        public init(model: URL, data: URL, tokens: Int?, seed: UInt64, batchRows: Int, perSampleReferenceRanks: Int? = nil,
+                    routingLogs: Bool = false) {
             self.model = model; self.data = data; self.tokens = tokens; self.seed = seed; self.batchRows = batchRows
-            self.perSampleReferenceRanks = perSampleReferenceRanks
+            self.perSampleReferenceRanks = perSampleReferenceRanks; self.routingLogs = routingLogs
         }
     }
 
@@ -37,6 +40,8 @@ public struct ModelScorer {
         /// FNV-1a of the dataset file's bytes: names exactly the data that was scored.
         public var dataDigest: String
         public var ranks: Int
+        /// With `routingLogs`: MoE layer → its `expert_weights_<layer>.txt`, lines in sample order.
+        public var routingLogs: [Int: Data]
     }
 
     public let options: Options
@@ -73,7 +78,11 @@ public struct ModelScorer {
         var doubles: [Double] = [], integers: [Int64] = []
         var stats = try RoutingStatistics(model: config)
         var grouping = TokenGrouping.oneSample(tokens: 0)
-        model.routingObserver = { view in try stats.add(view, grouping: grouping) }
+        var logLines = RoutingLogLines(layers: o.routingLogs ? config.moeLayers : [])
+        model.routingObserver = { view in
+            try stats.add(view, grouping: grouping)
+            logLines.add(view)  // a pass is one sample when logging (checked by the command)
+        }
         for b in mine {
             let (batch, g) = try passes.make(b)
             stats = try RoutingStatistics(model: config)
@@ -91,6 +100,7 @@ public struct ModelScorer {
         let exchange = CommunicatorExchange(comm)
         let gotDoubles = try doubles.withUnsafeBufferPointer { try exchange.exchangeRows($0, rowsTo: rowsTo, width: d, tag: "score gather sums") }
         let gotIntegers = try integers.withUnsafeBufferPointer { try exchange.exchangeRows($0, rowsTo: rowsTo, width: n, tag: "score gather counts") }
+        let logs = try logLines.gather(to: exchange)
         let seconds = try comm.maxAllReduce(progress.elapsed, tag: "score time")
         guard comm.rank == 0 else { return nil }
 
@@ -102,7 +112,7 @@ public struct ModelScorer {
         }
         progress.finish(seconds: seconds, countedTokens: passes.countedTokens)
         return Result(statistics: total, modelFingerprint: modelFingerprint(config: config),
-                      dataDigest: try Self.digest(ofFile: o.data), ranks: comm.size)
+                      dataDigest: try Self.digest(ofFile: o.data), ranks: comm.size, routingLogs: logs)
     }
 
     /// The forward passes of a scoring run, in their global order, and this rank's contiguous run of them.

@@ -13,6 +13,8 @@ enum ModelScoring {
     struct Options {
         var scorer: ModelScorer.Options
         var threads: Int
+        /// --routing-logs DIR: also write the reference's routing logs there.
+        var routingLogs: URL?
     }
 
     /// Reads the model-mode options (arguments are checked before MPI starts, so a typo ends every
@@ -35,6 +37,10 @@ enum ModelScoring {
         if referenceRanks != nil && !perSample { throw ESFTError("score: --reference-ranks belongs to --score-per-sample") }
         let seed = try args.int("--seed", default: recipe == .reference ? Recipe.referenceSeed : 0, min: 0)!
         let batchRows = try args.int("--batch-rows", default: 4, min: 1)!
+        let routingLogs = try args.option("--routing-logs")
+        if routingLogs != nil && !perSample {
+            throw ESFTError("score: --routing-logs needs --score-per-sample (a log line is one sample, run alone, as the reference logs them)")
+        }
         let threads = try args.threads()
         try args.gemm()
         try args.finish()
@@ -43,7 +49,9 @@ enum ModelScoring {
         }
         return Options(scorer: ModelScorer.Options(model: URL(fileURLWithPath: model), data: URL(fileURLWithPath: data),
                                                    tokens: tokens, seed: UInt64(seed), batchRows: batchRows,
-                                                   perSampleReferenceRanks: perSample ? (referenceRanks ?? 4) : nil), threads: threads)
+                                                   perSampleReferenceRanks: perSample ? (referenceRanks ?? 4) : nil,
+                                                   routingLogs: routingLogs != nil),
+                       threads: threads, routingLogs: routingLogs.map { URL(fileURLWithPath: $0) })
     }
 
     /// Runs on every rank; rank 0 writes `out`, the others nothing. Errors on any rank abort the job.
@@ -56,6 +64,10 @@ enum ModelScoring {
                 let input = ScoreCommand.ScoreInput(statistics: r.statistics, source: "model \(o.scorer.model.path) on \(o.scorer.data.path)",
                                                     modelFingerprint: r.modelFingerprint, dataDigest: r.dataDigest,
                                                     seed: Int(o.scorer.seed), ranks: r.ranks)
+                if let dir = o.routingLogs {
+                    try RoutingLogLines.write(r.routingLogs, to: dir)
+                    print("wrote routing logs for \(r.routingLogs.count) MoE layers to \(dir.path)")
+                }
                 print(try ScoreCommand.write(input, normalize: normalize, to: out))
             }
         }

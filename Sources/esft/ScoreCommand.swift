@@ -9,7 +9,7 @@ enum ScoreCommand {
     static let help = """
     Usage: esft score --model DIR --data DATA.h5 --tokens N|all [--seed S] [--batch-rows B] [--threads T] [--gemm G] [--compute C]
                       [--score-per-sample [--reference-ranks W]] [--recipe esft|reference]
-                      [--normalize samples|tokens] --out SCORES.json
+                      [--routing-logs DIR] [--normalize samples|tokens] --out SCORES.json
            esft score --from-logs DIR [--top-k K] [--experts E] [--normalize samples|tokens] --out SCORES.json
            mpirun -n R esft score --model ...   (the rows are split over R ranks; same scores for any R)
 
@@ -37,6 +37,10 @@ enum ScoreCommand {
                           --pack whole and no --drop-bos so stored samples are whole (BOS first)
       --reference-ranks W the reference's process count for that choice (default 4, its eval_expert.sh);
                           independent of this job's ranks, which split the chosen samples
+      --routing-logs DIR  with --score-per-sample: also write DIR/expert_weights_<layer>.txt for every MoE layer in
+                          the reference's format (one line per scored sample, in the order above; weights are the
+                          gate scores g of docs/esft-method.md §1 with 9 decimals); --from-logs DIR reads them back
+                          to the same scores. DIR must not exist; it appears only when complete
       --recipe R          esft (default) or reference: --score-per-sample with --seed 5934875 (its random.seed)
       --from-logs DIR     score the routing logs the reference implementation (deepseek-ai/ESFT) writes:
                           DIR/expert_weights_<layer>.txt for every layer 1...N; each line one sample: its
@@ -73,8 +77,14 @@ enum ScoreCommand {
             throw ESFTError("score: --normalize must be samples or tokens, got '\(normalizeName)'")
         }
         let logs = try args.option("--from-logs"), model = try args.option("--model")
-        let data = try args.option("--data")
-        try OutputGuard.check(outputs: [.init("--out", out.path)],
+        let data = try args.option("--data"), routingLogs = try args.option("--routing-logs")
+        if let routingLogs {
+            guard !FileManager.default.fileExists(atPath: routingLogs) else {
+                throw ESFTError("score: --routing-logs \(routingLogs) already exists; choose a new directory (nothing was written)")
+            }
+            args.restore("--routing-logs", routingLogs)
+        }
+        try OutputGuard.check(outputs: [.init("--out", out.path)] + (routingLogs.map { [.init("--routing-logs", $0)] } ?? []),
                               inputs: [("--from-logs", logs), ("--model", model), ("--data", data)].compactMap { n, p in p.map { .init(n, $0) } })
         if let data { args.restore("--data", data) }
         switch (logs, model) {

@@ -13,15 +13,17 @@ enum ImportCommand {
     static let help = """
     Usage: esft import HF_DIR OUT_DIR [--dtype fp32|bf16] [--expert-shards N]
 
-    Converts a Hugging Face checkpoint of a supported family (deepseek_v2, qwen3_moe, qwen2_moe, olmoe,
-    mixtral: config.json + safetensors, single file or sharded with
-    model.safetensors.index.json; experts per expert or fused 3-D) into an esft model directory: config.json,
+    Converts a Hugging Face checkpoint of a supported family (deepseek_v2, deepseek_v3 and kimi_k2, qwen3_moe,
+    qwen2_moe, olmoe, mixtral: config.json + safetensors, single file or sharded with
+    model.safetensors.index.json; experts per expert or fused 3-D; FP8 block-scaled as DeepSeek-V3 ships it,
+    dequantized with its weight_scale_inv blocks) into an esft model directory: config.json,
     model.h5 (every non-expert tensor) and N expert shard files, each holding a contiguous range of expert
     ids for every MoE layer. Datasets are contiguous, uncompressed, allocated early and page-aligned, so
     training maps frozen tensors instead of loading them. Tensors are streamed one at a time: memory stays
     near the largest tensor. OUT_DIR must not exist; it appears only when complete.
 
-      --dtype D           fp32 or bf16 (default: bf16 if every matrix in the checkpoint is BF16, else fp32)
+      --dtype D           fp32 or bf16 (default: bf16 if every matrix in the checkpoint is BF16 or FP8, else
+                          fp32; DeepSeek-V3's router weight and selection bias stay float32 either way)
       --expert-shards N   expert shard files (default 1; use one per expert-parallel rank or node)
     """
 

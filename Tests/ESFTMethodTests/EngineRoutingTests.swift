@@ -32,7 +32,7 @@ final class EngineRoutingTests: XCTestCase {
         model.routingObserver = { view in
             do { try stats.add(view, grouping: grouping) } catch { failure = error }
             seen[view.layer] = (Array(UnsafeBufferPointer(start: view.topkIdx, count: view.tokens * view.k)),
-                                Array(UnsafeBufferPointer(start: view.topkProb, count: view.tokens * view.k)))
+                                Array(UnsafeBufferPointer(start: view.topkGate, count: view.tokens * view.k)))
         }
         _ = try model.forward(batch, training: false)
         if let failure { throw failure }

@@ -39,14 +39,18 @@ final class DeepseekV3Tests: XCTestCase {
         XCTAssertEqual(ModelFamily.deepseekV3.parameterID(named: "model.layers.1.mlp.gate.e_score_correction_bias"), .routerBias(layer: 1))
     }
 
+    /// The FP8 block-scaled checkpoints too (Tests/Fixtures/v3fp8): loaded directly they are their bf16
+    /// dequantization, which is what the reference ran.
     func testLogitsLossGradientsAndRoutingMatchTransformers() throws {
-        for f in try fixtures() {
+        let fp8 = try Fixtures.names(in: Fixtures.v3fp8).map { try ModelFixture($0, in: Fixtures.v3fp8) }
+        XCTAssertFalse(fp8.isEmpty, "FP8 fixtures")
+        for f in try fixtures() + fp8 {
             let name = f.name, c = f.checkpoint.config
             for p in f.parameters.ordered { p.makeTrainable() }
             var chosen: [Int: ([Int32], [Float])] = [:]
             f.model.routingObserver = { view in
                 chosen[view.layer] = (Array(UnsafeBufferPointer(start: view.topkIdx, count: view.tokens * view.k)),
-                                      Array(UnsafeBufferPointer(start: view.topkProb, count: view.tokens * view.k)))
+                                      Array(UnsafeBufferPointer(start: view.topkGate, count: view.tokens * view.k)))
             }
             let result = try f.model.forward(f.batch, training: true)
             f.model.routingObserver = nil
@@ -71,9 +75,12 @@ final class DeepseekV3Tests: XCTestCase {
                 for t in 0..<(ids.count / k) {
                     let order = (0..<k).sorted { ids[t * k + $0] < ids[t * k + $1] }
                     XCTAssertEqual(order.map { ids[t * k + $0] }, Array(expectedIds[(t * k)..<(t * k + k)]), "\(name): layer \(layer) token \(t)")
-                    let sum = c.router.normalize ? (0..<k).reduce(Float(0)) { $0 + scores[t * k + $1] } + 1e-20 : 1
+                    // ESFT's gate score of a sigmoid router is the weight before routed_scaling_factor: it sums to 1
+                    // over a token's experts under norm_topk_prob (K fp32 values of at most 1: a few ulps).
+                    let gateSum = (0..<k).reduce(Float(0)) { $0 + scores[t * k + $1] }
+                    if c.router.normalize { XCTAssertEqual(gateSum, 1, accuracy: 4e-7, "\(name): layer \(layer) token \(t) gate scores") }
                     for (j, i) in order.enumerated() {
-                        let w = Double(scores[t * k + i] / sum * c.router.scale), e = Double(expectedWeights[t * k + j])
+                        let w = Double(scores[t * k + i] * c.router.scale), e = Double(expectedWeights[t * k + j])
                         // fp32 sigmoid of an fp32 logit against float64: a few ulps of the logit's magnitude.
                         XCTAssertEqual(w, e, accuracy: 1e-5 * max(1, abs(e)), "\(name): layer \(layer) token \(t) weight")
                         worstWeight = max(worstWeight, abs(w - e))

@@ -72,7 +72,7 @@ final class ScoringPlanTests: XCTestCase {
         func routing(_ run: () throws -> Void) rethrows -> [[Float]] {
             var seen: [[Float]] = []
             model.routingObserver = { v in
-                seen.append(Array(UnsafeBufferPointer(start: v.topkProb, count: v.tokens * v.k))
+                seen.append(Array(UnsafeBufferPointer(start: v.topkGate, count: v.tokens * v.k))
                             + UnsafeBufferPointer(start: v.topkIdx, count: v.tokens * v.k).map { Float($0) })
             }
             try run()

@@ -14,6 +14,9 @@ public enum Fixtures {
     /// DeepSeek-V3 fixtures, written by scripts/gen_v3_fixtures.py.
     public static var v3: URL { root.appendingPathComponent("v3") }
 
+    /// FP8 block-quantized DeepSeek-V3 checkpoints with torch's dequantization, written by scripts/gen_fp8_fixtures.py.
+    public static var v3fp8: URL { root.appendingPathComponent("v3fp8") }
+
     public static func familyNames() throws -> [String] { try names(in: families) }
 
     /// The fixture folders (those with an expected.safetensors) under `folder`.

@@ -23,8 +23,20 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         }
     }
 
+    /// Other model_type values that name one of these architectures: Kimi-K2 ships `kimi_k2` with
+    /// `architectures: [DeepseekV3ForCausalLM]` and DeepSeek-V3's config fields.
+    static let aliases: [String: ModelFamily] = ["kimi_k2": .deepseekV3]
+
+    /// The family a config.json's model_type names (an alias included); nil when unsupported.
+    public init?(modelType: String) {
+        guard let family = ModelFamily(rawValue: modelType) ?? Self.aliases[modelType] else { return nil }
+        self = family
+    }
+
     /// The model_type values esft reads, for messages.
-    public static var supported: String { allCases.map(\.rawValue).joined(separator: ", ") }
+    public static var supported: String {
+        (allCases.map(\.rawValue) + aliases.map { "\($0.key) (as \($0.value.rawValue))" }.sorted()).joined(separator: ", ")
+    }
 
     /// Reads a config.json of this family (every field that changes the math), checking each value.
     func parseConfig(_ f: JSONReader) throws -> ModelConfig {
@@ -63,6 +75,16 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         switch self {
         case .deepseekV2, .deepseekV3: return DeepseekV2Family.fusedExpertName(of: id)
         default: return gqaRules!.fusedExpertName(of: id)
+        }
+    }
+
+    /// Tensors kept in float32 even in a bf16 model, as transformers keeps them (`_keep_in_fp32_modules_strict`):
+    /// DeepSeek-V3's router weight and its selection bias, whose rounding would change which experts are chosen.
+    public func keepsFloat32(_ id: ParameterID) -> Bool {
+        guard self == .deepseekV3 else { return false }
+        switch id.kind {
+        case .router, .routerBias: return true
+        default: return false
         }
     }
 
