@@ -16,6 +16,7 @@ for model in qwen3-30b-a3b olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b moonlight-
     fits=""
     for r in 1 2 4 8 16 32 64 128 256; do
       [ "$r" -le "$experts" ] || break   # expert parallelism: at most one rank per routed expert
+      tried=$r
       rows=$(( r > 8 ? r : 8 ))
       out=$("$esft" plan --model "configs/$model.json" --experts "$w/$model.experts.json" --ranks "$r" --batch-rows "$rows" \
             --accumulation $(( rows / r )) --seq-len 4096 --recompute --node-memory "$node" 2>&1) && status=0 || status=$?
@@ -29,6 +30,6 @@ for model in qwen3-30b-a3b olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b moonlight-
       [ "$status" -eq 3 ] || { echo "$out" >&2; exit 1; }
       last=$(echo "$out" | grep "^node memory")
     done
-    [ -n "$fits" ] || echo "  $node nodes: no rank count up to $experts fits: ${last#node memory }"
+    [ -n "$fits" ] || echo "  $node nodes: no rank count up to $tried fits: ${last#node memory }"
   done
 done

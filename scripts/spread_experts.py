@@ -12,7 +12,7 @@ experts = config.get("n_routed_experts") or config.get("num_experts") or config.
 layers = range(config["num_hidden_layers"])
 if config["model_type"] == "deepseek_v2":
     moe = [l for l in layers if l >= config.get("first_k_dense_replace", 0) and l % config.get("moe_layer_freq", 1) == 0]
-elif config["model_type"] == "deepseek_v3":  # transformers ignores moe_layer_freq here
+elif config["model_type"] in ("deepseek_v3", "kimi_k2"):  # transformers ignores moe_layer_freq here
     moe = [l for l in layers if l >= config.get("first_k_dense_replace", 0)]
 elif config["model_type"] in ("qwen3_moe", "qwen2_moe"):
     step, dense = config.get("decoder_sparse_step", 1), set(config.get("mlp_only_layers", []))

@@ -130,5 +130,13 @@ final class FamilyTrainingTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
 
+    /// DeepSeek-V3 fully fine-tuned on 3 ranks: the routers train, their selection bias (a buffer) never does.
+    func testDeepseekV3FullOnThreeRanks() throws {
+        try assertSameTraining("v3_hublike_qlora_yarn_group_sharded", ["--full"], ranks: 3, aux: "0", in: Fixtures.v3)
+        let trained = try readSafetensorsFloats(dir.appendingPathComponent("v3_hublike_qlora_yarn_group_sharded-1/trained.safetensors"))
+        XCTAssert(trained.keys.contains { $0.hasSuffix("mlp.gate.weight") }, "the routers train")
+        XCTAssertFalse(trained.keys.contains { $0.hasSuffix("e_score_correction_bias") }, "the selection bias is never trained")
+    }
+
     func testMixtralESFTOnTwoRanks() throws { try assertSameTraining("mixtral_gqa", ["--experts", "EXPERTS"], ranks: 2) }
 }
