@@ -18,3 +18,8 @@ unsigned esft_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 unsigned esft_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
 unsigned esft_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 unsigned esft_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
+
+// At load, before any HDF5 call: no atexit cleanup. HDF5 1.10's exit handler (H5_term_library) closes files
+// whose close already failed (a full disk) and crashes in H5F__close_cb; esft closes every file it writes
+// itself, and one whose close failed is an incomplete output that is removed or never used.
+__attribute__((constructor)) static void esft_h5_no_atexit(void) { H5dont_atexit(); }

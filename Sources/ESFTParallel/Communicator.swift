@@ -47,6 +47,13 @@ public protocol Communicator: AnyObject {
     /// The largest `value` over all ranks (e.g. a step's wall time: the slowest rank decides).
     func maxAllReduce(_ value: Double, tag: String?) throws -> Double
 
+    /// Waiting longer than `seconds` inside one collective aborts the whole job with a message (StallWatchdog);
+    /// nil (the default) never does. A single process has no peers to wait for: its communicator ignores it.
+    func setStallTimeout(_ seconds: Double?)
+    var stallTimeout: Double? { get }
+    /// What the run is doing, named by a stall's message (e.g. "step 12").
+    func setStallContext(_ text: String)
+
     /// Prints `esft: rank R of N: error: <message>` to stderr and ends every rank of the job.
     func abort(message: String) -> Never
 

@@ -15,6 +15,10 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public private(set) var stats = CommunicationStats()
     private var comm: MPI_Comm?
+    private lazy var watchdog = StallWatchdog(rank: rank, size: size) { [rank, size] message in
+        FileHandle.standardError.write(Data("esft: rank \(rank) of \(size): error: \(message)\n".utf8))
+        if MPIRuntime.isActive { MPI_Abort(esft_mpi_comm_world(), 1) }
+    }
 
     /// Initialises MPI (once per process; MPI_THREAD_FUNNELED) and joins all ranks of the job.
     /// A process started without mpirun becomes a 1-rank MPI job.
@@ -46,6 +50,8 @@ public final class MPICommunicator: Communicator {
         // Debug builds (the tests): every collective is called from the main thread; workers never communicate.
         assert(MPIRuntime.onMPIThread, "\(collective) called off the thread that initialised MPI (MPI_THREAD_FUNNELED)")
         let start = Stopwatch.now()
+        watchdog.enter(CollectiveChecks.name(collective, tag))
+        defer { watchdog.leave() }
         try MPIRuntime.check(body(comm), CollectiveChecks.name(collective, tag))
         stats.record(collective, tag: tag, sent: sent, received: received, local: local, seconds: Stopwatch.seconds(since: start))
     }
@@ -143,6 +149,10 @@ public final class MPICommunicator: Communicator {
         }
         return v
     }
+
+    public func setStallTimeout(_ seconds: Double?) { watchdog.setTimeout(seconds) }
+    public var stallTimeout: Double? { watchdog.currentTimeout }
+    public func setStallContext(_ text: String) { watchdog.setContext(text) }
 
     public func abort(message: String) -> Never {
         fflush(stdout)

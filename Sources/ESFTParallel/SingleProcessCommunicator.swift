@@ -20,6 +20,10 @@ public final class SingleProcessCommunicator: Communicator {
         stats.record(collective, tag: tag, sent: 0, received: 0, local: local, seconds: Stopwatch.seconds(since: start))
     }
 
+    public func setStallTimeout(_ seconds: Double?) {}
+    public var stallTimeout: Double? { nil }
+    public func setStallContext(_ text: String) {}
+
     public func barrier(tag: String?) throws { count("barrier", tag) {} }
 
     public func allReduceSum<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, tag: String?) throws {

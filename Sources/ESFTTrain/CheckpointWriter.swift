@@ -71,7 +71,7 @@ extension Trainer {
             }
         }
         try comm.barrier(tag: "checkpoint")
-        let failpoint = Failpoint.checkpointKill(rank: comm.rank, step: step)
+        let failpoint = debugFaults.checkpointKill(rank: comm.rank, step: step)
         var written = 0
         func writeFile(_ name: String, _ views: ArraySlice<ParameterArena.View>) throws -> CheckpointFileRecord {
             let writer = try CheckpointFileWriter(folder.appendingPathComponent(name))
@@ -102,7 +102,11 @@ extension Trainer {
             }
         }
         let verdict = try comm.broadcast(problems.joined(separator: "; "), from: 0, tag: "checkpoint")
-        guard verdict.isEmpty else { throw ESFTError("step \(step): the checkpoint was not written: \(verdict)") }
+        guard verdict.isEmpty else {
+            // Every rank has abandoned its files (removed its temporaries): the folder goes too.
+            if comm.rank == 0 { try? removeCheckpoint(folder) }
+            throw ESFTError("step \(step): the checkpoint was not written: \(verdict). The newest complete checkpoint is still there; free space and continue with --resume")
+        }
         if comm.rank == 0 {
             // Rank files in rank order, then replicated.h5 (the names sort that way).
             files.sort { $0.file < $1.file }
@@ -159,16 +163,5 @@ extension Trainer {
         let manifest = folder.appendingPathComponent(CheckpointLayout.manifest)
         if FileManager.default.fileExists(atPath: manifest.path) { try FileManager.default.removeItem(at: manifest) }
         try FileManager.default.removeItem(at: folder)
-    }
-}
-
-/// Fault injection for the crash tests (docs/testing.md): ESFT_FAILPOINT=checkpoint-kill:RANK:STEP:N makes
-/// rank RANK kill itself with SIGKILL after writing its N-th array of the checkpoint of step STEP.
-enum Failpoint {
-    static func checkpointKill(rank: Int, step: Int) -> Int {
-        guard let spec = ProcessInfo.processInfo.environment["ESFT_FAILPOINT"] else { return -1 }
-        let parts = spec.split(separator: ":")
-        guard parts.count == 4, parts[0] == "checkpoint-kill", Int(parts[1]) == rank, Int(parts[2]) == step, let n = Int(parts[3]) else { return -1 }
-        return n
     }
 }

@@ -65,6 +65,14 @@ public final class ParameterArena {
     }
 
     /// g ← scale·g over the whole gradient arena (gradient clipping).
+    /// The index in `views` of the first of `subset` whose gradient holds a NaN or ±∞, if any.
+    public func firstNonFinite(_ subset: ArraySlice<View>) -> Int? {
+        subset.indices.first { i in
+            let v = views[i], g = gradients.pointer + v.offset
+            return !(0..<v.count).allSatisfy { g[$0].isFinite }
+        }
+    }
+
     public func scaleGradients(by scale: Float) {
         let g = gradients.pointer
         parallelChunks(count, grain: 1 << 16) { range in for i in range { g[i] *= scale } }

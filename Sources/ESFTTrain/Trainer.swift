@@ -41,10 +41,13 @@ public final class Trainer {
     let best: BestWeights?
     /// Where to write the first step's gradients (all ranks' tensors, gathered like trained.safetensors), if anywhere.
     public var saveGradients: URL?
+    /// Faults tests inject (ESFT_DEBUG_*); none in a normal run.
+    let debugFaults: DebugFaults
 
     public init(comm: Communicator, modelURL: URL, dataPath: String, selection: TrainableSelection, options: TrainOptions,
                 out: URL, log: @escaping (String) -> Void) throws {
         self.comm = comm; self.options = options; self.selection = selection; self.out = out; self.log = log
+        debugFaults = try DebugFaults.fromEnvironment()
         let ranks = comm.size
         let inputs = try TrainInputs(modelURL: modelURL, dataPath: dataPath, selection: selection, options: options, ranks: ranks)
         dataset = inputs.dataset
@@ -108,18 +111,21 @@ public final class Trainer {
             sums[0] += options.lossNormalization == .tokens ? r.crossEntropySum : r.loss; sums[1] += r.auxLoss
             try model.backward()
         }
+        if debugFaults.poisons(rank: comm.rank, step: optimizer.step + 1), arena.count > 0 { arena.gradients.pointer[0] = .nan }
         try comm.allReduceSum(&sums, tag: "step loss")
         let loss = options.lossNormalization == .tokens ? sums[0] / Double(targets) : sums[0]
         guard loss.isFinite, sums[1].isFinite else {
             throw NonFiniteTraining(message: "the loss became \(loss) (aux \(sums[1]))")
         }
+        // Which replicated gradient was non-finite on this rank, before the all-reduce spreads it to every rank.
+        let localReplicated = comm.size > 1 ? arena.firstNonFinite(arena.replicatedViews) : nil
         try allReduceReplicatedGradients()
         if let url = saveGradients, optimizer.step == 0 {
             try writeTrainedTensors(url, metadata: ["content": "gradients of step 1, before clipping"], gradients: true)
         }
         let norm = try globalGradNorm()
         guard norm.isFinite else {
-            throw NonFiniteTraining(message: "the gradient norm became \(norm) (loss \(loss))")
+            throw NonFiniteTraining(message: "the gradient norm became \(norm) (loss \(loss))\(try firstNonFiniteGradient(localReplicated))")
         }
         if options.gradClip > 0 && norm > options.gradClip {
             arena.scaleGradients(by: Float(options.gradClip / (norm + 1e-6)))
@@ -134,6 +140,20 @@ public final class Trainer {
     private func allReduceReplicatedGradients() throws {
         guard comm.size > 1 else { return }
         try comm.allReduceSum(arena.replicatedGradients, count: arena.replicatedCount, tag: "gradients")
+    }
+
+    /// Names the first non-finite gradient of the job (lowest rank first; a rank's owned tensors before its
+    /// replicated ones, which `replicatedBeforeReduce` found before the all-reduce): every rank calls it.
+    private func firstNonFiniteGradient(_ replicatedBeforeReduce: Int?) throws -> String {
+        let local = arena.firstNonFinite(arena.ownedViews) ?? replicatedBeforeReduce ?? (comm.size == 1 ? arena.firstNonFinite(arena.replicatedViews) : nil)
+        let all = try comm.allGather(Int64(local ?? -1), tag: "non-finite gradient")
+        guard let rank = all.firstIndex(where: { $0 >= 0 }) else { return "" }
+        // The name is known on that rank only: broadcast its bytes (names are far shorter than 512).
+        var bytes = [UInt8](repeating: 0, count: 512)
+        if rank == comm.rank { for (i, b) in arena.views[Int(all[rank])].parameter.name.utf8.prefix(511).enumerated() { bytes[i] = b } }
+        try bytes.withUnsafeMutableBufferPointer { try comm.broadcast($0, from: rank, tag: "non-finite gradient") }
+        let name = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        return "; first non-finite gradient on rank \(rank): \(name)"
     }
 
     /// √(Σ over every trainable tensor of the job of Σ g²): experts counted on their owner, replicated once.

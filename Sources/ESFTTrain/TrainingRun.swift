@@ -44,10 +44,43 @@ public enum TrainingOutcome {
     case preempted(step: Int, signal: String, checkpoint: URL)
 }
 
+/// How long a rank may wait inside one collective before the job is aborted as stalled (StallWatchdog).
+public enum StallTimeout: Equatable, Sendable {
+    /// max(600 s, 20 × the slowest step so far): generous for setup, checkpoints and evaluation, still bounded.
+    case auto
+    case off
+    case seconds(Double)
+
+    public static let autoFloor = 600.0, autoStepFactor = 20.0
+
+    /// `--stall-timeout auto|off|SECONDS`.
+    public init(flag: String) throws {
+        switch flag {
+        case "auto": self = .auto
+        case "off", "0": self = .off
+        default:
+            guard let s = Double(flag), s.isFinite, s > 0 else {
+                throw ESFTError("--stall-timeout must be auto, off or a positive number of seconds, got '\(flag)'")
+            }
+            self = .seconds(s)
+        }
+    }
+
+    /// The timeout once the slowest step took `slowestStep` seconds (nil before the first step).
+    public func seconds(slowestStep: Double?) -> Double? {
+        switch self {
+        case .auto: return max(Self.autoFloor, Self.autoStepFactor * (slowestStep ?? 0))
+        case .off: return nil
+        case .seconds(let s): return s
+        }
+    }
+}
+
 /// What a run does besides training: checkpoints, resuming, and stopping on request.
 public struct RunControl {
     public var checkpoints = CheckpointPolicy()
     public var resume: ResumeRequest?
+    public var stallTimeout = StallTimeout.auto
     /// The signal that asks this rank to stop, if one came (StopSignals); ranks agree on it every step.
     public var stopSignal: () -> Int32? = { nil }
     public init() {}
@@ -73,10 +106,14 @@ extension Trainer {
         let tokensPerStep = Double(options.batchRows * dataset.seqLen)
         let profile = RunProfileRecorder(layers: config.numLayers, ranks: comm.size)
         _ = comm.takeStats()
+        var slowestStep: Double?
+        comm.setStallTimeout(control.stallTimeout.seconds(slowestStep: nil))
         for s in startStep..<options.steps {
             model.dispatchCounters.reset()
+            comm.setStallContext("step \(s + 1)")
             let stepStart = Date()
             let lr = schedule.lr(at: s)
+            debugFaults.delay(rank: comm.rank)
             let r: (loss: Double, aux: Double, gradNorm: Double, targets: Int)
             do { r = try step(lr: lr) } catch let stop as NonFiniteTraining {
                 // The weights still hold the state after the last good step: keep it, then stop.
@@ -88,6 +125,8 @@ extension Trainer {
             // mpirun forwards to every rank, but a stray kill may reach one).
             let signal = try comm.maxAllReduce(Double(control.stopSignal() ?? 0), tag: "stop")
             let seconds = try comm.maxAllReduce(Date().timeIntervalSince(stepStart), tag: "metrics")
+            slowestStep = max(slowestStep ?? 0, seconds)
+            comm.setStallTimeout(control.stallTimeout.seconds(slowestStep: slowestStep))
             let c = try stepCommunication(profile, stepSeconds: Date().timeIntervalSince(stepStart))
             let comms = (total: c.total, byTag: c.byTag), dispatch = c.dispatch
             if s == 0 { counters.firstLoss = r.loss }
@@ -105,6 +144,7 @@ extension Trainer {
             log(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  comm %.2f MB  ETA %.0fs",
                        s + 1, options.steps, r.loss, lr, r.gradNorm, tokensPerStep / seconds, comms.total / 1e6, eta))
             var validation: Double?
+            comm.setStallContext("validation after step \(s + 1)")
             if options.evalEvery > 0 && ((s + 1) % options.evalEvery == 0 || s + 1 == options.steps), let v = try validate() {
                 counters.lastValidationLoss = v.loss; validation = v.loss
                 best?.consider(step: s + 1, loss: v.loss, weights: arena.weights, count: arena.count)
@@ -116,6 +156,7 @@ extension Trainer {
             let every = control.checkpoints.every
             let stopping = signal > 0 && s + 1 < options.steps
             if stopping || (every > 0 && (s + 1) % every == 0) {
+                comm.setStallContext("the checkpoint of step \(s + 1)")
                 var saved = counters
                 saved.seconds = elapsed
                 let folder = try writeCheckpoint(step: s + 1, counters: saved, validationLoss: validation)
@@ -126,6 +167,7 @@ extension Trainer {
             }
         }
         counters.seconds += Date().timeIntervalSince(start)
+        comm.setStallContext("writing the results")
         return .finished(try finish(counters: counters, lastLoss: last, resumedAt: startStep, profile: profile))
     }
 
@@ -262,7 +304,9 @@ extension Trainer {
 /// of the steps its checkpoint covers and drops the interrupted run's later ones, so no step appears twice.
 final class MetricsFile {
     let handle: FileHandle
+    let url: URL
     init(_ url: URL, keepingStepsThrough kept: Int, log: (String) -> Void) throws {
+        self.url = url
         var text = ""
         if kept > 0, let old = try? String(contentsOf: url, encoding: .utf8) {
             let lines = old.split(separator: "\n", omittingEmptySubsequences: true)
@@ -275,13 +319,13 @@ final class MetricsFile {
             text = keep.map { $0 + "\n" }.joined()
         }
         try AtomicWrite.write(Data(text.utf8), to: url)
-        do { handle = try FileHandle(forWritingTo: url) } catch { throw ESFTError("\(url.path): cannot open for writing (\(error.localizedDescription))") }
+        do { handle = try FileHandle(forWritingTo: url) } catch { throw ESFTError("\(url.path): cannot open for writing (\(ErrorText.reason(error)))") }
         try handle.seekToEnd()
     }
     deinit { try? handle.close() }
     func append(_ object: [String: Any]) throws {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         data.append(0x0A)
-        do { try handle.write(contentsOf: data) } catch { throw ESFTError("metrics.jsonl: cannot write (\(error.localizedDescription))") }
+        do { try handle.write(contentsOf: data) } catch { throw ESFTError("\(url.path): cannot write (\(ErrorText.reason(error)))") }
     }
 }

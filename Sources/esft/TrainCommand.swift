@@ -11,6 +11,7 @@ enum TrainCommand {
                       [--warmup W] [--min-lr LR] [--accumulation A] [--eval-every K] [--eval-rows V]
                       [--grad-clip C] [--aux-alpha A] [--weight-decay WD] [--beta1 B1] [--beta2 B2] [--eps E] [--threads T]
                       [--save-gradients FILE] [--checkpoint-every N [--keep K] [--keep-best]] [--resume [auto|PATH]]
+                      [--stall-timeout auto|off|SECONDS]
                       [--recipe esft|reference] [--loss-normalization tokens|rows] [--aux-scale batch|micro-batch]
                       [--final last|best] [--gemm auto|openblas|onednn] [--compute fp32|bf16]
                       [--placement contiguous|balanced|affinity [--placement-routing DIR]] [--recompute]
@@ -90,6 +91,15 @@ enum TrainCommand {
 
     SIGTERM or SIGUSR1 (SLURM sends them before a kill or requeue; mpirun forwards SIGUSR1) makes every rank
     stop after the current step, write a checkpoint and exit with status 75; --resume continues from it.
+
+    Hangs and collisions (docs/training.md, "Faults"):
+      --stall-timeout T      auto (default), off, or seconds: a rank that waits longer than T inside one
+                             collective (a peer stopped, a hung file system, a dead link) prints what it waited
+                             in and aborts the whole job, so a SLURM job fails in bounded time instead of
+                             burning its limit. auto: max(600 s, 20 × the slowest step so far)
+    DIR/.esft-lock names the job writing DIR (host, pid, SLURM job); a second job on the same --out is refused
+    naming it. A lock left by a dead job is taken over when it ran on this host or was this SLURM job's earlier
+    run (a requeue); otherwise remove it by hand once that job is gone.
     """
 
     /// Exit status after a stop signal and its checkpoint (EX_TEMPFAIL: try again, with --resume).
@@ -106,6 +116,7 @@ enum TrainCommand {
         control.checkpoints.every = try args.int("--checkpoint-every", default: 0, min: 1) ?? 0
         control.checkpoints.keep = try args.int("--keep", default: 0, min: 1) ?? 0
         control.checkpoints.keepBest = args.flag("--keep-best")
+        control.stallTimeout = try args.option("--stall-timeout").map(StallTimeout.init(flag:)) ?? .auto
         switch args.optionalValue("--resume") {
         case .none: break
         case .some(.none), .some(.some("latest")): control.resume = .newest(required: true)
@@ -131,87 +142,60 @@ enum TrainCommand {
         let selection: TrainableSelection = try expertsPath.map { .experts(try ExpertConfig.load(contentsOf: URL(fileURLWithPath: $0)), source: $0) } ?? .full
 
         // --out is filled in place (by name: the run's files, its checkpoints): it may hold, say, the training config.
-        let runFiles = (outputFiles + ["checkpoints"]).map { OutputGuard.Item("--out (\($0))", outPath + "/" + $0) }
+        let runFiles = (OutputDirectory.runFiles + ["checkpoints"]).map { OutputGuard.Item("--out (\($0))", outPath + "/" + $0) }
         try OutputGuard.check(outputs: [.init("--out", outPath, replaced: false)] + runFiles
                                   + (saveGradients.map { [.init("--save-gradients", $0)] } ?? []),
                               inputs: [.init("--model", modelPath), .init("--data", dataPath)] + (expertsPath.map { [.init("--experts", $0)] } ?? [])
                                   + (configPath.map { [.init("--config", $0)] } ?? []))
         let out = URL(fileURLWithPath: outPath)
-        try checkOutputDirectory(out, resuming: control.resume != nil)
+        try OutputDirectory.check(out, resuming: control.resume != nil)
 
         // What the CPU can run is checked before MPI starts, so a refusal is one line and a clean exit on every rank.
         Threads.set(options.threads > 0 ? options.threads : Threads.defaultCount())
         try GEMMLayer.configure(gemm: options.gemm, compute: options.compute)
         let comm = try Communicators.fromEnvironment()
+        comm.setStallTimeout(control.stallTimeout.seconds(slowestStep: nil))
+        comm.setStallContext("setup (reading and checking the inputs, mapping the model)")
         runRanked(comm) {
             // Every input is validated (TrainInputs, in Trainer) on every rank before --out is created.
             let trainer = try Trainer(comm: comm, modelURL: URL(fileURLWithPath: modelPath), dataPath: dataPath, selection: selection,
                                       options: options, out: out, log: { line in if comm.rank == 0 { print(line); fflush(stdout) } })
             try comm.barrier(tag: "inputs")
-            if comm.rank == 0 { try prepareOutputDirectory(out, resuming: control.resume != nil) }
-            try comm.barrier(tag: "setup")
-            trainer.saveGradients = saveGradients.map { URL(fileURLWithPath: $0) }
-            if comm.rank == 0 {
-                print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
-                      + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0; "
-                      + "OpenBLAS \(BLASCore.name) kernels, \(Threads.count) thread(s) per rank")
-            }
-            let signals = StopSignals { line in if comm.rank == 0 { print(line); fflush(stdout) } }
-            control.stopSignal = { signals.receivedSignal }
-            switch try trainer.run(control) {
-            case .finished(let s):
-                if comm.rank == 0 { report(s, out: out) }
-            case .preempted(let step, let signal, let folder):
-                if comm.rank == 0 {
-                    print("esft train: preempted by \(signal) after step \(step); checkpoint \(folder.path). Resume with the same command and --resume (or --resume \(folder.path))")
-                    fflush(stdout)
-                }
-                try comm.finalize()
-                exit(preemptedStatus)
+            let lock = comm.rank == 0 ? try OutputDirectory.prepare(out, resuming: control.resume != nil) { print("esft train: \($0)") } : nil
+            do {
+                try comm.barrier(tag: "setup")
+                try train(trainer, comm: comm, control: &control, out: out, saveGradients: saveGradients, lock: lock)
+            } catch {
+                lock?.release()  // the error ends this job: the directory is free for a --resume
+                throw error
             }
         }
         try comm.finalize()
     }
 
-    /// What --out must be, checked without creating anything: a new path, or an empty directory (any
-    /// directory when resuming) that this process could write into.
-    static func checkOutputDirectory(_ out: URL, resuming: Bool) throws {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: out.path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw ESFTError("\(out.path): --out is an existing file, not a directory") }
-            if !resuming, !((try? fm.contentsOfDirectory(atPath: out.path)) ?? []).isEmpty {
-                throw ESFTError("\(out.path): --out is not empty; choose a new output directory")
-            }
-            guard access(out.path, W_OK) == 0 else { throw ESFTError("\(out.path): --out \(ErrorText.posix(errno))") }
-            return
+    /// The run after setup: prints the header, trains, reports; exits 75 after a stop signal's checkpoint.
+    static func train(_ trainer: Trainer, comm: Communicator, control: inout RunControl, out: URL, saveGradients: String?,
+                      lock: OutputLock?) throws {
+        trainer.saveGradients = saveGradients.map { URL(fileURLWithPath: $0) }
+        if comm.rank == 0 {
+            print("esft train: \(comm.implementationName); \(trainer.dataset.trainRows.count) training rows of \(trainer.dataset.seqLen) tokens; "
+                  + "\(trainer.owned.count + trainer.replicated.count) trainable tensors on rank 0; "
+                  + "OpenBLAS \(BLASCore.name) kernels, \(Threads.count) thread(s) per rank")
         }
-        var ancestor = out.deletingLastPathComponent()
-        while !fm.fileExists(atPath: ancestor.path, isDirectory: &isDirectory), ancestor.path != "/" { ancestor.deleteLastPathComponent() }
-        guard isDirectory.boolValue else { throw ESFTError("\(out.path): --out: \(ancestor.path) is an existing file, not a directory") }
-        guard access(ancestor.path, W_OK) == 0 else { throw ESFTError("\(out.path): --out: \(ancestor.path) \(ErrorText.posix(errno))") }
-    }
-
-    /// The files a run writes in --out (besides checkpoints/).
-    static let outputFiles = ["trained.safetensors", "summary.json", "metrics.jsonl", "run.json", "expert_config.json"]
-
-    static func prepareOutputDirectory(_ out: URL, resuming: Bool) throws {
-        let fm = FileManager.default
-        if resuming && fm.fileExists(atPath: out.path) {
-            // The interrupted run's directory: only the temporaries of its own outputs go (a killed writer's).
-            for name in (try? fm.contentsOfDirectory(atPath: out.path)) ?? [] where outputFiles.contains(where: { name.hasPrefix(".\($0).tmp-") }) {
-                try? fm.removeItem(at: out.appendingPathComponent(name))
+        let signals = StopSignals { line in if comm.rank == 0 { print(line); fflush(stdout) } }
+        control.stopSignal = { signals.receivedSignal }
+        switch try trainer.run(control) {
+        case .finished(let s):
+            lock?.release()
+            if comm.rank == 0 { report(s, out: out) }
+        case .preempted(let step, let signal, let folder):
+            lock?.release()
+            if comm.rank == 0 {
+                print("esft train: preempted by \(signal) after step \(step); checkpoint \(folder.path). Resume with the same command and --resume (or --resume \(folder.path))")
+                fflush(stdout)
             }
-            return
-        }
-        if fm.fileExists(atPath: out.path) {
-            guard (try fm.contentsOfDirectory(atPath: out.path)).isEmpty else {
-                throw ESFTError("\(out.path) is not empty; choose a new output directory")
-            }
-        } else {
-            do { try fm.createDirectory(at: out, withIntermediateDirectories: true) } catch {
-                throw ESFTError("\(out.path): cannot create --out (\(ErrorText.reason(error)))")
-            }
+            try comm.finalize()
+            exit(preemptedStatus)
         }
     }
 
