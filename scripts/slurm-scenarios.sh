@@ -14,6 +14,8 @@
 #   WORK/sbatch/requeue-{term,usr1}/, WORK/mpirun/long/ (the uninterrupted run). Without checkpoints
 # in this esft (`esft train --help` has no --resume), WORK/results/requeue.skip says so instead.
 # Failure: a job whose rank 1 fails (esft mpi-check --fail-on-rank 1): WORK/results/failure.job.
+# Stall: esft-train.sbatch with --stall-timeout 4 whose rank 1 gets SIGSTOP while it trains must end FAILED on its
+# own: WORK/results/stall.job, stall.seconds (from the SIGSTOP to the job's end).
 set -euo pipefail
 work=$1 esft=$2
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,3 +113,29 @@ interrupt() {   # interrupt NAME HOW: submit, wait for a checkpoint, interrupt w
 }
 interrupt requeue-term requeue
 interrupt requeue-usr1 usr1
+
+# --- a rank that stops answering (SIGSTOP): the watchdog must fail the job in bounded time ------------
+stall() {
+    local id out=sbatch/stall p="" i t0
+    id=$(sbatch --parsable -n 2 -o "logs/stall-%j.log" "$repo/cluster/esft-train.sbatch" \
+        in/model in/data.h5 mpirun/score/experts.json "$out" "${long_opts[@]}" --stall-timeout 4)
+    for i in $(seq 1 12000); do   # hang guard only: 10 minutes
+        [ "$(wc -l <"$out/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break
+        sleep 0.05
+    done
+    for q in $(pgrep -x esft); do   # rank 1 by its SLURM task id
+        if tr '\0' '\n' <"/proc/$q/environ" 2>/dev/null | grep -qx 'SLURM_PROCID=1'; then p=$q; break; fi
+    done
+    [ -n "$p" ] || { say "stall: rank 1 not found"; record stall "$id" 99; return; }
+    kill -STOP "$p"; t0=$(date +%s.%N)
+    say "stall: job $id rank 1 (pid $p) stopped"
+    for i in $(seq 1 1200); do
+        case $(state_of "$id") in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) break ;; esac
+        sleep 0.1
+    done
+    awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f\n", a - b }' >results/stall.seconds
+    kill -CONT "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true
+    record stall "$id" "$(scontrol show job -o "$id" | sed -nE 's/.*ExitCode=([0-9]+):.*/\1/p')"
+    say "stall: job $id ended $(state_of "$id") $(cat results/stall.seconds) s after the SIGSTOP"
+}
+stall

@@ -108,6 +108,19 @@ final class SlurmJobTests: XCTestCase {
         XCTAssertTrue(log.contains("esft: rank 1 of 2: error"), log)
     }
 
+    /// A rank stopped with SIGSTOP while training under `--stall-timeout 4`: its peer's watchdog aborts the job, which
+    /// SLURM records as FAILED within the timeout + 10 s, the log naming what it waited in.
+    func testStalledRankFailsTheJobInBoundedTime() throws {
+        let w = try work()
+        let j = try job(w, "stall")
+        XCTAssertEqual(j["JobState"], "FAILED", "\(j)")
+        let seconds = try XCTUnwrap(Double(try text(w, "results/stall.seconds").trimmingCharacters(in: .whitespacesAndNewlines)))
+        XCTAssertLessThan(seconds, 14, "ended within the timeout + 10 s of the SIGSTOP")
+        let log = try jobLog(w, "stall")
+        XCTAssertTrue(log.contains("no progress for") && log.contains("--stall-timeout 4 s"), log)
+        print("SLURM stalled rank: job FAILED \(seconds) s after the SIGSTOP")
+    }
+
     /// Preempted while training (SIGTERM from `scontrol requeue`, or USR1 as before a time limit, after which
     /// the script requeues itself), the job writes a checkpoint, is requeued, resumes and ends with the
     /// uninterrupted run's weights.
