@@ -53,6 +53,8 @@ let package = Package(
         .target(name: "ESFTEval", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData", "ESFTParallel"]),
         // The command-line tool.
         .executableTarget(name: "esft", dependencies: ["ESFTKernels", "ESFTModel", "ESFTHDF5", "ESFTStore", "ESFTMethod", "ESFTParallel", "ESFTData", "ESFTTrain", "ESFTEval"]),
+        // Every hand-written parser as a fuzz target: replays inputs in a normal build, fuzzes under scripts/fuzz.sh.
+        .executableTarget(name: "esft-fuzz", dependencies: ["ESFTBase", "ESFTData", "ESFTMethod", "ESFTModel", "ESFTStore"]),
 
         // Fixture paths and comparisons shared by the test targets.
         .target(name: "ESFTTestSupport", dependencies: ["ESFTKernels", "ESFTModel", "ESFTStore", "ESFTData"],

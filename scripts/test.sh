@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the tests need, then the tests: Debian packages and a release build (scripts/setup.sh),
-# then the XCTest suite. Ends with a one-line summary over all suites: "N passed, N failed, N skipped"
+# then the XCTest suite and a few seconds of fuzzing per parser. Ends with a one-line summary over all suites: "N passed, N failed, N skipped"
 # (scripts/test_summary.sh); exits non-zero when a test failed or the test process died.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +16,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 swift test --disable-swift-testing 2>&1 | tee "$log" || status=$?
+# A few seconds of fuzzing per parser (libFuzzer + ASan; a finding in esft's code fails the run; the long runs
+# are in docs/testing.md, "Fuzzing").
+fuzz=0
+scripts/fuzz.sh "${ESFT_CI_FUZZ_SECONDS:-3}" || fuzz=$?
 # Counted over every suite; a crashed test process is a failure naming the test that was running.
 scripts/test_summary.sh "$log" "$status"
+if [ "$fuzz" -ne 0 ]; then echo "test: fuzzing found a crash in esft (scripts/fuzz.sh above)"; exit 1; fi

@@ -53,6 +53,8 @@ public enum ErrorText {
         case 642: return "is read-only (on a read-only file system)"
         case 516: return "already exists"
         case 640: return "no space left on the device"
+        case 3840:  // JSONSerialization: a syntax error, or nesting deeper than it reads
+            return (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "not valid JSON"
         case 258, 514: return "is not a valid file name"
         case 259: return "is not in the expected format"
         case 261, 517: return "is not valid text in the expected encoding"

@@ -75,6 +75,13 @@ public final class HFTokenizer: TextTokenizer, @unchecked Sendable {
         for token in added { ids[token.content] = token.id }
         tokenIds = ids
         let maxId = max(modelSection.vocab.values.max() ?? -1, added.map(\.id).max() ?? -1)
+        // Ids index the vocabulary: a table is sized by the largest. Real vocabularies leave at most a few gaps
+        // (reserved ids); an id far beyond the tokens listed would size it by the file's word, not its content.
+        let listed = modelSection.vocab.count + added.count, limit = 2 * listed + 65_536
+        guard Int(maxId) < limit else {
+            let owner = modelSection.vocab.first { $0.value == maxId }.map { "model.vocab[\"\($0.key)\"]" } ?? "added_tokens"
+            throw json.malformed("\(owner): id \(maxId) is far beyond the \(listed) tokens listed (ids must stay below \(limit))")
+        }
         vocabSize = Int(maxId) + 1
         var strings = [String?](repeating: nil, count: vocabSize)
         for (token, id) in modelSection.vocab { strings[Int(id)] = token }

@@ -25,6 +25,10 @@ enum TokenDatasetChecks {
             throw ESFTError(ErrorText.field(path, "samples", "must be [S, 4] (row, start, length, source), got \(samples.shape)"))
         }
         if split.elementKind.isFloat { throw ESFTError(ErrorText.field(path, "split", "is stored as floats; it must be an integer dataset of 0 and 1")) }
+        // Before anything is allocated for them: the shapes must be backed by the bytes the file holds.
+        for (name, d) in [("input_ids", ids), ("labels", labels), ("split", split), ("samples", samples)] {
+            if let problem = d.declaredSizeProblem { throw ESFTError(ErrorText.field(path, name, problem)) }
+        }
     }
 
     /// Reads rows `rows` of an integer [rows, seq_len] dataset as int32; a float dataset is accepted only if

@@ -175,10 +175,39 @@ public final class H5Dataset {
         return nil
     }
 
-    /// Byte offset of the data in the file (nil if not allocated or not contiguous).
+    /// Why the dataset's declared size cannot be its data, or nil when it can: a file may declare any shape in a
+    /// few header bytes, so sizes are checked against what is stored before anything is allocated for them.
+    /// Contiguous data must be stored whole; compressed chunks hold at most 1032 times their bytes (deflate's
+    /// largest ratio); uncompressed chunks at most their bytes, plus one chunk of unwritten fill.
+    public var declaredSizeProblem: String? {
+        var elements = 1
+        for d in shape {
+            let (p, overflow) = elements.multipliedReportingOverflow(by: d)
+            guard !overflow else { return "declares shape \(shape), more elements than an Int holds" }
+            elements = p
+        }
+        let (declared, overflow) = elements.multipliedReportingOverflow(by: max(elementKind.size, 1))
+        guard !overflow else { return "declares shape \(shape) of \(elementKind.size)-byte values, more bytes than an Int holds" }
+        guard declared > 0 else { return nil }
+        // What the header says is stored, but never more than the file holds (a corrupt layout can claim anything).
+        var fileSize: hsize_t = 0
+        let inFile = H5Fget_filesize(file.id, &fileSize) >= 0 ? Int(clamping: fileSize) : Int.max
+        let stored = min(Int(clamping: H5Dget_storage_size(id)), inFile)
+        let dcpl = H5Dget_create_plist(id)
+        defer { H5Pclose(dcpl) }
+        let contiguous = H5Pget_layout(dcpl) == H5D_CONTIGUOUS, filtered = H5Pget_nfilters(dcpl) > 0
+        let limit = contiguous ? stored : filtered ? stored.multipliedReportingOverflow(by: 1032).partialValue : stored + (1 << 20)
+        guard declared <= limit else {
+            return "declares shape \(shape) (\(declared) bytes) but stores \(stored) bytes\(filtered ? " compressed" : ""): the file is truncated or lies about its size"
+        }
+        return nil
+    }
+
+    /// Byte offset of the data in the file (nil if not allocated or not contiguous, or if a corrupt file gives an
+    /// address past what an Int holds).
     public var offset: Int? {
         let o = H5Dget_offset(id)
-        return o == haddr_t.max ? nil : Int(o)
+        return o == haddr_t.max ? nil : Int(exactly: o)
     }
 
     public func write(_ data: UnsafeRawPointer, element: H5Element) throws {

@@ -117,6 +117,8 @@ public struct ReferenceRoutingLog: Sendable {
                 if fraction >= 0 { simple = false; break }
                 fraction = 0
             } else if c >= 48 && c <= 57 {
+                // Past 15 digits the exact path does not apply (and 19 would overflow Int): strtod's path takes it.
+                guard digits < 15 else { simple = false; break }
                 mantissa = mantissa * 10 + Int(c - 48); digits += 1
                 if fraction >= 0 { fraction += 1 }
             } else { simple = false; break }

@@ -42,6 +42,9 @@ public final class ModelDirectory {
         dtype = dt
         let shards = Int(attrs.int("expert_shards") ?? 0)
         guard shards >= 1 || config.nRoutedExperts == 0 else { throw ESFTError("\(mainPath): attribute 'expert_shards' is missing") }
+        guard config.nRoutedExperts == 0 || shards <= config.nRoutedExperts else {
+            throw ESFTError(ErrorText.field(mainPath, "expert_shards", "attribute is \(shards); a model of \(config.nRoutedExperts) routed experts has 1...\(config.nRoutedExperts) expert shards"))
+        }
         expertRanges = ModelDirectoryLayout.split(config.nRoutedExperts, into: max(shards, 1))
         var files = [ModelDirectoryLayout.nonExpertFile]
         for s in 0..<max(shards, 1) where config.nRoutedExperts > 0 {
