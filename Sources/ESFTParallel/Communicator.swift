@@ -53,6 +53,9 @@ public protocol Communicator: AnyObject {
     var stallTimeout: Double? { get }
     /// What the run is doing, named by a stall's message (e.g. "step 12").
     func setStallContext(_ text: String)
+    /// A directory every rank sees, where each rank's watchdog beats once a second, so that a stall's message
+    /// names the rank whose beat stood still; nil: no heartbeats.
+    func setStallHeartbeats(_ directory: URL?)
 
     /// Prints `esft: rank R of N: error: <message>` to stderr and ends every rank of the job.
     func abort(message: String) -> Never

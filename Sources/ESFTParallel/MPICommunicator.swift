@@ -153,6 +153,7 @@ public final class MPICommunicator: Communicator {
     public func setStallTimeout(_ seconds: Double?) { watchdog.setTimeout(seconds) }
     public var stallTimeout: Double? { watchdog.currentTimeout }
     public func setStallContext(_ text: String) { watchdog.setContext(text) }
+    public func setStallHeartbeats(_ directory: URL?) { if size > 1 { watchdog.setHeartbeats(directory) } }
 
     public func abort(message: String) -> Never {
         fflush(stdout)

@@ -23,6 +23,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func setStallTimeout(_ seconds: Double?) {}
     public var stallTimeout: Double? { nil }
     public func setStallContext(_ text: String) {}
+    public func setStallHeartbeats(_ directory: URL?) {}
 
     public func barrier(tag: String?) throws { count("barrier", tag) {} }
 

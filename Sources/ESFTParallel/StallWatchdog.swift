@@ -22,6 +22,8 @@ public final class StallWatchdog: @unchecked Sendable {
     private var started = false
     private let rank: Int, size: Int
     private let abort: (String) -> Void
+    private var heartbeats: StallHeartbeats?
+    private var beatCount = 0
 
     init(rank: Int, size: Int, abort: @escaping (String) -> Void) {
         self.rank = rank; self.size = size; self.abort = abort
@@ -38,6 +40,22 @@ public final class StallWatchdog: @unchecked Sendable {
 
     var currentTimeout: Double? { lock.lock(); defer { lock.unlock() }; return timeout }
 
+    /// Heartbeats in `directory` (shared by every rank), so a stall's message can name the rank that went silent.
+    func setHeartbeats(_ directory: URL?) {
+        if let directory { try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+        lock.lock(); heartbeats = directory.map { StallHeartbeats(directory: $0, rank: rank, size: size) }; lock.unlock()
+        beat()  // at once: a rank stopped before the watchdog's first tick is still named by host and pid
+    }
+
+    /// One heartbeat: the next count and what the rank is doing.
+    private func beat() {
+        lock.lock()
+        beatCount += 1
+        let n = beatCount, beats = heartbeats, since = waitingSince, what = waitingIn, during = context
+        lock.unlock()
+        beats?.beat(n, state: (since > 0 ? "waiting in \(what)" : "computing") + (during.isEmpty ? "" : " during \(during)"))
+    }
+
     /// What the rank is doing, for the message (e.g. "step 12").
     func setContext(_ text: String) { lock.lock(); context = text; lock.unlock() }
 
@@ -50,16 +68,21 @@ public final class StallWatchdog: @unchecked Sendable {
     private func watch() {
         while true {
             Thread.sleep(forTimeInterval: 1)
+            beat()
             lock.lock()
-            let limit = timeout, since = waitingSince, what = waitingIn, during = context
+            let limit = timeout, since = waitingSince, what = waitingIn, during = context, beats = heartbeats
             lock.unlock()
             guard let limit, since > 0 else { continue }
             let waited = Stopwatch.seconds(since: since)
             guard waited > limit else { continue }
+            // Name the silent rank when heartbeats say which (two more beats' time of listening).
+            let silent = beats?.silent(listen: 2.5) { beat() } ?? []
+            let culprit = silent.isEmpty ? "a rank of the \(size) has stopped answering (stopped or frozen process, hung file system, dead link; a collective cannot say which)"
+                : "not answering: \(silent.joined(separator: "; ")) — its heartbeat stood still"
             var host = [CChar](repeating: 0, count: 256)
             _ = gethostname(&host, host.count)
-            abort(String(format: "no progress for %.0f s: waiting in %@%@ for the other ranks (--stall-timeout %.0f s); a rank of the %d has stopped answering (stopped or frozen process, hung file system, dead link; a collective cannot say which). This rank: host %@, pid %d. Aborting the job.",
-                         waited, what, during.isEmpty ? "" : " during \(during)", limit, size, String(cString: host), getpid()))
+            abort(String(format: "no progress for %.0f s: waiting in %@%@ for the other ranks (--stall-timeout %.0f s); %@. This rank: host %@, pid %d. Aborting the job.",
+                         waited, what, during.isEmpty ? "" : " during \(during)", limit, culprit, String(cString: host), getpid()))
             _exit(1)
         }
     }

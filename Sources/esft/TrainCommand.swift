@@ -163,7 +163,8 @@ enum TrainCommand {
             try comm.barrier(tag: "inputs")
             let lock = comm.rank == 0 ? try OutputDirectory.prepare(out, resuming: control.resume != nil) { print("esft train: \($0)") } : nil
             do {
-                try comm.barrier(tag: "setup")
+                try comm.barrier(tag: "setup")  // --out exists from here on: the ranks' heartbeats go there
+                comm.setStallHeartbeats(control.stallTimeout == .off ? nil : out.appendingPathComponent(".esft-heartbeats"))
                 try train(trainer, comm: comm, control: &control, out: out, saveGradients: saveGradients, lock: lock)
             } catch {
                 lock?.release()  // the error ends this job: the directory is free for a --resume

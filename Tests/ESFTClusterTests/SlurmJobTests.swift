@@ -118,6 +118,7 @@ final class SlurmJobTests: XCTestCase {
         XCTAssertLessThan(seconds, 14, "ended within the timeout + 10 s of the SIGSTOP")
         let log = try jobLog(w, "stall")
         XCTAssertTrue(log.contains("no progress for") && log.contains("--stall-timeout 4 s"), log)
+        XCTAssertTrue(log.contains("not answering: rank 1 (host "), "the stopped task is named:\n\(log)")
         print("SLURM stalled rank: job FAILED \(seconds) s after the SIGSTOP")
     }
 

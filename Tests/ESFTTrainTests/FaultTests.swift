@@ -111,7 +111,7 @@ final class FaultTests: TrainTestCase {
     }
 
     /// SIGSTOP on one rank of a 3-rank run: the others' watchdogs end the job within the timeout + 10 s, saying
-    /// what they waited in; SIGCONT afterwards changes nothing.
+    /// what they waited in and naming the stopped rank by its heartbeat; SIGCONT afterwards changes nothing.
     func testStalledRankEndsTheJobInBoundedTime() throws {
         if let why = MPIRun.unavailableReason { throw XCTSkip(why) }
         let out = fresh("stall"), timeout = 4.0
@@ -137,6 +137,8 @@ final class FaultTests: TrainTestCase {
         XCTAssertLessThan(took, timeout + 10, "ended within the timeout + 10 s")
         XCTAssert(r.stderr.contains("no progress for") && r.stderr.contains("--stall-timeout 4 s") && r.stderr.contains("during step"), r.output)
         XCTAssertTrue(r.stderr.contains("waiting in "), r.stderr)
+        // The heartbeats name the stopped rank (its watchdog thread stood still with it).
+        XCTAssertTrue(r.stderr.contains("not answering: rank 2 (host ") && r.stderr.contains("pid \(stopped.value)"), r.stderr)
         print("stalled rank: job ended \(String(format: "%.1f", took)) s after SIGSTOP")
     }
 
