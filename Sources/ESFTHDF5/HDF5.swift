@@ -178,7 +178,7 @@ public final class H5Dataset {
     /// Why the dataset's declared size cannot be its data, or nil when it can: a file may declare any shape in a
     /// few header bytes, so sizes are checked against what is stored before anything is allocated for them.
     /// Contiguous data must be stored whole; compressed chunks hold at most 1032 times their bytes (deflate's
-    /// largest ratio); uncompressed chunks at most their bytes, plus one chunk of unwritten fill.
+    /// largest ratio); uncompressed chunks at most their bytes plus 1 MiB of unwritten fill.
     public var declaredSizeProblem: String? {
         var elements = 1
         for d in shape {

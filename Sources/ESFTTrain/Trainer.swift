@@ -41,7 +41,7 @@ public final class Trainer {
     let best: BestWeights?
     /// Where to write the first step's gradients (all ranks' tensors, gathered like trained.safetensors), if anywhere.
     public var saveGradients: URL?
-    /// Faults tests inject (ESFT_DEBUG_*); none in a normal run.
+    /// Faults the fault tests inject (ESFT_FAILPOINT, DebugFaults); none in a normal run.
     let debugFaults: DebugFaults
 
     public init(comm: Communicator, modelURL: URL, dataPath: String, selection: TrainableSelection, options: TrainOptions,
